@@ -1,0 +1,113 @@
+//! The [`Namespace`] trait: every metadata operation a client needs.
+//!
+//! Implementations: `meridian_metaserver::Meta` (the POSIX rules over a transactional store,
+//! embedded in the client or served by a site's metaserver). Contract:
+//! - every mutating call is atomic: it happens completely or not at all;
+//! - every call checks the caller's permissions as POSIX says; a caller with uid 0 passes
+//!   every permission check except execute on a file with no execute bit;
+//! - an inode whose last name is removed while it is open (see [`Namespace::open`]) stays
+//!   readable and writable until the last [`Namespace::release`].
+
+use crate::{Attr, BlockRef, Caller, DirEntry, FileKind, InodeId, Layout, MetaResult, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// How a time attribute is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimeSet {
+    Now,
+    At(Timestamp),
+}
+
+/// A `setattr` request: each `Some` field changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAttr {
+    pub mode: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+    pub ctime: Option<Timestamp>,
+    /// The change comes through an open file handle (ftruncate): the open already checked
+    /// write permission.
+    pub via_handle: bool,
+}
+
+/// What `rename` does when the target exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RenameMode {
+    /// Replace the target as POSIX `rename(2)` does.
+    Replace,
+    /// Fail with [`crate::MetaError::Exists`] if the target exists.
+    NoReplace,
+    /// Swap source and target atomically; both must exist.
+    Exchange,
+}
+
+/// How `setxattr` treats an existing attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum XattrMode {
+    Any,
+    CreateOnly,
+    ReplaceOnly,
+}
+
+/// A write committed on flush, fsync or close: chunks replaced (or made holes with `None`),
+/// or the whole file made inline, and the size and mtime after the write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    pub chunks: Vec<(u64, Option<BlockRef>)>,
+    /// Replace the whole layout with these inline bytes (then `chunks` must be empty).
+    pub inline: Option<Vec<u8>>,
+    pub size: u64,
+    pub mtime: Timestamp,
+}
+
+/// Capacity figures for `statfs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatFs {
+    pub files: u64,
+    pub bytes_used: u64,
+}
+
+/// The metadata operations of one namespace.
+pub trait Namespace: Send + Sync {
+    fn lookup(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<Attr>;
+    fn getattr(&self, ino: InodeId) -> MetaResult<Attr>;
+    fn setattr(&self, who: &Caller, ino: InodeId, set: &SetAttr) -> MetaResult<Attr>;
+    /// Checks `mask` (bits 4 read, 2 write, 1 execute; 0 existence) for the caller.
+    fn access(&self, who: &Caller, ino: InodeId, mask: u32) -> MetaResult<()>;
+
+    /// Creates a regular file, FIFO, socket or device node. `mode` is already masked by umask.
+    fn mknod(&self, who: &Caller, parent: InodeId, name: &[u8], kind: FileKind, mode: u16, rdev: u32)
+        -> MetaResult<Attr>;
+    fn mkdir(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16) -> MetaResult<Attr>;
+    fn symlink(&self, who: &Caller, parent: InodeId, name: &[u8], target: &[u8]) -> MetaResult<Attr>;
+    fn readlink(&self, ino: InodeId) -> MetaResult<Vec<u8>>;
+    fn link(&self, who: &Caller, ino: InodeId, parent: InodeId, name: &[u8]) -> MetaResult<Attr>;
+    fn unlink(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<()>;
+    fn rmdir(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<()>;
+    fn rename(&self, who: &Caller, parent: InodeId, name: &[u8], new_parent: InodeId, new_name: &[u8],
+        mode: RenameMode) -> MetaResult<()>;
+
+    /// Up to `limit` entries of `dir` whose names sort after `after` (all, if `None`), in
+    /// name order. Does not include `.` and `..`.
+    fn readdir(&self, who: &Caller, dir: InodeId, after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<DirEntry>>;
+    /// The parent of directory `dir` (the root is its own parent).
+    fn parent(&self, dir: InodeId) -> MetaResult<InodeId>;
+
+    /// Checks that the caller may open `ino` for reading and/or writing, and records the
+    /// open so the inode outlives its last name until [`Namespace::release`].
+    fn open(&self, who: &Caller, ino: InodeId, read: bool, write: bool) -> MetaResult<Attr>;
+    fn release(&self, ino: InodeId) -> MetaResult<()>;
+    /// The current data layout of a regular file, and its size.
+    fn layout(&self, ino: InodeId) -> MetaResult<(Layout, u64)>;
+    fn commit(&self, ino: InodeId, commit: &Commit) -> MetaResult<Attr>;
+
+    fn getxattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<Vec<u8>>;
+    fn setxattr(&self, who: &Caller, ino: InodeId, name: &[u8], value: &[u8], mode: XattrMode) -> MetaResult<()>;
+    fn listxattr(&self, who: &Caller, ino: InodeId) -> MetaResult<Vec<Vec<u8>>>;
+    fn removexattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<()>;
+
+    fn statfs(&self) -> MetaResult<StatFs>;
+}

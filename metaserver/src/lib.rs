@@ -1,0 +1,19 @@
+//! A Meridian site's metadata authority.
+//!
+//! Layout:
+//! - [`store`]: the transactional key-value [`store::Store`] trait at the seam, with an
+//!   in-memory backend ([`store::MemStore`], for fast tests) and the embedded default
+//!   ([`store::RedbStore`], one file on local disk). One test suite runs against both.
+//! - [`records`]: how inodes, entries, xattrs and layouts are keyed and encoded in a store.
+//! - [`meta`]: [`Meta`], the POSIX rules written once over any store, implementing
+//!   [`meridian_proto::Namespace`].
+//!
+//! Invariant: every mutation is one store transaction, so a crash at any instant leaves the
+//! namespace as it was before or after that mutation, never between.
+
+pub mod meta;
+pub mod records;
+pub mod store;
+
+pub use meta::{Meta, MetaConfig};
+pub use store::{MemStore, RedbStore, Store};

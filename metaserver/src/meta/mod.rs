@@ -1,0 +1,300 @@
+//! [`Meta`]: the POSIX namespace rules, written once over any [`Store`].
+//!
+//! Layout: `perm` (permission checks), `create` (mknod, mkdir, symlink, link), `remove`
+//! (unlink, rmdir, dropping links), `rename`, `attr` (setattr, xattrs), `data` (open,
+//! release, layouts and commits).
+//!
+//! Invariants:
+//! - Every public operation runs in one store transaction (`Store::write` or `Store::read`).
+//! - A directory's nlink is 2 plus its number of subdirectories; the root is its own parent.
+//! - An inode whose nlink reaches 0 while open is marked in the orphan table and purged on
+//!   its last release, or at the next start if the process died first.
+//!
+//! Locks: `opens` (the in-memory open counts) is taken only outside store transactions or
+//! inside them without calling back into the store's lock, so the order is always
+//! store transaction → `opens`.
+
+mod attr;
+mod create;
+mod data;
+mod perm;
+mod remove;
+mod rename;
+#[cfg(test)]
+mod tests;
+
+use crate::records::{DentryRec, InodeRec, Records, Writer, NEXT_INO};
+use crate::store::{ReadTxn, Store, Table};
+use meridian_proto::*;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+
+/// How a namespace is set up when first created, and its limits.
+#[derive(Clone, Debug)]
+pub struct MetaConfig {
+    /// This site's id, stamped in the high bits of every inode it creates.
+    pub site: u16,
+    /// Owner of the root directory when the namespace is first created.
+    pub root_uid: u32,
+    pub root_gid: u32,
+    /// Files up to this many bytes are stored inline.
+    pub inline_max: u64,
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        MetaConfig { site: 1, root_uid: 0, root_gid: 0, inline_max: DEFAULT_INLINE_MAX }
+    }
+}
+
+/// The namespace over store `S`.
+pub struct Meta<S: Store> {
+    store: S,
+    config: MetaConfig,
+    /// Open counts per inode (the embedded client's opens; clients of a site service keep
+    /// theirs in sessions).
+    opens: Mutex<HashMap<InodeId, u32>>,
+}
+
+impl<S: Store> Meta<S> {
+    /// Opens the namespace in `store`, creating the root on first use and purging orphans
+    /// left by a process that died with files open.
+    pub fn open(store: S, config: MetaConfig) -> MetaResult<Self> {
+        let meta = Meta { store, config, opens: Mutex::new(HashMap::new()) };
+        meta.init_root()?;
+        meta.purge_orphans()?;
+        Ok(meta)
+    }
+
+    pub fn config(&self) -> &MetaConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn init_root(&self) -> MetaResult<()> {
+        self.store.write(|txn| {
+            let mut w = Writer::new(txn);
+            if w.try_inode(ROOT)?.is_some() {
+                return Ok(());
+            }
+            let now = Timestamp::now();
+            let attr = Attr {
+                ino: ROOT,
+                kind: FileKind::Directory,
+                perm: 0o755,
+                nlink: 2,
+                uid: self.config.root_uid,
+                gid: self.config.root_gid,
+                rdev: 0,
+                size: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                crtime: now,
+            };
+            w.put_inode(&InodeRec { attr, parent: ROOT, target: Vec::new() })?;
+            w.set_counter(NEXT_INO, 2)?;
+            w.set_counter(crate::records::FILES, 1)
+        })
+    }
+
+    fn purge_orphans(&self) -> MetaResult<()> {
+        let orphans = self.store.read(|t| t.scan(Table::Orphans, &[], None, usize::MAX))?;
+        for (key, _) in orphans {
+            let ino = InodeId(u64::from_be_bytes(key[..8].try_into().expect("8-byte key")));
+            self.store.write(|txn| Writer::new(txn).purge_inode(ino))?;
+            tracing::info!(ino = ino.0, "purged an inode unlinked while open before the last stop");
+        }
+        Ok(())
+    }
+
+    /// Every block referenced by any file (for garbage collection).
+    pub fn referenced_blocks(&self) -> MetaResult<std::collections::HashSet<BlockId>> {
+        let mut out = std::collections::HashSet::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.store.read(|t| t.scan(Table::Data, &[], after.as_deref(), 1024))?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (k, v) in &page {
+                let layout: Layout = postcard::from_bytes(v)
+                    .map_err(|e| MetaError::Corrupt(format!("data key {k:?}: {e}")))?;
+                out.extend(layout.blocks().copied());
+            }
+        }
+        Ok(out)
+    }
+
+    fn alloc_ino(&self, w: &mut Writer<'_>) -> MetaResult<InodeId> {
+        let n = w.counter(NEXT_INO)?;
+        w.set_counter(NEXT_INO, n + 1)?;
+        Ok(InodeId::new(self.config.site, n))
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&dyn ReadTxn) -> MetaResult<T>) -> MetaResult<T> {
+        self.store.read(f)
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Writer<'_>) -> MetaResult<T>) -> MetaResult<T> {
+        self.store.write(|txn| f(&mut Writer::new(txn)))
+    }
+}
+
+/// Checks a name for one directory entry.
+fn check_name(name: &[u8]) -> MetaResult<()> {
+    if name.len() > NAME_MAX {
+        return Err(MetaError::NameTooLong);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+        return Err(MetaError::Invalid(format!("bad file name {:?}", String::from_utf8_lossy(name))));
+    }
+    Ok(())
+}
+
+/// Looks up `name` in directory record `dir`, resolving `.` and `..`.
+fn resolve(r: &impl Records, dir: &InodeRec, name: &[u8]) -> MetaResult<Option<DentryRec>> {
+    match name {
+        b"." => Ok(Some(DentryRec { ino: dir.attr.ino, kind: FileKind::Directory })),
+        b".." => Ok(Some(DentryRec { ino: dir.parent, kind: FileKind::Directory })),
+        _ => r.dentry(dir.attr.ino, name),
+    }
+}
+
+/// The directory record for `ino`, or `NotDirectory`.
+fn dir_rec(r: &impl Records, ino: InodeId) -> MetaResult<InodeRec> {
+    let rec = r.inode(ino)?;
+    if rec.attr.kind != FileKind::Directory {
+        return Err(MetaError::NotDirectory);
+    }
+    Ok(rec)
+}
+
+impl<S: Store> Namespace for Meta<S> {
+    fn lookup(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<Attr> {
+        if name.len() > NAME_MAX {
+            return Err(MetaError::NameTooLong);
+        }
+        self.read(|t| {
+            let dir = dir_rec(&t, parent)?;
+            perm::check(who, &dir.attr, perm::X)?;
+            let d = resolve(&t, &dir, name)?.ok_or(MetaError::NotFound)?;
+            Ok(t.inode(d.ino)?.attr)
+        })
+    }
+
+    fn getattr(&self, ino: InodeId) -> MetaResult<Attr> {
+        self.read(|t| Ok(t.inode(ino)?.attr))
+    }
+
+    fn setattr(&self, who: &Caller, ino: InodeId, set: &SetAttr) -> MetaResult<Attr> {
+        self.write(|w| attr::setattr(w, who, ino, set))
+    }
+
+    fn access(&self, who: &Caller, ino: InodeId, mask: u32) -> MetaResult<()> {
+        self.read(|t| perm::check(who, &t.inode(ino)?.attr, mask))
+    }
+
+    fn mknod(&self, who: &Caller, parent: InodeId, name: &[u8], kind: FileKind, mode: u16, rdev: u32) -> MetaResult<Attr> {
+        if kind == FileKind::Directory || kind == FileKind::Symlink {
+            return Err(MetaError::Invalid("mknod makes files, FIFOs, sockets and devices".into()));
+        }
+        self.write(|w| self.create(w, who, parent, name, create::New { kind, mode, rdev, target: Vec::new() }))
+    }
+
+    fn mkdir(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16) -> MetaResult<Attr> {
+        let new = create::New { kind: FileKind::Directory, mode, rdev: 0, target: Vec::new() };
+        self.write(|w| self.create(w, who, parent, name, new))
+    }
+
+    fn symlink(&self, who: &Caller, parent: InodeId, name: &[u8], target: &[u8]) -> MetaResult<Attr> {
+        if target.len() > PATH_MAX {
+            return Err(MetaError::NameTooLong);
+        }
+        let new = create::New { kind: FileKind::Symlink, mode: 0o777, rdev: 0, target: target.to_vec() };
+        self.write(|w| self.create(w, who, parent, name, new))
+    }
+
+    fn readlink(&self, ino: InodeId) -> MetaResult<Vec<u8>> {
+        let rec = self.read(|t| t.inode(ino))?;
+        if rec.attr.kind != FileKind::Symlink {
+            return Err(MetaError::Invalid("not a symbolic link".into()));
+        }
+        Ok(rec.target)
+    }
+
+    fn link(&self, who: &Caller, ino: InodeId, parent: InodeId, name: &[u8]) -> MetaResult<Attr> {
+        self.write(|w| create::link(w, who, ino, parent, name))
+    }
+
+    fn unlink(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<()> {
+        self.write(|w| self.remove(w, who, parent, name, false))
+    }
+
+    fn rmdir(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<()> {
+        self.write(|w| self.remove(w, who, parent, name, true))
+    }
+
+    fn rename(&self, who: &Caller, parent: InodeId, name: &[u8], new_parent: InodeId, new_name: &[u8], mode: RenameMode) -> MetaResult<()> {
+        self.write(|w| self.rename_in(w, who, rename::Move { parent, name, new_parent, new_name, mode }))
+    }
+
+    fn readdir(&self, who: &Caller, dir: InodeId, after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<DirEntry>> {
+        self.read(|t| {
+            let d = dir_rec(&t, dir)?;
+            perm::check(who, &d.attr, perm::R)?;
+            Ok(t.children(dir, after, limit)?
+                .into_iter()
+                .map(|(name, e)| DirEntry { name, ino: e.ino, kind: e.kind })
+                .collect())
+        })
+    }
+
+    fn parent(&self, dir: InodeId) -> MetaResult<InodeId> {
+        self.read(|t| Ok(dir_rec(&t, dir)?.parent))
+    }
+
+    fn open(&self, who: &Caller, ino: InodeId, read: bool, write: bool) -> MetaResult<Attr> {
+        self.open_file(who, ino, read, write)
+    }
+
+    fn release(&self, ino: InodeId) -> MetaResult<()> {
+        self.release_file(ino)
+    }
+
+    fn layout(&self, ino: InodeId) -> MetaResult<(Layout, u64)> {
+        self.read(|t| {
+            let rec = t.inode(ino)?;
+            if rec.attr.kind != FileKind::Regular {
+                return Err(MetaError::Invalid("not a regular file".into()));
+            }
+            Ok((t.layout(ino)?, rec.attr.size))
+        })
+    }
+
+    fn commit(&self, ino: InodeId, commit: &Commit) -> MetaResult<Attr> {
+        self.write(|w| data::commit(w, ino, commit))
+    }
+
+    fn getxattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<Vec<u8>> {
+        self.read(|t| attr::getxattr(&t, who, ino, name))
+    }
+
+    fn setxattr(&self, who: &Caller, ino: InodeId, name: &[u8], value: &[u8], mode: XattrMode) -> MetaResult<()> {
+        self.write(|w| attr::setxattr(w, who, ino, name, value, mode))
+    }
+
+    fn listxattr(&self, who: &Caller, ino: InodeId) -> MetaResult<Vec<Vec<u8>>> {
+        self.read(|t| attr::listxattr(&t, who, ino))
+    }
+
+    fn removexattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<()> {
+        self.write(|w| attr::removexattr(w, who, ino, name))
+    }
+
+    fn statfs(&self) -> MetaResult<StatFs> {
+        self.read(|t| Ok(StatFs { files: t.counter(crate::records::FILES)?, bytes_used: t.counter(crate::records::BYTES)? }))
+    }
+}

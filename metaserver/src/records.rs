@@ -1,0 +1,185 @@
+//! How namespace records are keyed and encoded in a [`Store`](crate::Store).
+//!
+//! Keys (all integers big-endian, so byte order is numeric order):
+//! - `inodes`:   ino → [`InodeRec`]
+//! - `dentries`: parent ++ name → [`DentryRec`]
+//! - `xattrs`:   ino ++ name → value
+//! - `data`:     ino → [`Layout`] (regular files only)
+//! - `meta`:     fixed names → counters ([`NEXT_INO`], [`FILES`], [`BYTES`])
+//! - `orphans`:  ino → empty (inodes with no name left, kept while open)
+//!
+//! Values are postcard-encoded; a value that does not decode is reported as
+//! [`MetaError::Corrupt`] naming the table and key, never a panic.
+
+use crate::store::{ReadTxn, Table, WriteTxn};
+use meridian_proto::{Attr, FileKind, InodeId, Layout, MetaError, MetaResult};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+pub const NEXT_INO: &[u8] = b"next_ino";
+pub const FILES: &[u8] = b"files";
+pub const BYTES: &[u8] = b"bytes";
+
+/// One inode as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InodeRec {
+    pub attr: Attr,
+    /// For directories, the parent directory (the root is its own parent).
+    pub parent: InodeId,
+    /// For symlinks, the target.
+    pub target: Vec<u8>,
+}
+
+/// One directory entry as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DentryRec {
+    pub ino: InodeId,
+    pub kind: FileKind,
+}
+
+fn decode<T: DeserializeOwned>(table: Table, key: &[u8], bytes: &[u8]) -> MetaResult<T> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| MetaError::Corrupt(format!("{} key {}: {e}", table.name(), hex_key(key))))
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).expect("encoding to a Vec cannot fail")
+}
+
+fn hex_key(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn ino_key(ino: InodeId) -> [u8; 8] {
+    ino.0.to_be_bytes()
+}
+
+pub fn child_key(parent: InodeId, name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + name.len());
+    k.extend_from_slice(&ino_key(parent));
+    k.extend_from_slice(name);
+    k
+}
+
+/// Typed reads over any transaction.
+pub trait Records {
+    fn txn(&self) -> &dyn ReadTxn;
+
+    fn inode(&self, ino: InodeId) -> MetaResult<InodeRec> {
+        self.try_inode(ino)?.ok_or(MetaError::NotFound)
+    }
+    fn try_inode(&self, ino: InodeId) -> MetaResult<Option<InodeRec>> {
+        let key = ino_key(ino);
+        match self.txn().get(Table::Inodes, &key)? {
+            Some(v) => Ok(Some(decode(Table::Inodes, &key, &v)?)),
+            None => Ok(None),
+        }
+    }
+    fn dentry(&self, parent: InodeId, name: &[u8]) -> MetaResult<Option<DentryRec>> {
+        let key = child_key(parent, name);
+        match self.txn().get(Table::Dentries, &key)? {
+            Some(v) => Ok(Some(decode(Table::Dentries, &key, &v)?)),
+            None => Ok(None),
+        }
+    }
+    fn children(&self, parent: InodeId, after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<(Vec<u8>, DentryRec)>> {
+        let prefix = ino_key(parent);
+        self.txn()
+            .scan(Table::Dentries, &prefix, after, limit)?
+            .into_iter()
+            .map(|(k, v)| Ok((k[8..].to_vec(), decode(Table::Dentries, &k, &v)?)))
+            .collect()
+    }
+    fn is_empty_dir(&self, dir: InodeId) -> MetaResult<bool> {
+        Ok(self.children(dir, None, 1)?.is_empty())
+    }
+    fn layout(&self, ino: InodeId) -> MetaResult<Layout> {
+        let key = ino_key(ino);
+        match self.txn().get(Table::Data, &key)? {
+            Some(v) => decode(Table::Data, &key, &v),
+            None => Ok(Layout::default()),
+        }
+    }
+    fn counter(&self, name: &[u8]) -> MetaResult<u64> {
+        match self.txn().get(Table::Meta, name)? {
+            Some(v) => decode(Table::Meta, name, &v),
+            None => Ok(0),
+        }
+    }
+    fn xattr(&self, ino: InodeId, name: &[u8]) -> MetaResult<Option<Vec<u8>>> {
+        self.txn().get(Table::Xattrs, &child_key(ino, name))
+    }
+    fn xattr_names(&self, ino: InodeId) -> MetaResult<Vec<Vec<u8>>> {
+        let prefix = ino_key(ino);
+        Ok(self.txn().scan(Table::Xattrs, &prefix, None, usize::MAX)?.into_iter().map(|(k, _)| k[8..].to_vec()).collect())
+    }
+}
+
+impl Records for &dyn ReadTxn {
+    fn txn(&self) -> &dyn ReadTxn {
+        *self
+    }
+}
+
+/// Typed writes inside a write transaction.
+pub struct Writer<'a> {
+    pub txn: &'a mut dyn WriteTxn,
+}
+
+impl Records for Writer<'_> {
+    fn txn(&self) -> &dyn ReadTxn {
+        // A WriteTxn is a ReadTxn; upcast the trait object.
+        self.txn as &dyn ReadTxn
+    }
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(txn: &'a mut dyn WriteTxn) -> Self {
+        Writer { txn }
+    }
+    pub fn put_inode(&mut self, rec: &InodeRec) -> MetaResult<()> {
+        self.txn.put(Table::Inodes, &ino_key(rec.attr.ino), &encode(rec))
+    }
+    pub fn put_attr(&mut self, attr: &Attr) -> MetaResult<()> {
+        let mut rec = self.inode(attr.ino)?;
+        rec.attr = attr.clone();
+        self.put_inode(&rec)
+    }
+    pub fn put_dentry(&mut self, parent: InodeId, name: &[u8], d: DentryRec) -> MetaResult<()> {
+        self.txn.put(Table::Dentries, &child_key(parent, name), &encode(&d))
+    }
+    pub fn del_dentry(&mut self, parent: InodeId, name: &[u8]) -> MetaResult<()> {
+        self.txn.delete(Table::Dentries, &child_key(parent, name))
+    }
+    pub fn put_layout(&mut self, ino: InodeId, layout: &Layout) -> MetaResult<()> {
+        self.txn.put(Table::Data, &ino_key(ino), &encode(layout))
+    }
+    pub fn set_counter(&mut self, name: &[u8], v: u64) -> MetaResult<()> {
+        self.txn.put(Table::Meta, name, &encode(&v))
+    }
+    /// Adds `delta` (which may be negative) to a counter, saturating at zero.
+    pub fn add_counter(&mut self, name: &[u8], delta: i64) -> MetaResult<()> {
+        let v = self.counter(name)?.saturating_add_signed(delta);
+        self.set_counter(name, v)
+    }
+    pub fn put_xattr(&mut self, ino: InodeId, name: &[u8], value: &[u8]) -> MetaResult<()> {
+        self.txn.put(Table::Xattrs, &child_key(ino, name), value)
+    }
+    pub fn del_xattr(&mut self, ino: InodeId, name: &[u8]) -> MetaResult<()> {
+        self.txn.delete(Table::Xattrs, &child_key(ino, name))
+    }
+    pub fn set_orphan(&mut self, ino: InodeId, orphan: bool) -> MetaResult<()> {
+        if orphan { self.txn.put(Table::Orphans, &ino_key(ino), &[]) } else { self.txn.delete(Table::Orphans, &ino_key(ino)) }
+    }
+    /// Removes an inode and everything hanging off it (data, xattrs, orphan mark).
+    pub fn purge_inode(&mut self, ino: InodeId) -> MetaResult<()> {
+        let rec = self.inode(ino)?;
+        for name in self.xattr_names(ino)? {
+            self.del_xattr(ino, &name)?;
+        }
+        self.txn.delete(Table::Data, &ino_key(ino))?;
+        self.txn.delete(Table::Inodes, &ino_key(ino))?;
+        self.set_orphan(ino, false)?;
+        self.add_counter(FILES, -1)?;
+        self.add_counter(BYTES, -(rec.attr.size as i64))
+    }
+}

@@ -1,0 +1,94 @@
+//! The store seam: a transactional, ordered key-value store with a few fixed tables.
+//!
+//! Contract for implementations (checked by [`suite`], run against every backend):
+//! - `write` runs its closure in one transaction: if the closure returns `Err`, nothing it
+//!   wrote is visible afterwards; if it returns `Ok`, everything is, durably, once `write`
+//!   returns.
+//! - Transactions are serializable: a `write` sees no interleaving writes of another.
+//! - `scan` returns keys that start with the prefix, in byte order, strictly after
+//!   `prefix ++ after` when `after` is given.
+
+mod mem;
+mod redb_store;
+#[cfg(test)]
+pub(crate) mod suite;
+
+pub use mem::MemStore;
+pub use redb_store::RedbStore;
+
+use meridian_proto::MetaResult;
+
+/// The tables every store holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Table {
+    Inodes,
+    Dentries,
+    Xattrs,
+    Data,
+    Meta,
+    Orphans,
+}
+
+impl Table {
+    pub const ALL: [Table; 6] =
+        [Table::Inodes, Table::Dentries, Table::Xattrs, Table::Data, Table::Meta, Table::Orphans];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Inodes => "inodes",
+            Table::Dentries => "dentries",
+            Table::Xattrs => "xattrs",
+            Table::Data => "data",
+            Table::Meta => "meta",
+            Table::Orphans => "orphans",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A key and its value.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// Reads inside a transaction.
+pub trait ReadTxn {
+    fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>>;
+    /// Up to `limit` pairs whose key starts with `prefix`, after `prefix ++ after` if given.
+    fn scan(&self, table: Table, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<Pair>>;
+}
+
+/// Reads and writes inside a transaction.
+pub trait WriteTxn: ReadTxn {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> MetaResult<()>;
+    fn delete(&mut self, table: Table, key: &[u8]) -> MetaResult<()>;
+}
+
+/// A transactional store.
+pub trait Store: Send + Sync + 'static {
+    fn read<T>(&self, f: impl FnOnce(&dyn ReadTxn) -> MetaResult<T>) -> MetaResult<T>;
+    fn write<T>(&self, f: impl FnOnce(&mut dyn WriteTxn) -> MetaResult<T>) -> MetaResult<T>;
+}
+
+/// The exclusive upper bound of keys starting with `prefix` (None if unbounded).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// The first key a scan may return (inclusive) given its prefix and cursor.
+pub(crate) fn scan_start(prefix: &[u8], after: Option<&[u8]>) -> Vec<u8> {
+    let mut start = prefix.to_vec();
+    if let Some(a) = after {
+        start.extend_from_slice(a);
+        start.push(0); // smallest key strictly greater than prefix ++ after
+    }
+    start
+}
