@@ -1,1 +1,49 @@
-fn main(){}
+//! `meridian`: mount the namespace, unmount it, collect garbage.
+//!
+//! Layout: `config` (TOML file and flags), `open` (namespace and block store with clear
+//! errors), `mount` (the mount command, background mode, signals), `admin` (umount, gc).
+//! Errors end the process with one line on stderr and exit status 1.
+
+mod admin;
+mod config;
+mod mount;
+mod open;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "meridian", version, about = "Meridian: a global-namespace filesystem for VFX and finishing studios")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Mount the namespace at MOUNTPOINT (embedded metaserver; blocks in DATA_DIR or a bucket)
+    Mount(mount::MountArgs),
+    /// Unmount MOUNTPOINT, committing open files first
+    Umount(admin::UmountArgs),
+    /// Delete blocks that no file references (run while the namespace is not mounted)
+    Gc(admin::GcArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| "info,fuser=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Mount(a) => mount::run(a),
+        Cmd::Umount(a) => admin::umount(a),
+        Cmd::Gc(a) => admin::gc(a),
+    };
+    if let Err(e) = result {
+        eprintln!("meridian: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -81,6 +81,9 @@ pub trait Namespace: Send + Sync {
     /// Creates a regular file, FIFO, socket or device node. `mode` is already masked by umask.
     fn mknod(&self, who: &Caller, parent: InodeId, name: &[u8], kind: FileKind, mode: u16, rdev: u32)
         -> MetaResult<Attr>;
+    /// Creates a regular file and records it open (as `open` does) without checking the new
+    /// file's own mode: `open(O_CREAT|O_WRONLY, 0444)` must succeed.
+    fn create(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16) -> MetaResult<Attr>;
     fn mkdir(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16) -> MetaResult<Attr>;
     fn symlink(&self, who: &Caller, parent: InodeId, name: &[u8], target: &[u8]) -> MetaResult<Attr>;
     fn readlink(&self, ino: InodeId) -> MetaResult<Vec<u8>>;

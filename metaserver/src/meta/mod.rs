@@ -204,6 +204,13 @@ impl<S: Store> Namespace for Meta<S> {
         self.write(|w| self.create(w, who, parent, name, create::New { kind, mode, rdev, target: Vec::new() }))
     }
 
+    fn create(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16) -> MetaResult<Attr> {
+        let new = create::New { kind: FileKind::Regular, mode, rdev: 0, target: Vec::new() };
+        let attr = self.write(|w| self.create(w, who, parent, name, new))?;
+        *self.opens.lock().entry(attr.ino).or_insert(0) += 1;
+        Ok(attr)
+    }
+
     fn mkdir(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16) -> MetaResult<Attr> {
         let new = create::New { kind: FileKind::Directory, mode, rdev: 0, target: Vec::new() };
         self.write(|w| self.create(w, who, parent, name, new))

@@ -1,0 +1,183 @@
+//! A [`BlockStore`] in an S3 bucket (AWS S3, Garage, MinIO, private endpoints).
+//!
+//! Owns: its own small tokio runtime, so callers stay synchronous (FUSE worker threads call
+//! `put`/`get` and block on the runtime). Invariant: callers are never tokio worker threads.
+//! Errors are turned into one line that names the endpoint or bucket and the likely fix.
+
+use super::{block_key, parse_block_key, BlockError, BlockInfo, BlockStore};
+use aws_config::{timeout::TimeoutConfig, BehaviorVersion, Region};
+use aws_credential_types::Credentials;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use meridian_proto::BlockId;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime};
+
+/// Where the bucket is and how to reach it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// The bucket name.
+    pub bucket: String,
+    /// Endpoint URL (e.g. `http://127.0.0.1:3900` for Garage); `None` means AWS.
+    pub endpoint: Option<String>,
+    /// Region to sign for (Garage's default is `garage`; AWS needs the bucket's region).
+    pub region: String,
+    /// Key prefix inside the bucket, e.g. `meridian/`.
+    pub prefix: String,
+    /// Use path-style addressing (`endpoint/bucket/key`); the default for custom endpoints.
+    pub path_style: Option<bool>,
+    /// Static credentials; when absent the standard AWS chain is used (environment,
+    /// profile, instance metadata).
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+pub struct S3Store {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    cfg: S3Config,
+}
+
+fn s3_err<E>(op: &'static str, cfg: &S3Config, e: SdkError<E, HttpResponse>) -> BlockError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let where_ = format!("bucket '{}' at {}", cfg.bucket, cfg.endpoint.as_deref().unwrap_or("AWS S3"));
+    let message = match &e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => format!(
+            "cannot reach {where_}: {} — check --endpoint and that the S3 server is running",
+            DisplayErrorContext(&e)
+        ),
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("");
+            let status = se.raw().status().as_u16();
+            match (code, status) {
+                ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied", _) | (_, 403) => format!(
+                    "{where_} refused the credentials ({code} HTTP {status}) — check the access key and secret"
+                ),
+                ("NoSuchBucket", _) | ("NotFound", _) if op == "HeadBucket" => {
+                    format!("{where_} does not exist — create it or fix --bucket")
+                }
+                (_, 404) if op == "HeadBucket" => format!("{where_} does not exist — create it or fix --bucket"),
+                ("AuthorizationHeaderMalformed", _) => {
+                    format!("{where_} rejected the signing region '{}' — set --region to the server's region", cfg.region)
+                }
+                _ => format!("{where_}: {}", DisplayErrorContext(&e)),
+            }
+        }
+        _ => format!("{where_}: {}", DisplayErrorContext(&e)),
+    };
+    BlockError::S3 { op, message }
+}
+
+impl S3Store {
+    pub fn new(cfg: S3Config) -> Result<Self, BlockError> {
+        if cfg.bucket.is_empty() {
+            return Err(BlockError::Config("no S3 bucket given: pass --bucket NAME or set [s3] bucket".into()));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("meridian-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| BlockError::Config(format!("cannot start the S3 runtime: {e}")))?;
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(60))
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(if cfg.region.is_empty() { "us-east-1".to_string() } else { cfg.region.clone() }))
+            .timeout_config(timeouts);
+        if let Some(ep) = &cfg.endpoint {
+            loader = loader.endpoint_url(ep);
+        }
+        match (&cfg.access_key_id, &cfg.secret_access_key) {
+            (Some(k), Some(s)) => loader = loader.credentials_provider(Credentials::new(k, s, None, None, "meridian-config")),
+            (None, None) => {}
+            _ => return Err(BlockError::Config("give both access_key_id and secret_access_key, or neither".into())),
+        }
+        let sdk = rt.block_on(loader.load());
+        let path_style = cfg.path_style.unwrap_or(cfg.endpoint.is_some());
+        let conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).build();
+        Ok(S3Store { rt, client: Client::from_conf(conf), cfg })
+    }
+
+    fn key(&self, id: &BlockId) -> String {
+        format!("{}{}", self.cfg.prefix, block_key(id))
+    }
+}
+
+impl BlockStore for S3Store {
+    fn put(&self, id: &BlockId, data: Bytes) -> Result<(), BlockError> {
+        let req = self.client.put_object().bucket(&self.cfg.bucket).key(self.key(id)).body(ByteStream::from(data));
+        self.rt.block_on(req.send()).map_err(|e| s3_err("PutObject", &self.cfg, e))?;
+        Ok(())
+    }
+
+    fn get(&self, id: &BlockId) -> Result<Bytes, BlockError> {
+        let req = self.client.get_object().bucket(&self.cfg.bucket).key(self.key(id));
+        self.rt.block_on(async {
+            let out = match req.send().await {
+                Ok(out) => out,
+                Err(SdkError::ServiceError(se)) if se.err().is_no_such_key() => return Err(BlockError::NotFound(*id)),
+                Err(e) => return Err(s3_err("GetObject", &self.cfg, e)),
+            };
+            let body = out.body.collect().await.map_err(|e| BlockError::S3 {
+                op: "GetObject",
+                message: format!("reading the body of {}: {e}", self.key(id)),
+            })?;
+            Ok(body.into_bytes())
+        })
+    }
+
+    fn delete(&self, id: &BlockId) -> Result<(), BlockError> {
+        let req = self.client.delete_object().bucket(&self.cfg.bucket).key(self.key(id));
+        self.rt.block_on(req.send()).map_err(|e| s3_err("DeleteObject", &self.cfg, e))?;
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<BlockInfo>, BlockError> {
+        let prefix = format!("{}blocks/", self.cfg.prefix);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let req = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.cfg.bucket)
+                .prefix(&prefix)
+                .set_continuation_token(token.clone());
+            let page = self.rt.block_on(req.send()).map_err(|e| s3_err("ListObjectsV2", &self.cfg, e))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                let Some(id) = key.strip_prefix(&self.cfg.prefix).and_then(parse_block_key) else { continue };
+                let modified = obj.last_modified().and_then(|t| SystemTime::try_from(*t).ok()).unwrap_or(SystemTime::now());
+                out.push(BlockInfo { id, size: obj.size().unwrap_or(0) as u64, modified });
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn check(&self) -> Result<(), BlockError> {
+        let req = self.client.head_bucket().bucket(&self.cfg.bucket);
+        self.rt.block_on(req.send()).map_err(|e| s3_err("HeadBucket", &self.cfg, e))?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "s3://{}/{} at {}",
+            self.cfg.bucket,
+            self.cfg.prefix,
+            self.cfg.endpoint.as_deref().unwrap_or("AWS S3")
+        )
+    }
+}

@@ -1,0 +1,321 @@
+//! The data of one open regular file: committed layout, uploaded-but-uncommitted chunks and
+//! dirty chunk buffers, and the reads and writes over them.
+//!
+//! Invariants:
+//! - A dirty chunk buffer holds the chunk's bytes from its start, with the committed bytes
+//!   merged in (materialized on first touch), so it can be uploaded as a whole block; bytes
+//!   past its end, up to the file size, read as zeros.
+//! - `layout` is the committed layout plus chunks uploaded early (listed in `uncommitted`).
+//! - `size` is the size every reader in this mount sees; `changed` is set while anything
+//!   differs from the metaserver's copy.
+//! - Nothing here does I/O except through the [`ChunkSource`] the caller passes.
+
+use crate::error::FsResult;
+use bytes::Bytes;
+use meridian_proto::{BlockId, BlockRef, Commit, InodeId, Layout, Timestamp, CHUNK_SIZE};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Fetches block bytes (verified) for reads and merges.
+pub trait ChunkSource {
+    fn block(&self, id: &BlockId) -> FsResult<Bytes>;
+}
+
+/// A block to upload: its name and bytes.
+pub type Upload = (BlockId, Bytes);
+
+pub struct FileState {
+    pub ino: InodeId,
+    layout: Layout,
+    uncommitted: BTreeSet<u64>,
+    dirty: BTreeMap<u64, Vec<u8>>,
+    size: u64,
+    changed: Option<Timestamp>,
+}
+
+fn chunk_start(i: u64) -> u64 {
+    i * CHUNK_SIZE
+}
+
+impl FileState {
+    pub fn new(ino: InodeId, layout: Layout, size: u64) -> Self {
+        FileState { ino, layout, uncommitted: BTreeSet::new(), dirty: BTreeMap::new(), size, changed: None }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The mtime of the newest change not yet committed.
+    pub fn pending_mtime(&self) -> Option<Timestamp> {
+        self.changed
+    }
+
+    pub fn dirty_bytes(&self) -> u64 {
+        self.dirty.values().map(|v| v.len() as u64).sum()
+    }
+
+    /// Replaces the committed view (after a reload from the metaserver). Only valid when
+    /// nothing is pending.
+    pub fn reset(&mut self, layout: Layout, size: u64) {
+        debug_assert!(self.changed.is_none());
+        *self = FileState::new(self.ino, layout, size);
+    }
+
+    /// The committed (or early-uploaded) bytes of chunk `i`, without dirty buffers.
+    fn base_chunk(&self, src: &dyn ChunkSource, i: u64) -> FsResult<Bytes> {
+        match &self.layout {
+            Layout::Inline(bytes) if i == 0 => Ok(Bytes::copy_from_slice(bytes)),
+            Layout::Inline(_) => Ok(Bytes::new()),
+            Layout::Chunks(map) => match map.get(&i) {
+                Some(r) => Ok(src.block(&r.id)?.slice(..(r.len as usize).min(CHUNK_SIZE as usize))),
+                None => Ok(Bytes::new()),
+            },
+        }
+    }
+
+    /// Whether chunk `i` has committed bytes (so a partial write must merge them).
+    fn has_base(&self, i: u64) -> bool {
+        match &self.layout {
+            Layout::Inline(bytes) => i == 0 && !bytes.is_empty(),
+            Layout::Chunks(map) => map.contains_key(&i),
+        }
+    }
+
+    /// Reads up to `len` bytes at `offset`, stopping at the end of file.
+    pub fn read(&self, src: &dyn ChunkSource, offset: u64, len: u64) -> FsResult<Vec<u8>> {
+        let end = offset.saturating_add(len).min(self.size);
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        let mut pos = offset;
+        while pos < end {
+            let i = pos / CHUNK_SIZE;
+            let within = (pos - chunk_start(i)) as usize;
+            let take = (end.min(chunk_start(i + 1)) - pos) as usize;
+            let base;
+            let bytes: &[u8] = match self.dirty.get(&i) {
+                Some(buf) => buf,
+                None => {
+                    base = self.base_chunk(src, i)?;
+                    &base
+                }
+            };
+            let have = bytes.len().saturating_sub(within).min(take);
+            if have > 0 {
+                out.extend_from_slice(&bytes[within..within + have]);
+            }
+            out.resize(out.len() + (take - have), 0);
+            pos += take as u64;
+        }
+        Ok(out)
+    }
+
+    /// Writes `data` at `offset` into dirty buffers, merging committed bytes on first touch.
+    pub fn write(&mut self, src: &dyn ChunkSource, offset: u64, data: &[u8], now: Timestamp) -> FsResult<()> {
+        let mut pos = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let i = pos / CHUNK_SIZE;
+            let within = (pos - chunk_start(i)) as usize;
+            let take = rest.len().min(CHUNK_SIZE as usize - within);
+            if !self.dirty.contains_key(&i) {
+                let whole = within == 0 && take == CHUNK_SIZE as usize;
+                let buf = if whole || !self.has_base(i) { Vec::new() } else { self.base_chunk(src, i)?.to_vec() };
+                self.dirty.insert(i, buf);
+            }
+            let buf = self.dirty.get_mut(&i).expect("inserted above");
+            if buf.len() < within + take {
+                buf.resize(within + take, 0);
+            }
+            buf[within..within + take].copy_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            pos += take as u64;
+        }
+        self.size = self.size.max(offset + data.len() as u64);
+        self.changed = Some(now);
+        Ok(())
+    }
+
+    /// Extends the file to at least `size` (fallocate): the new bytes read as zeros.
+    pub fn extend(&mut self, size: u64, now: Timestamp) {
+        if size > self.size {
+            self.size = size;
+            self.changed = Some(now);
+        }
+    }
+
+    /// Buffers to upload now to bound memory: every full chunk, or every chunk if none is
+    /// full. They become part of the layout once `uploaded` is called.
+    pub fn take_for_early_upload(&mut self) -> Vec<(u64, Vec<u8>)> {
+        let full: Vec<u64> = self.dirty.iter().filter(|(_, b)| b.len() as u64 == CHUNK_SIZE).map(|(i, _)| *i).collect();
+        let pick: Vec<u64> = if full.is_empty() { self.dirty.keys().copied().collect() } else { full };
+        pick.into_iter().map(|i| (i, self.dirty.remove(&i).expect("picked from dirty"))).collect()
+    }
+
+    /// Records chunks whose blocks are now stored.
+    pub fn uploaded(&mut self, refs: Vec<(u64, BlockRef)>) {
+        let map = match &mut self.layout {
+            Layout::Chunks(map) => map,
+            layout @ Layout::Inline(_) => {
+                *layout = Layout::Chunks(BTreeMap::new());
+                match layout {
+                    Layout::Chunks(map) => map,
+                    Layout::Inline(_) => unreachable!(),
+                }
+            }
+        };
+        for (i, r) in refs {
+            map.insert(i, r);
+            self.uncommitted.insert(i);
+        }
+    }
+
+    /// Prepares the commit of everything pending: the blocks to upload first and the
+    /// commit to send after. `None` when nothing is pending.
+    pub fn prepare_commit(&mut self, src: &dyn ChunkSource, inline_max: u64) -> FsResult<Option<(Vec<(u64, Vec<u8>)>, Option<Vec<u8>>)>> {
+        let Some(_) = self.changed else { return Ok(None) };
+        if self.size <= inline_max {
+            let bytes = self.read(src, 0, self.size)?;
+            return Ok(Some((Vec::new(), Some(bytes))));
+        }
+        if matches!(&self.layout, Layout::Inline(b) if !b.is_empty()) && !self.dirty.contains_key(&0) {
+            let base = self.base_chunk(src, 0)?.to_vec();
+            self.dirty.insert(0, base);
+        }
+        let size = self.size;
+        let mut bufs: Vec<(u64, Vec<u8>)> = std::mem::take(&mut self.dirty).into_iter().collect();
+        for (i, buf) in &mut bufs {
+            buf.truncate((size - chunk_start(*i).min(size)).min(CHUNK_SIZE) as usize);
+        }
+        Ok(Some((bufs, None)))
+    }
+
+    /// The commit that publishes `refs` (just uploaded) and every early upload.
+    pub fn commit_for(&mut self, refs: Vec<(u64, BlockRef)>, inline: Option<Vec<u8>>) -> Commit {
+        let mtime = self.changed.unwrap_or_else(Timestamp::now);
+        if let Some(bytes) = inline {
+            return Commit { chunks: Vec::new(), inline: Some(bytes), size: self.size, mtime };
+        }
+        self.uploaded(refs);
+        let map = match &self.layout {
+            Layout::Chunks(m) => m,
+            Layout::Inline(_) => unreachable!("uploaded() made the layout chunked"),
+        };
+        let chunks = self.uncommitted.iter().map(|i| (*i, map.get(i).copied())).collect();
+        Commit { chunks, inline: None, size: self.size, mtime }
+    }
+
+    /// Puts back buffers whose upload failed, so a later flush retries them.
+    pub fn restore(&mut self, bufs: Vec<(u64, Vec<u8>)>) {
+        for (i, b) in bufs {
+            self.dirty.entry(i).or_insert(b);
+        }
+    }
+
+    /// Marks everything committed: the layout now equals the metaserver's.
+    pub fn committed(&mut self, inline: Option<Vec<u8>>) {
+        if let Some(bytes) = inline {
+            self.layout = Layout::Inline(bytes);
+        }
+        self.layout.truncate(self.size);
+        self.dirty.clear();
+        self.uncommitted.clear();
+        self.changed = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocks::{block_id, fetch_verified, BlockStore, MemBlockStore};
+
+    struct Src(MemBlockStore);
+    impl ChunkSource for Src {
+        fn block(&self, id: &BlockId) -> FsResult<Bytes> {
+            Ok(fetch_verified(&self.0, id)?)
+        }
+    }
+
+    fn flush(st: &mut FileState, src: &Src, inline_max: u64) -> Commit {
+        let (bufs, inline) = st.prepare_commit(src, inline_max).unwrap().unwrap();
+        let refs = bufs
+            .into_iter()
+            .map(|(i, b)| {
+                let id = block_id(&b);
+                let len = b.len() as u32;
+                src.0.put(&id, Bytes::from(b)).unwrap();
+                (i, BlockRef { id, len })
+            })
+            .collect();
+        let c = st.commit_for(refs, inline.clone());
+        st.committed(inline);
+        c
+    }
+
+    #[test]
+    fn sparse_writes_read_back_with_zero_holes() {
+        let src = Src(MemBlockStore::new());
+        let mut st = FileState::new(InodeId(2), Layout::default(), 0);
+        let far = 2 * CHUNK_SIZE + 10;
+        st.write(&src, far, b"xyz", Timestamp::now()).unwrap();
+        assert_eq!(st.size(), far + 3);
+        let got = st.read(&src, far - 2, 10).unwrap();
+        assert_eq!(got, b"\0\0xyz");
+        let c = flush(&mut st, &src, 64);
+        assert_eq!(c.chunks.len(), 1);
+        assert_eq!(c.chunks[0].0, 2);
+        assert_eq!(st.read(&src, far - 2, 10).unwrap(), b"\0\0xyz");
+        assert_eq!(st.read(&src, 0, 4).unwrap(), vec![0; 4]);
+    }
+
+    #[test]
+    fn small_files_commit_inline_and_grow_into_chunks() {
+        let src = Src(MemBlockStore::new());
+        let mut st = FileState::new(InodeId(2), Layout::default(), 0);
+        st.write(&src, 0, b"hello", Timestamp::now()).unwrap();
+        let c = flush(&mut st, &src, 64);
+        assert_eq!(c.inline.as_deref(), Some(&b"hello"[..]));
+        st.write(&src, 100, b"world", Timestamp::now()).unwrap();
+        let c = flush(&mut st, &src, 64);
+        assert!(c.inline.is_none());
+        assert_eq!(c.chunks.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0]);
+        let all = st.read(&src, 0, 200).unwrap();
+        assert_eq!(&all[..5], b"hello");
+        assert_eq!(&all[100..], b"world");
+        assert!(all[5..100].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn partial_overwrite_merges_committed_bytes() {
+        let src = Src(MemBlockStore::new());
+        let mut st = FileState::new(InodeId(2), Layout::default(), 0);
+        let data: Vec<u8> = (0..CHUNK_SIZE + 100).map(|i| (i % 251) as u8).collect();
+        st.write(&src, 0, &data, Timestamp::now()).unwrap();
+        flush(&mut st, &src, 64);
+        st.write(&src, 10, b"ZZ", Timestamp::now()).unwrap();
+        flush(&mut st, &src, 64);
+        let mut want = data.clone();
+        want[10..12].copy_from_slice(b"ZZ");
+        assert_eq!(st.read(&src, 0, want.len() as u64).unwrap(), want);
+    }
+
+    #[test]
+    fn early_uploads_are_committed_later() {
+        let src = Src(MemBlockStore::new());
+        let mut st = FileState::new(InodeId(2), Layout::default(), 0);
+        st.write(&src, 0, &vec![1u8; CHUNK_SIZE as usize], Timestamp::now()).unwrap();
+        st.write(&src, CHUNK_SIZE, b"tail", Timestamp::now()).unwrap();
+        let early = st.take_for_early_upload();
+        assert_eq!(early.iter().map(|e| e.0).collect::<Vec<_>>(), vec![0]);
+        let refs = early
+            .into_iter()
+            .map(|(i, b)| {
+                let id = block_id(&b);
+                src.0.put(&id, Bytes::from(b.clone())).unwrap();
+                (i, BlockRef { id, len: b.len() as u32 })
+            })
+            .collect();
+        st.uploaded(refs);
+        assert_eq!(st.read(&src, CHUNK_SIZE - 1, 5).unwrap(), b"\x01tail");
+        let c = flush(&mut st, &src, 64);
+        assert_eq!(c.chunks.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 1]);
+    }
+}

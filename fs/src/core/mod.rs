@@ -1,0 +1,264 @@
+//! The filesystem core: what a mount does, independent of the kernel interface.
+//!
+//! Owns: file and directory handles, the per-inode state of open regular files (buffered,
+//! copy-on-write data; see [`file`]), the in-memory block cache, lookup counts, and the
+//! flush path (upload blocks in parallel, then commit the new layout at the metaserver).
+//!
+//! Invariants:
+//! - Data written through any handle is visible to every handle of this mount at once;
+//!   other mounts see it after flush, fsync or close (close-to-open).
+//! - A flush returns only after its blocks are stored and the layout is committed.
+//! - An inode's open state lives from its first open to its last release.
+//!
+//! Lock order: `handles` → `inodes` → one `OpenInode::state`; `lookups` alone. No lock is
+//! held across a call that takes an earlier one.
+
+mod dir;
+pub mod file;
+mod ops;
+
+use crate::blocks::{fetch_verified, BlockStore};
+use crate::error::{FsError, FsResult};
+use bytes::Bytes;
+use file::{ChunkSource, FileState};
+use meridian_proto::*;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Tunables of a mount (see docs/configuration.md for defaults and meaning).
+#[derive(Clone, Debug)]
+pub struct FsConfig {
+    /// Files up to this size are committed inline in the metadata.
+    pub inline_max: u64,
+    /// Memory for the block cache, in bytes.
+    pub memory_cache_bytes: u64,
+    /// Dirty bytes one open file may buffer before full chunks are uploaded early.
+    pub max_dirty_bytes: u64,
+    /// Blocks uploaded at once on flush.
+    pub upload_concurrency: usize,
+    /// Capacity that statfs reports, in bytes.
+    pub capacity_bytes: u64,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig {
+            inline_max: DEFAULT_INLINE_MAX,
+            memory_cache_bytes: 256 << 20,
+            max_dirty_bytes: 64 << 20,
+            upload_concurrency: 8,
+            capacity_bytes: 1 << 50,
+        }
+    }
+}
+
+/// An open regular file, shared by all its handles.
+pub(crate) struct OpenInode {
+    pub(crate) handles: AtomicU64,
+    pub(crate) state: Mutex<FileState>,
+}
+
+/// What a handle refers to.
+pub(crate) enum Handle {
+    File { ino: InodeId, write: bool, inode: Arc<OpenInode> },
+    Dir { entries: Arc<Vec<DirEntry>> },
+}
+
+/// Open flags the core cares about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenMode {
+    pub read: bool,
+    pub write: bool,
+}
+
+/// Capacity figures for statfs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsStat {
+    pub capacity_bytes: u64,
+    pub used_bytes: u64,
+    pub files: u64,
+}
+
+/// A mounted filesystem, minus the kernel.
+pub struct Fs {
+    ns: Arc<dyn Namespace>,
+    blocks: Arc<dyn BlockStore>,
+    cache: moka::sync::Cache<BlockId, Bytes>,
+    cfg: FsConfig,
+    handles: Mutex<HashMap<u64, Handle>>,
+    inodes: Mutex<HashMap<InodeId, Arc<OpenInode>>>,
+    next_fh: AtomicU64,
+    lookups: Mutex<HashMap<InodeId, u64>>,
+}
+
+impl ChunkSource for Fs {
+    fn block(&self, id: &BlockId) -> FsResult<Bytes> {
+        if let Some(b) = self.cache.get(id) {
+            return Ok(b);
+        }
+        let b = fetch_verified(self.blocks.as_ref(), id)?;
+        self.cache.insert(*id, b.clone());
+        Ok(b)
+    }
+}
+
+impl Fs {
+    pub fn new(ns: Arc<dyn Namespace>, blocks: Arc<dyn BlockStore>, cfg: FsConfig) -> Self {
+        let cache = moka::sync::Cache::builder()
+            .weigher(|_: &BlockId, v: &Bytes| v.len().try_into().unwrap_or(u32::MAX))
+            .max_capacity(cfg.memory_cache_bytes)
+            .build();
+        Fs {
+            ns,
+            blocks,
+            cache,
+            cfg,
+            handles: Mutex::new(HashMap::new()),
+            inodes: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            lookups: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn namespace(&self) -> &Arc<dyn Namespace> {
+        &self.ns
+    }
+
+    pub fn config(&self) -> &FsConfig {
+        &self.cfg
+    }
+
+    fn new_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, h);
+        fh
+    }
+
+    fn file_handle(&self, fh: u64) -> FsResult<(InodeId, bool, Arc<OpenInode>)> {
+        match self.handles.lock().get(&fh) {
+            Some(Handle::File { ino, write, inode }) => Ok((*ino, *write, inode.clone())),
+            Some(Handle::Dir { .. }) => Err(FsError::WrongMode(fh, "file I/O")),
+            None => Err(FsError::BadHandle(fh)),
+        }
+    }
+
+    /// The open state of `ino` if some handle has it open.
+    fn open_inode(&self, ino: InodeId) -> Option<Arc<OpenInode>> {
+        self.inodes.lock().get(&ino).cloned()
+    }
+
+    /// Overlays what this mount has written but not yet committed.
+    fn overlay(&self, mut attr: Attr) -> Attr {
+        if let Some(oi) = self.open_inode(attr.ino) {
+            let st = oi.state.lock();
+            attr.size = st.size();
+            if let Some(t) = st.pending_mtime() {
+                attr.mtime = t;
+                attr.ctime = t.max(attr.ctime);
+            }
+        }
+        attr
+    }
+
+    /// Counts one more kernel reference to `ino` (every entry reply).
+    fn remember(&self, attr: Attr) -> Attr {
+        *self.lookups.lock().entry(attr.ino).or_insert(0) += 1;
+        attr
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: InodeId, n: u64) {
+        let mut l = self.lookups.lock();
+        if let Some(c) = l.get_mut(&ino) {
+            *c = c.saturating_sub(n);
+            if *c == 0 {
+                l.remove(&ino);
+            }
+        }
+    }
+
+    /// How many kernel references `ino` has (for tests and stats).
+    pub fn lookup_count(&self, ino: InodeId) -> u64 {
+        self.lookups.lock().get(&ino).copied().unwrap_or(0)
+    }
+
+    /// Uploads blocks in parallel (at most `upload_concurrency` at once).
+    fn upload(&self, bufs: &[(u64, Vec<u8>)]) -> FsResult<Vec<(u64, BlockRef)>> {
+        let mut refs = Vec::with_capacity(bufs.len());
+        for group in bufs.chunks(self.cfg.upload_concurrency.max(1)) {
+            let results: Vec<FsResult<(u64, BlockRef)>> = std::thread::scope(|s| {
+                let tasks: Vec<_> = group
+                    .iter()
+                    .map(|(i, buf)| {
+                        s.spawn(move || {
+                            let id = crate::blocks::block_id(buf);
+                            let bytes = Bytes::copy_from_slice(buf);
+                            self.blocks.put(&id, bytes.clone())?;
+                            self.cache.insert(id, bytes);
+                            Ok((*i, BlockRef { id, len: buf.len() as u32 }))
+                        })
+                    })
+                    .collect();
+                tasks.into_iter().map(|t| t.join().expect("upload thread panicked")).collect()
+            });
+            for r in results {
+                refs.push(r?);
+            }
+        }
+        Ok(refs)
+    }
+
+    /// Uploads and commits everything pending for one open inode.
+    fn flush_state(&self, st: &mut FileState) -> FsResult<()> {
+        let Some((bufs, inline)) = st.prepare_commit(self, self.cfg.inline_max)? else { return Ok(()) };
+        let refs = match self.upload(&bufs) {
+            Ok(r) => r,
+            Err(e) => {
+                st.restore(bufs);
+                return Err(e);
+            }
+        };
+        let commit = st.commit_for(refs, inline.clone());
+        self.ns.commit(st.ino, &commit)?;
+        st.committed(inline);
+        Ok(())
+    }
+
+    /// Uploads early when a file buffers more than its share of memory.
+    fn relieve(&self, st: &mut FileState) -> FsResult<()> {
+        if st.dirty_bytes() <= self.cfg.max_dirty_bytes {
+            return Ok(());
+        }
+        let bufs = st.take_for_early_upload();
+        match self.upload(&bufs) {
+            Ok(refs) => {
+                st.uploaded(refs);
+                Ok(())
+            }
+            Err(e) => {
+                st.restore(bufs);
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes every open file (on unmount).
+    pub fn flush_all(&self) -> FsResult<()> {
+        let open: Vec<Arc<OpenInode>> = self.inodes.lock().values().cloned().collect();
+        let mut first_err = None;
+        for oi in open {
+            if let Err(e) = self.flush_state(&mut oi.state.lock()) {
+                tracing::error!(error = %e, "flush at unmount failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    pub fn statfs(&self) -> FsResult<FsStat> {
+        let s = self.ns.statfs()?;
+        Ok(FsStat { capacity_bytes: self.cfg.capacity_bytes, used_bytes: s.bytes_used, files: s.files })
+    }
+}

@@ -1,0 +1,182 @@
+//! The core's operations: names and attributes pass through to the namespace (counting
+//! kernel references), file data goes through the open inode's [`FileState`].
+
+use super::{Fs, Handle, OpenInode, OpenMode};
+use crate::core::file::FileState;
+use crate::error::{FsError, FsResult};
+use meridian_proto::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+impl Fs {
+    pub fn lookup(&self, who: &Caller, parent: InodeId, name: &[u8]) -> FsResult<Attr> {
+        let attr = self.ns.lookup(who, parent, name)?;
+        Ok(self.remember(self.overlay(attr)))
+    }
+
+    pub fn getattr(&self, ino: InodeId) -> FsResult<Attr> {
+        Ok(self.overlay(self.ns.getattr(ino)?))
+    }
+
+    /// Changes attributes; a size change first commits pending writes, then truncates at the
+    /// metaserver and reloads this mount's view.
+    pub fn setattr(&self, who: &Caller, ino: InodeId, set: SetAttr) -> FsResult<Attr> {
+        let Some(oi) = self.open_inode(ino).filter(|_| set.size.is_some()) else {
+            return Ok(self.overlay(self.ns.setattr(who, ino, &set)?));
+        };
+        let mut st = oi.state.lock();
+        self.flush_state(&mut st)?;
+        let attr = self.ns.setattr(who, ino, &set)?;
+        let (layout, size) = self.ns.layout(ino)?;
+        st.reset(layout, size);
+        Ok(attr)
+    }
+
+    pub fn access(&self, who: &Caller, ino: InodeId, mask: u32) -> FsResult<()> {
+        Ok(self.ns.access(who, ino, mask)?)
+    }
+
+    pub fn mknod(&self, who: &Caller, parent: InodeId, name: &[u8], kind: FileKind, mode: u16, rdev: u32) -> FsResult<Attr> {
+        Ok(self.remember(self.ns.mknod(who, parent, name, kind, mode, rdev)?))
+    }
+
+    pub fn mkdir(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16) -> FsResult<Attr> {
+        Ok(self.remember(self.ns.mkdir(who, parent, name, mode)?))
+    }
+
+    pub fn symlink(&self, who: &Caller, parent: InodeId, name: &[u8], target: &[u8]) -> FsResult<Attr> {
+        Ok(self.remember(self.ns.symlink(who, parent, name, target)?))
+    }
+
+    pub fn readlink(&self, ino: InodeId) -> FsResult<Vec<u8>> {
+        Ok(self.ns.readlink(ino)?)
+    }
+
+    pub fn link(&self, who: &Caller, ino: InodeId, parent: InodeId, name: &[u8]) -> FsResult<Attr> {
+        let attr = self.ns.link(who, ino, parent, name)?;
+        Ok(self.remember(self.overlay(attr)))
+    }
+
+    pub fn unlink(&self, who: &Caller, parent: InodeId, name: &[u8]) -> FsResult<()> {
+        Ok(self.ns.unlink(who, parent, name)?)
+    }
+
+    pub fn rmdir(&self, who: &Caller, parent: InodeId, name: &[u8]) -> FsResult<()> {
+        Ok(self.ns.rmdir(who, parent, name)?)
+    }
+
+    pub fn rename(&self, who: &Caller, parent: InodeId, name: &[u8], new_parent: InodeId, new_name: &[u8], mode: RenameMode) -> FsResult<()> {
+        Ok(self.ns.rename(who, parent, name, new_parent, new_name, mode)?)
+    }
+
+    /// Creates and opens a regular file.
+    pub fn create(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16, open: OpenMode) -> FsResult<(Attr, u64)> {
+        let attr = self.ns.create(who, parent, name, mode)?;
+        let fh = self.attach(attr.ino, open)?;
+        Ok((self.remember(attr), fh))
+    }
+
+    /// Opens `ino` (a regular file or directory handle for I/O).
+    pub fn open(&self, who: &Caller, ino: InodeId, open: OpenMode) -> FsResult<u64> {
+        let attr = self.ns.open(who, ino, open.read, open.write)?;
+        if attr.kind != FileKind::Regular {
+            self.ns.release(ino)?;
+            return Err(FsError::Unsupported("opening this kind of file through the filesystem"));
+        }
+        self.attach(ino, open).inspect_err(|_| {
+            let _ = self.ns.release(ino);
+        })
+    }
+
+    /// Joins (or creates) the open state of `ino` and returns a new handle on it. The
+    /// namespace has already counted the open.
+    fn attach(&self, ino: InodeId, open: OpenMode) -> FsResult<u64> {
+        let joined = self.inodes.lock().get(&ino).inspect(|oi| {
+            oi.handles.fetch_add(1, Ordering::SeqCst);
+        }).cloned();
+        let oi = match joined {
+            Some(oi) => oi,
+            None => {
+                let (layout, size) = self.ns.layout(ino)?;
+                let fresh = Arc::new(OpenInode { handles: 0.into(), state: FileState::new(ino, layout, size).into() });
+                let mut map = self.inodes.lock();
+                let oi = map.entry(ino).or_insert(fresh).clone();
+                oi.handles.fetch_add(1, Ordering::SeqCst);
+                oi
+            }
+        };
+        Ok(self.new_handle(Handle::File { ino, write: open.write, inode: oi }))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, len: u32) -> FsResult<Vec<u8>> {
+        let (_, _, oi) = self.file_handle(fh)?;
+        let st = oi.state.lock();
+        st.read(self, offset, len as u64)
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let (_, write, oi) = self.file_handle(fh)?;
+        if !write {
+            return Err(FsError::WrongMode(fh, "writing"));
+        }
+        if offset.checked_add(data.len() as u64).is_none_or(|end| end > i64::MAX as u64) {
+            return Err(MetaError::FileTooLarge.into());
+        }
+        let mut st = oi.state.lock();
+        st.write(self, offset, data, Timestamp::now())?;
+        self.relieve(&mut st)?;
+        Ok(data.len() as u32)
+    }
+
+    /// fallocate mode 0 (extend with zeros) and KEEP_SIZE (nothing to reserve in a bucket).
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, keep_size: bool) -> FsResult<()> {
+        let (_, write, oi) = self.file_handle(fh)?;
+        if !write {
+            return Err(FsError::WrongMode(fh, "writing"));
+        }
+        let end = offset.checked_add(len).filter(|e| *e <= i64::MAX as u64).ok_or(MetaError::FileTooLarge)?;
+        if !keep_size {
+            oi.state.lock().extend(end, Timestamp::now());
+        }
+        Ok(())
+    }
+
+    /// Commits pending writes of the handle's file (close and fsync).
+    pub fn flush(&self, fh: u64) -> FsResult<()> {
+        let (_, _, oi) = self.file_handle(fh)?;
+        let mut st = oi.state.lock();
+        self.flush_state(&mut st)
+    }
+
+    /// Closes a handle; the last handle of an inode commits and drops its open state.
+    pub fn release(&self, fh: u64) -> FsResult<()> {
+        let Some(h) = self.handles.lock().remove(&fh) else { return Err(FsError::BadHandle(fh)) };
+        let Handle::File { ino, inode, .. } = h else { return Ok(()) };
+        let flushed = self.flush_state(&mut inode.state.lock());
+        {
+            let mut map = self.inodes.lock();
+            if inode.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
+                map.remove(&ino);
+            }
+        }
+        let released = self.ns.release(ino);
+        flushed?;
+        Ok(released?)
+    }
+
+    pub fn getxattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> FsResult<Vec<u8>> {
+        Ok(self.ns.getxattr(who, ino, name)?)
+    }
+
+    pub fn setxattr(&self, who: &Caller, ino: InodeId, name: &[u8], value: &[u8], mode: XattrMode) -> FsResult<()> {
+        Ok(self.ns.setxattr(who, ino, name, value, mode)?)
+    }
+
+    pub fn listxattr(&self, who: &Caller, ino: InodeId) -> FsResult<Vec<Vec<u8>>> {
+        Ok(self.ns.listxattr(who, ino)?)
+    }
+
+    pub fn removexattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> FsResult<()> {
+        Ok(self.ns.removexattr(who, ino, name)?)
+    }
+}

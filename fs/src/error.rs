@@ -1,0 +1,60 @@
+//! The client's error type and the one place errno is chosen.
+//!
+//! Every failure that reaches the kernel passes through [`FsError::errno`], an exhaustive
+//! match over every variant (including the metadata layer's [`MetaError`]), so adding a
+//! variant anywhere forces a decision here.
+
+use crate::blocks::BlockError;
+use meridian_proto::MetaError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum FsError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    #[error("no such open file handle {0}")]
+    BadHandle(u64),
+    #[error("file handle {0} is not open for {1}")]
+    WrongMode(u64, &'static str),
+    #[error("result does not fit the caller's buffer")]
+    Range,
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+impl FsError {
+    /// The errno the kernel reports for this error.
+    pub fn errno(&self) -> i32 {
+        use libc::*;
+        match self {
+            FsError::Meta(m) => match m {
+                MetaError::NotFound => ENOENT,
+                MetaError::Exists => EEXIST,
+                MetaError::NotDirectory => ENOTDIR,
+                MetaError::IsDirectory => EISDIR,
+                MetaError::NotEmpty => ENOTEMPTY,
+                MetaError::AccessDenied => EACCES,
+                MetaError::NotPermitted => EPERM,
+                MetaError::NameTooLong => ENAMETOOLONG,
+                MetaError::Invalid(_) => EINVAL,
+                MetaError::TooManyLinks => EMLINK,
+                MetaError::NoAttribute => ENODATA,
+                MetaError::AttributeTooLarge => E2BIG,
+                MetaError::FileTooLarge => EFBIG,
+                MetaError::Unsupported(_) => EOPNOTSUPP,
+                MetaError::Store(_) | MetaError::Corrupt(_) => EIO,
+            },
+            FsError::Block(b) => match b {
+                BlockError::NotFound(_) | BlockError::Corrupt(_) | BlockError::Io { .. } | BlockError::S3 { .. } => EIO,
+                BlockError::Config(_) => EINVAL,
+            },
+            FsError::BadHandle(_) | FsError::WrongMode(..) => EBADF,
+            FsError::Range => ERANGE,
+            FsError::Unsupported(_) => EOPNOTSUPP,
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! The thin FUSE adapter: `fuser::Filesystem` over [`Fs`].
+//!
+//! Owns only translation: kernel types to core types and back, the caller's identity
+//! (uid, gid and supplementary groups from `/proc`), and errno through
+//! [`FsError::errno`]. Every decision about files lives in the core.
+//!
+//! Locks: none of its own. POSIX (fcntl) and BSD (flock) locks are left to the kernel,
+//! which enforces them among all processes using this mount.
+
+use crate::core::{Fs, OpenMode};
+use crate::error::FsError;
+use fuser::*;
+use meridian_proto::{Attr, Caller, DirEntry, FileKind, InodeId, RenameMode, SetAttr, TimeSet, XattrMode, NAME_MAX};
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Kernel-facing settings.
+#[derive(Clone, Debug)]
+pub struct FuseOptions {
+    /// How long the kernel may cache attributes and entries.
+    pub attr_ttl: Duration,
+    /// Allow users other than the mounting one (needs root or user_allow_other).
+    pub allow_other: bool,
+    pub read_only: bool,
+    /// FUSE worker threads.
+    pub threads: usize,
+    /// Name shown in `mount` output.
+    pub fs_name: String,
+}
+
+impl Default for FuseOptions {
+    fn default() -> Self {
+        FuseOptions { attr_ttl: Duration::from_secs(1), allow_other: false, read_only: false, threads: 8, fs_name: "meridian".into() }
+    }
+}
+
+/// The adapter.
+pub struct FuseFs {
+    fs: Arc<Fs>,
+    ttl: Duration,
+}
+
+const GEN: Generation = Generation(0);
+
+impl FuseFs {
+    pub fn new(fs: Arc<Fs>, opts: &FuseOptions) -> Self {
+        FuseFs { fs, ttl: opts.attr_ttl }
+    }
+}
+
+/// Mounts `fs` at `mountpoint`; the session runs when [`Session::run`] is called.
+pub fn session(fs: Arc<Fs>, mountpoint: &Path, opts: &FuseOptions) -> io::Result<Session<FuseFs>> {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(opts.fs_name.clone()),
+        MountOption::Subtype("meridian".into()),
+        MountOption::DefaultPermissions,
+        if opts.read_only { MountOption::RO } else { MountOption::RW },
+        MountOption::Suid,
+        MountOption::Dev,
+    ];
+    if opts.allow_other {
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(opts.threads.max(1));
+    Session::new(FuseFs::new(fs, opts), mountpoint, &config)
+}
+
+fn ino(i: INodeNo) -> InodeId {
+    InodeId(i.0)
+}
+
+fn kind(k: FileKind) -> FileType {
+    match k {
+        FileKind::Regular => FileType::RegularFile,
+        FileKind::Directory => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+fn kind_from_mode(mode: u32) -> Option<FileKind> {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG | 0 => Some(FileKind::Regular),
+        libc::S_IFIFO => Some(FileKind::Fifo),
+        libc::S_IFSOCK => Some(FileKind::Socket),
+        libc::S_IFCHR => Some(FileKind::CharDevice),
+        libc::S_IFBLK => Some(FileKind::BlockDevice),
+        _ => None,
+    }
+}
+
+fn to_fuse(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino.0),
+        size: a.size,
+        blocks: a.blocks(),
+        atime: a.atime.into(),
+        mtime: a.mtime.into(),
+        ctime: a.ctime.into(),
+        crtime: a.crtime.into(),
+        kind: kind(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: 1 << 20,
+        flags: 0,
+    }
+}
+
+fn errno(e: &FsError) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+/// Supplementary groups of process `pid`, from `/proc/<pid>/status`.
+fn groups_of(pid: u32) -> Vec<u32> {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return Vec::new() };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+fn caller(req: &Request) -> Caller {
+    let groups = if req.uid() == 0 { Vec::new() } else { groups_of(req.pid()) };
+    Caller { uid: req.uid(), gid: req.gid(), groups }
+}
+
+fn time(t: TimeOrNow) -> TimeSet {
+    match t {
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(t) => TimeSet::At(t.into()),
+    }
+}
+
+fn open_mode(flags: i32) -> OpenMode {
+    match flags & libc::O_ACCMODE {
+        libc::O_RDONLY => OpenMode { read: true, write: false },
+        libc::O_WRONLY => OpenMode { read: false, write: true },
+        _ => OpenMode { read: true, write: true },
+    }
+}
+
+impl FuseFs {
+    fn entry(&self, r: Result<Attr, FsError>, reply: ReplyEntry) {
+        match r {
+            Ok(a) => reply.entry(&self.ttl, &to_fuse(&a), GEN),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn empty(&self, r: Result<(), FsError>, reply: ReplyEmpty) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn xattr_reply(&self, r: Result<Vec<u8>, FsError>, size: u32, reply: ReplyXattr) {
+        match r {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(errno(&FsError::Range)),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.fs.flush_all() {
+            tracing::error!(error = %e, "could not commit every open file at unmount");
+        }
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.entry(self.fs.lookup(&caller(req), ino(parent), name.as_bytes()), reply)
+    }
+
+    fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
+        self.fs.forget(ino(i), nlookup)
+    }
+
+    fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino(i)) {
+            Ok(a) => reply.attr(&self.ttl, &to_fuse(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode: mode.map(|m| (m & 0o7777) as u16),
+            uid,
+            gid,
+            size,
+            atime: atime.map(time),
+            mtime: mtime.map(time),
+            ctime: ctime.map(Into::into),
+            via_handle: fh.is_some(),
+        };
+        match self.fs.setattr(&caller(req), ino(i), set) {
+            Ok(a) => reply.attr(&self.ttl, &to_fuse(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino(i)) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+        let Some(k) = kind_from_mode(mode) else { return reply.error(Errno::EINVAL) };
+        let r = self.fs.mknod(&caller(req), ino(parent), name.as_bytes(), k, (mode & 0o7777) as u16, rdev);
+        self.entry(r, reply)
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        self.entry(self.fs.mkdir(&caller(req), ino(parent), name.as_bytes(), (mode & 0o7777) as u16), reply)
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.empty(self.fs.unlink(&caller(req), ino(parent), name.as_bytes()), reply)
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.empty(self.fs.rmdir(&caller(req), ino(parent), name.as_bytes()), reply)
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let r = self.fs.symlink(&caller(req), ino(parent), link_name.as_bytes(), target.as_os_str().as_bytes());
+        self.entry(r, reply)
+    }
+
+    fn rename(&self, req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
+        let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            RenameMode::Exchange
+        } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            RenameMode::NoReplace
+        } else if flags.is_empty() {
+            RenameMode::Replace
+        } else {
+            return reply.error(Errno::EINVAL);
+        };
+        let r = self.fs.rename(&caller(req), ino(parent), name.as_bytes(), ino(newparent), newname.as_bytes(), mode);
+        self.empty(r, reply)
+    }
+
+    fn link(&self, req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        self.entry(self.fs.link(&caller(req), ino(i), ino(newparent), newname.as_bytes()), reply)
+    }
+
+    fn open(&self, req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open(&caller(req), ino(i), open_mode(flags.0)) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(&self, _req: &Request, _i: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
+        match self.fs.read(fh.0, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(&self, _req: &Request, _i: INodeNo, fh: FileHandle, offset: u64, data: &[u8], _wf: WriteFlags, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyWrite) {
+        match self.fs.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _i: INodeNo, fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+        self.empty(self.fs.flush(fh.0), reply)
+    }
+
+    fn release(&self, _req: &Request, _i: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+        self.empty(self.fs.release(fh.0), reply)
+    }
+
+    fn fsync(&self, _req: &Request, _i: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.empty(self.fs.flush(fh.0), reply)
+    }
+
+    fn opendir(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(&caller(req), ino(i)) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, _i: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let entries = match self.fs.dir_entries(fh.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        for (k, e) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(e.ino.0), k as u64 + 1, kind(e.kind), OsStr::from_bytes(&e.name)) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn readdirplus(&self, _req: &Request, _i: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let entries = match self.fs.dir_entries(fh.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        for (k, e) in entries.iter().enumerate().skip(offset as usize) {
+            let Some(attr) = self.plus_attr(e) else { continue };
+            if reply.add(INodeNo(e.ino.0), k as u64 + 1, OsStr::from_bytes(&e.name), &self.ttl, &to_fuse(&attr), GEN) {
+                // The kernel did not take this entry: give back the reference counted for it.
+                if e.name != b"." && e.name != b".." {
+                    self.fs.forget(e.ino, 1);
+                }
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn releasedir(&self, _req: &Request, _i: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.empty(self.fs.releasedir(fh.0), reply)
+    }
+
+    fn fsyncdir(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply.ok() // every namespace change is durable when its call returns
+    }
+
+    fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
+        const BSIZE: u64 = 4096;
+        match self.fs.statfs() {
+            Ok(s) => {
+                let blocks = s.capacity_bytes / BSIZE;
+                let free = blocks.saturating_sub(s.used_bytes.div_ceil(BSIZE));
+                let ffree = u32::MAX as u64;
+                reply.statfs(blocks, free, free, s.files + ffree, ffree, BSIZE as u32, NAME_MAX as u32, BSIZE as u32)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(&self, req: &Request, i: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+        let mode = match flags {
+            0 => XattrMode::Any,
+            libc::XATTR_CREATE => XattrMode::CreateOnly,
+            libc::XATTR_REPLACE => XattrMode::ReplaceOnly,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        self.empty(self.fs.setxattr(&caller(req), ino(i), name.as_bytes(), value, mode), reply)
+    }
+
+    fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.xattr_reply(self.fs.getxattr(&caller(req), ino(i), name.as_bytes()), size, reply)
+    }
+
+    fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
+        let r = self.fs.listxattr(&caller(req), ino(i)).map(|names| {
+            names.into_iter().flat_map(|mut n| {
+                n.push(0);
+                n
+            }).collect()
+        });
+        self.xattr_reply(r, size, reply)
+    }
+
+    fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.empty(self.fs.removexattr(&caller(req), ino(i), name.as_bytes()), reply)
+    }
+
+    fn access(&self, req: &Request, i: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        self.empty(self.fs.access(&caller(req), ino(i), mask.bits() as u32), reply)
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+        if kind_from_mode(mode) != Some(FileKind::Regular) {
+            return reply.error(Errno::EINVAL);
+        }
+        match self.fs.create(&caller(req), ino(parent), name.as_bytes(), (mode & 0o7777) as u16, open_mode(flags)) {
+            Ok((a, fh)) => reply.created(&self.ttl, &to_fuse(&a), GEN, FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fallocate(&self, _req: &Request, _i: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+        let r = match mode {
+            0 => self.fs.fallocate(fh.0, offset, length, false),
+            libc::FALLOC_FL_KEEP_SIZE => self.fs.fallocate(fh.0, offset, length, true),
+            _ => Err(FsError::Unsupported("fallocate modes other than 0 and KEEP_SIZE")),
+        };
+        self.empty(r, reply)
+    }
+}
+
+impl FuseFs {
+    fn plus_attr(&self, e: &DirEntry) -> Option<Attr> {
+        self.fs.readdir_attr(e)
+    }
+}

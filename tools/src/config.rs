@@ -1,0 +1,192 @@
+//! Configuration: the TOML file, command-line overrides, and the defaults.
+//!
+//! Precedence: command-line flag > config file > default. Every option is documented in
+//! docs/configuration.md; keep the two in step.
+
+use anyhow::{bail, Context, Result};
+use meridian_fs::blocks::S3Config;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// Where the embedded namespace, local blocks and logs live.
+    pub data_dir: Option<PathBuf>,
+    /// The bucket; absent means blocks are kept in `<data_dir>/blocks`.
+    pub s3: Option<S3Config>,
+    pub mount: MountSection,
+    pub cache: CacheSection,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MountSection {
+    pub attr_ttl_ms: u64,
+    pub allow_other: bool,
+    pub read_only: bool,
+    pub threads: usize,
+    pub inline_max_bytes: u64,
+    pub capacity_bytes: u64,
+    pub upload_concurrency: usize,
+    pub max_dirty_bytes: u64,
+}
+
+impl Default for MountSection {
+    fn default() -> Self {
+        let fs = meridian_fs::FsConfig::default();
+        MountSection {
+            attr_ttl_ms: 1000,
+            allow_other: false,
+            read_only: false,
+            threads: 8,
+            inline_max_bytes: fs.inline_max,
+            capacity_bytes: fs.capacity_bytes,
+            upload_concurrency: fs.upload_concurrency,
+            max_dirty_bytes: fs.max_dirty_bytes,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    pub memory_bytes: u64,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        CacheSection { memory_bytes: meridian_fs::FsConfig::default().memory_cache_bytes }
+    }
+}
+
+impl FileConfig {
+    /// Reads `path`; errors name the file and the offending key.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    }
+
+    /// The data directory: configured, or `~/.local/share/meridian`.
+    pub fn data_dir(&self) -> Result<PathBuf> {
+        match &self.data_dir {
+            Some(d) => Ok(d.clone()),
+            None => match dirs::data_dir() {
+                Some(d) => Ok(d.join("meridian")),
+                None => bail!("cannot find a data directory (no HOME?): pass --data-dir DIR"),
+            },
+        }
+    }
+}
+
+/// S3 flags shared by commands that open the block store.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct S3Flags {
+    /// S3 bucket for file blocks (default: blocks stay in DATA_DIR/blocks)
+    #[arg(long, env = "MERIDIAN_BUCKET")]
+    pub bucket: Option<String>,
+    /// S3 endpoint URL, e.g. http://127.0.0.1:3900 (default: AWS)
+    #[arg(long, env = "MERIDIAN_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Region to sign requests for [default: us-east-1]
+    #[arg(long, env = "MERIDIAN_REGION")]
+    pub region: Option<String>,
+    /// Key prefix inside the bucket, e.g. "studio/"
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Use path-style addressing (default: on with --endpoint, off for AWS)
+    #[arg(long)]
+    pub path_style: Option<bool>,
+    /// Access key id (default: the standard AWS credential chain)
+    #[arg(long, env = "MERIDIAN_ACCESS_KEY_ID")]
+    pub access_key_id: Option<String>,
+    /// Secret access key
+    #[arg(long, env = "MERIDIAN_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub secret_access_key: Option<String>,
+}
+
+/// Flags that locate the namespace and blocks.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct StoreFlags {
+    /// TOML configuration file (see docs/configuration.md)
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Where the embedded namespace and local blocks live [default: ~/.local/share/meridian]
+    #[arg(long, env = "MERIDIAN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub s3: S3Flags,
+}
+
+impl StoreFlags {
+    /// The file configuration with these flags applied on top.
+    pub fn resolve(&self) -> Result<FileConfig> {
+        let mut cfg = match &self.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        if let Some(d) = &self.data_dir {
+            cfg.data_dir = Some(d.clone());
+        }
+        let f = &self.s3;
+        if f.bucket.is_some() || cfg.s3.is_some() {
+            let mut s3 = cfg.s3.take().unwrap_or_default();
+            macro_rules! set {
+                ($field:ident) => {
+                    if let Some(v) = &f.$field {
+                        s3.$field = v.clone().into();
+                    }
+                };
+            }
+            set!(bucket);
+            set!(region);
+            set!(prefix);
+            if f.endpoint.is_some() {
+                s3.endpoint = f.endpoint.clone();
+            }
+            if f.path_style.is_some() {
+                s3.path_style = f.path_style;
+            }
+            if f.access_key_id.is_some() {
+                s3.access_key_id = f.access_key_id.clone();
+            }
+            if f.secret_access_key.is_some() {
+                s3.secret_access_key = f.secret_access_key.clone();
+            }
+            cfg.s3 = Some(s3);
+        } else if f.endpoint.is_some() {
+            bail!("--endpoint given without --bucket: name the bucket that holds the blocks");
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(&p, "[mount]\nattr_ttl = 5\n").unwrap();
+        let e = FileConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("m.toml") && e.contains("attr_ttl"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(&p, "[s3]\nbucket = \"a\"\nregion = \"garage\"\n").unwrap();
+        let flags = StoreFlags {
+            config: Some(p),
+            s3: S3Flags { bucket: Some("b".into()), ..Default::default() },
+            ..Default::default()
+        };
+        let cfg = flags.resolve().unwrap();
+        let s3 = cfg.s3.unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.region.as_str()), ("b", "garage"));
+    }
+}

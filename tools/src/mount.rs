@@ -1,0 +1,197 @@
+//! `meridian mount`: checks, the embedded namespace, the block store, the FUSE session, and
+//! a clean unmount (commit every open file first) on SIGINT, SIGTERM or `meridian umount`.
+//!
+//! Background mode re-runs this program in the foreground as a child in its own process
+//! group; the child reports "ready" or its one-line error through a pipe, then writes its
+//! log to `<data_dir>/meridian.log`. The parent exits with the child's verdict.
+
+use crate::config::{FileConfig, StoreFlags};
+use crate::open;
+use anyhow::{anyhow, bail, Context, Result};
+use meridian_fs::fuse::FuseOptions;
+use meridian_fs::{Fs, FsConfig};
+use nix::sys::signal::{SigSet, Signal};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+const READY: &str = "meridian-ready";
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct MountArgs {
+    /// Where to mount the namespace (an existing, empty directory)
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub store: StoreFlags,
+    /// Stay in the foreground (default: detach once mounted, logging to DATA_DIR/meridian.log)
+    #[arg(long, short = 'f')]
+    pub foreground: bool,
+    /// Let other users access the mount (root, or user_allow_other in /etc/fuse.conf)
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Mount read-only
+    #[arg(long)]
+    pub read_only: bool,
+    /// How long the kernel caches attributes and names, in milliseconds [default: 1000]
+    #[arg(long)]
+    pub attr_ttl_ms: Option<u64>,
+    /// FUSE worker threads [default: 8]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Memory for the block cache, in bytes [default: 268435456]
+    #[arg(long)]
+    pub cache_memory_bytes: Option<u64>,
+}
+
+/// Checks the mountpoint: exists, is a directory, is not a stale or live mount.
+fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
+    match std::fs::metadata(mp) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!("mountpoint {} is not a directory: choose a directory", mp.display()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+            "mountpoint {} is a stale mount left by a crashed meridian: run `meridian umount {}` and mount again",
+            mp.display(),
+            mp.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("mountpoint {} does not exist: create it with `mkdir -p {}`", mp.display(), mp.display())
+        }
+        Err(e) => bail!("mountpoint {}: {e}", mp.display()),
+    }
+    let abs = std::fs::canonicalize(mp).with_context(|| format!("mountpoint {}", mp.display()))?;
+    if let Some(fstype) = mounted_at(&abs)? {
+        bail!(
+            "mountpoint {} is busy: a {fstype} filesystem is already mounted there; run `meridian umount {}` or choose another directory",
+            abs.display(),
+            abs.display()
+        );
+    }
+    Ok(abs)
+}
+
+/// The filesystem type mounted exactly at `path`, if any (from /proc/self/mountinfo).
+pub fn mounted_at(path: &Path) -> Result<Option<String>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let want = path.to_string_lossy();
+    Ok(info.lines().find_map(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        let sep = fields.iter().position(|f| *f == "-")?;
+        (unescape(fields.get(4)?) == want).then(|| fields.get(sep + 1).unwrap_or(&"unknown").to_string())
+    }))
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+pub fn run(args: MountArgs) -> Result<()> {
+    let mp = check_mountpoint(&args.mountpoint)?;
+    if !args.foreground && std::env::var_os("MERIDIAN_CHILD").is_none() {
+        return spawn_background(&args);
+    }
+    mount_foreground(args, mp)
+}
+
+fn fs_config(cfg: &FileConfig, args: &MountArgs) -> FsConfig {
+    FsConfig {
+        inline_max: cfg.mount.inline_max_bytes,
+        memory_cache_bytes: args.cache_memory_bytes.unwrap_or(cfg.cache.memory_bytes),
+        max_dirty_bytes: cfg.mount.max_dirty_bytes,
+        upload_concurrency: cfg.mount.upload_concurrency,
+        capacity_bytes: cfg.mount.capacity_bytes,
+    }
+}
+
+fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
+    // Block the stop signals in every thread; one thread waits for them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGHUP);
+    signals.thread_block().context("blocking signals")?;
+
+    let cfg = args.store.resolve()?;
+    let data_dir = cfg.data_dir()?;
+    let blocks = open::blocks(&cfg)?;
+    let ns = open::namespace(&cfg)?;
+    let fs = Arc::new(Fs::new(ns, blocks.clone(), fs_config(&cfg, &args)));
+    let opts = FuseOptions {
+        attr_ttl: Duration::from_millis(args.attr_ttl_ms.unwrap_or(cfg.mount.attr_ttl_ms)),
+        allow_other: args.allow_other || cfg.mount.allow_other,
+        read_only: args.read_only || cfg.mount.read_only,
+        threads: args.threads.unwrap_or(cfg.mount.threads),
+        fs_name: "meridian".into(),
+    };
+    let mut session = meridian_fs::fuse::session(fs.clone(), &mp, &opts)
+        .map_err(|e| anyhow!("cannot mount at {}: {e} (is /dev/fuse there and fusermount3 installed?)", mp.display()))?;
+    let mut unmounter = session.unmount_callable();
+
+    println!("meridian: mounted at {}", mp.display());
+    println!("  namespace: {}", data_dir.join("namespace.redb").display());
+    println!("  blocks:    {}", blocks.describe());
+    if std::env::var_os("MERIDIAN_CHILD").is_some() {
+        println!("{READY}");
+        redirect_output(&data_dir)?;
+    }
+    let mp_for_signal = mp.clone();
+    std::thread::Builder::new().name("meridian-signals".into()).spawn(move || {
+        if let Ok(sig) = signals.wait() {
+            tracing::info!(?sig, "stopping: committing open files and unmounting");
+            if let Err(e) = fs.flush_all() {
+                tracing::error!(error = %e, "some open files could not be committed");
+            }
+            if let Err(e) = unmounter.unmount() {
+                tracing::error!(error = %e, mountpoint = %mp_for_signal.display(), "unmount failed");
+            }
+        }
+    })?;
+    session.run().with_context(|| format!("FUSE session at {}", mp.display()))?;
+    tracing::info!("unmounted {}", mp.display());
+    Ok(())
+}
+
+/// Sends stdout and stderr to `<data_dir>/meridian.log` (background mode, once ready).
+fn redirect_output(data_dir: &Path) -> Result<()> {
+    let log = data_dir.join("meridian.log");
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(&log).with_context(|| format!("opening {}", log.display()))?;
+    std::io::stdout().flush()?;
+    for fd in [1, 2] {
+        // SAFETY: dup2 onto the standard descriptors; both are valid for the whole process.
+        if unsafe { libc::dup2(f.as_raw_fd(), fd) } < 0 {
+            bail!("redirecting output to {}: {}", log.display(), std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Starts the mount as a detached child and waits for its verdict.
+fn spawn_background(_args: &MountArgs) -> Result<()> {
+    let exe = std::env::current_exe().context("finding the meridian executable")?;
+    let mut child = Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("MERIDIAN_CHILD", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .context("starting the background mount")?;
+    let out = BufReader::new(child.stdout.take().expect("piped"));
+    for line in out.lines() {
+        let line = line?;
+        if line == READY {
+            return Ok(());
+        }
+        println!("{line}");
+    }
+    let mut err = String::new();
+    child.stderr.take().expect("piped").read_to_string(&mut err)?;
+    let status = child.wait()?;
+    eprint!("{err}");
+    bail!("the mount did not start ({status})")
+}
+
+use std::os::unix::process::CommandExt;
