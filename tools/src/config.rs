@@ -65,7 +65,15 @@ impl FileConfig {
     /// Reads `path`; errors name the file and the offending key.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+        toml::from_str(&text).map_err(|e| {
+            let at = e.span().map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!(" line {line}, column {col}")
+            });
+            anyhow::anyhow!("config file {}{}: {}", path.display(), at.unwrap_or_default(), e.message().trim())
+        })
     }
 
     /// The data directory: configured, or `~/.local/share/meridian`.

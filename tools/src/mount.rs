@@ -48,7 +48,10 @@ pub struct MountArgs {
 
 /// Checks the mountpoint: exists, is a directory, is not a stale or live mount.
 fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
-    match std::fs::metadata(mp) {
+    // statfs always reaches the filesystem (stat may be answered from the kernel's cache),
+    // so a mount whose process died shows up here as ENOTCONN.
+    let probe = nix::sys::statfs::statfs(mp).err().map(|e| std::io::Error::from_raw_os_error(e as i32));
+    match probe.map_or_else(|| std::fs::metadata(mp), Err) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => bail!("mountpoint {} is not a directory: choose a directory", mp.display()),
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
@@ -191,7 +194,8 @@ fn spawn_background(_args: &MountArgs) -> Result<()> {
     child.stderr.take().expect("piped").read_to_string(&mut err)?;
     let status = child.wait()?;
     eprint!("{err}");
-    bail!("the mount did not start ({status})")
+    // The child already said what went wrong, in one line; exit with its status.
+    std::process::exit(status.code().unwrap_or(1).max(1))
 }
 
 use std::os::unix::process::CommandExt;

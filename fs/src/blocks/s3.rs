@@ -50,14 +50,14 @@ where
     let message = match &e {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => format!(
             "cannot reach {where_}: {} — check --endpoint and that the S3 server is running",
-            DisplayErrorContext(&e)
+            root_cause(&e)
         ),
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("");
             let status = se.raw().status().as_u16();
             match (code, status) {
                 ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied", _) | (_, 403) => format!(
-                    "{where_} refused the credentials ({code} HTTP {status}) — check the access key and secret"
+                    "{where_} refused the credentials (HTTP {status} {code}) — check the access key and secret"
                 ),
                 ("NoSuchBucket", _) | ("NotFound", _) if op == "HeadBucket" => {
                     format!("{where_} does not exist — create it or fix --bucket")
@@ -72,6 +72,19 @@ where
         _ => format!("{where_}: {}", DisplayErrorContext(&e)),
     };
     BlockError::S3 { op, message }
+}
+
+/// The innermost cause of an error ("Connection refused (os error 111)"), or a timeout note.
+fn root_cause<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> String {
+    if let SdkError::TimeoutError(_) = e {
+        return "timed out".into();
+    }
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    let msg = cur.to_string();
+    if msg.is_empty() { DisplayErrorContext(e).to_string() } else { msg }
 }
 
 impl S3Store {
