@@ -60,7 +60,18 @@ impl Garage {
     /// One Garage per test binary, started on first use.
     pub fn shared() -> &'static Garage {
         static G: OnceLock<Garage> = OnceLock::new();
-        G.get_or_init(Garage::start)
+        // PR_SET_PDEATHSIG fires when the spawning *thread* ends: start Garage from a thread
+        // that lives as long as the test process.
+        G.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                tx.send(Garage::start()).unwrap();
+                loop {
+                    std::thread::park();
+                }
+            });
+            rx.recv().expect("garage started")
+        })
     }
 
     fn admin(&self, args: &[&str]) -> String {
@@ -114,8 +125,9 @@ impl Garage {
         let deadline = Instant::now() + Duration::from_secs(30);
         let node = loop {
             let conf = self.dir.path().join("garage.toml");
+            let up = Command::new("garage").arg("-c").arg(&conf).arg("status").output().unwrap();
             let out = Command::new("garage").arg("-c").arg(&conf).args(["node", "id", "-q"]).output().unwrap();
-            if out.status.success() {
+            if up.status.success() && out.status.success() {
                 break String::from_utf8_lossy(&out.stdout).trim().split('@').next().unwrap().to_string();
             }
             assert!(Instant::now() < deadline, "garage did not start: {}", String::from_utf8_lossy(&out.stderr));
