@@ -11,19 +11,48 @@ fn fails_with(args: &[&str], needles: &[&str]) {
     let out = run(meridian(), args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(out.status.code(), Some(1), "{args:?} should exit 1; stderr: {stderr}");
-    assert_eq!(lines.len(), 1, "{args:?} should say one line, said: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?} should exit 1; stderr: {stderr}"
+    );
+    assert_eq!(
+        lines.len(),
+        1,
+        "{args:?} should say one line, said: {stderr}"
+    );
     for n in needles {
         assert!(lines[0].contains(n), "{args:?}: {:?} lacks {n:?}", lines[0]);
     }
-    assert!(start.elapsed() < Duration::from_secs(60), "{args:?} took too long to fail");
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{args:?} took too long to fail"
+    );
 }
 
-fn with_garage<'a>(g: &'a Garage, mp: &'a str, data: &'a str, key: &'a str, secret: &'a str, endpoint: &'a str, bucket: &'a str) -> Vec<&'a str> {
+fn with_garage<'a>(
+    g: &'a Garage,
+    mp: &'a str,
+    data: &'a str,
+    key: &'a str,
+    secret: &'a str,
+    endpoint: &'a str,
+    bucket: &'a str,
+) -> Vec<&'a str> {
     let _ = g;
     vec![
-        "mount", mp, "--data-dir", data, "--bucket", bucket, "--endpoint", endpoint, "--access-key-id", key,
-        "--secret-access-key", secret,
+        "mount",
+        mp,
+        "--data-dir",
+        data,
+        "--bucket",
+        bucket,
+        "--endpoint",
+        endpoint,
+        "--access-key-id",
+        key,
+        "--secret-access-key",
+        secret,
     ]
 }
 
@@ -33,10 +62,46 @@ fn s3_misconfiguration() {
     let tmp = tempfile::tempdir().unwrap();
     let mp = tmp.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
-    let (mp, data) = (mp.display().to_string(), tmp.path().join("data").display().to_string());
-    fails_with(&with_garage(g, &mp, &data, &g.key_id, "wrong-secret", &g.endpoint, &g.bucket), &["refused the credentials", "check the access key"]);
-    fails_with(&with_garage(g, &mp, &data, &g.key_id, &g.secret, "http://127.0.0.1:9", &g.bucket), &["cannot reach", "127.0.0.1:9", "check --endpoint"]);
-    fails_with(&with_garage(g, &mp, &data, &g.key_id, &g.secret, &g.endpoint, "no-such-bucket"), &["does not exist", "no-such-bucket"]);
+    let (mp, data) = (
+        mp.display().to_string(),
+        tmp.path().join("data").display().to_string(),
+    );
+    fails_with(
+        &with_garage(
+            g,
+            &mp,
+            &data,
+            &g.key_id,
+            "wrong-secret",
+            &g.endpoint,
+            &g.bucket,
+        ),
+        &["refused the credentials", "check the access key"],
+    );
+    fails_with(
+        &with_garage(
+            g,
+            &mp,
+            &data,
+            &g.key_id,
+            &g.secret,
+            "http://127.0.0.1:9",
+            &g.bucket,
+        ),
+        &["cannot reach", "127.0.0.1:9", "check --endpoint"],
+    );
+    fails_with(
+        &with_garage(
+            g,
+            &mp,
+            &data,
+            &g.key_id,
+            &g.secret,
+            &g.endpoint,
+            "no-such-bucket",
+        ),
+        &["does not exist", "no-such-bucket"],
+    );
     assert!(!is_mounted(std::path::Path::new(&mp)));
 }
 
@@ -45,24 +110,41 @@ fn mountpoint_problems() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data").display().to_string();
     let missing = tmp.path().join("missing").display().to_string();
-    fails_with(&["mount", &missing, "--data-dir", &data], &["does not exist", "mkdir -p"]);
+    fails_with(
+        &["mount", &missing, "--data-dir", &data],
+        &["does not exist", "mkdir -p"],
+    );
 
     let mut m = Mount::new(Backend::LocalDir);
     let busy = m.dir.display().to_string();
     let other = tmp.path().join("data2").display().to_string();
-    fails_with(&["mount", &busy, "--data-dir", &other], &["busy", "already mounted", "meridian umount"]);
+    fails_with(
+        &["mount", &busy, "--data-dir", &other],
+        &["busy", "already mounted", "meridian umount"],
+    );
 
     // The same namespace cannot be mounted twice.
     let mp2 = tmp.path().join("mnt2");
     std::fs::create_dir(&mp2).unwrap();
-    fails_with(&["mount", &mp2.display().to_string(), "--data-dir", &m.data_dir.display().to_string()], &["already open"]);
+    fails_with(
+        &[
+            "mount",
+            &mp2.display().to_string(),
+            "--data-dir",
+            &m.data_dir.display().to_string(),
+        ],
+        &["already open"],
+    );
 
     // A crashed mount leaves a stale mountpoint: named as such, with the fix.
     let pid = m.pid().expect("mount is running") as i32;
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(300));
-    fails_with(&["mount", &busy, "--data-dir", &other], &["stale mount", "meridian umount"]);
+    fails_with(
+        &["mount", &busy, "--data-dir", &other],
+        &["stale mount", "meridian umount"],
+    );
     m.kill9();
 }
 
@@ -72,5 +154,8 @@ fn bad_config_file_names_the_file_and_key() {
     let conf = tmp.path().join("site.toml");
     std::fs::write(&conf, "[mount]\nattr_ttl = 3\n").unwrap();
     let mp = tmp.path().display().to_string();
-    fails_with(&["mount", &mp, "--config", &conf.display().to_string()], &["site.toml", "attr_ttl"]);
+    fails_with(
+        &["mount", &mp, "--config", &conf.display().to_string()],
+        &["site.toml", "attr_ttl"],
+    );
 }

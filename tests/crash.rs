@@ -28,7 +28,11 @@ fn crash_during_writes(backend: Backend) {
         m = m.dir.display(),
         ledger = ledger.display()
     );
-    let mut writer = std::process::Command::new("bash").arg("-c").arg(script).spawn().unwrap();
+    let mut writer = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(4));
     m.kill9();
     let _ = writer.kill();
@@ -37,15 +41,31 @@ fn crash_during_writes(backend: Backend) {
     m.start();
     let ledger = std::fs::read_to_string(&ledger).unwrap();
     let entries: Vec<(&str, &str)> = ledger.lines().filter_map(|l| l.split_once(' ')).collect();
-    assert!(entries.len() >= 3, "the writer made too little progress to test anything: {entries:?}");
+    assert!(
+        entries.len() >= 3,
+        "the writer made too little progress to test anything: {entries:?}"
+    );
     for (name, sum) in &entries {
-        let got = sh(&format!("md5sum < '{}' | cut -d' ' -f1", m.path(name).display()));
-        assert_eq!(got.trim(), *sum, "{name} does not read back as written before the crash");
+        let got = sh(&format!(
+            "md5sum < '{}' | cut -d' ' -f1",
+            m.path(name).display()
+        ));
+        assert_eq!(
+            got.trim(),
+            *sum,
+            "{name} does not read back as written before the crash"
+        );
     }
     // The namespace is consistent: every entry can be listed and stat'ed, and the tree can
     // be changed and removed.
-    sh(&format!("cd '{}' && find . -exec stat -c '%n %s' {{}} + > /dev/null && rm -rf d0 d1 d2 && test -z \"$(ls -A)\"", m.dir.display()));
-    println!("crash test ({backend:?}): {} files closed before the crash, all intact", entries.len());
+    sh(&format!(
+        "cd '{}' && find . -exec stat -c '%n %s' {{}} + > /dev/null && rm -rf d0 d1 d2 && test -z \"$(ls -A)\"",
+        m.dir.display()
+    ));
+    println!(
+        "crash test ({backend:?}): {} files closed before the crash, all intact",
+        entries.len()
+    );
 }
 
 #[test]

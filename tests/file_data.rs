@@ -37,7 +37,15 @@ fn random_writes_truncates_and_holes_match_local_disk() {
     let tmp = tempfile::tempdir().unwrap();
     let reference = tmp.path().join("ref");
     let target = m.path("file");
-    let open = |p: &Path| OpenOptions::new().read(true).write(true).create(true).truncate(false).open(p).unwrap();
+    let open = |p: &Path| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+            .unwrap()
+    };
     let (a, b) = (open(&reference), open(&target));
     let mut rng = Rng(0x5eed);
     for step in 0..300 {
@@ -62,19 +70,33 @@ fn random_writes_truncates_and_holes_match_local_disk() {
             }
         }
         if step % 25 == 0 {
-            assert_eq!(a.metadata().unwrap().len(), b.metadata().unwrap().len(), "size after step {step}");
+            assert_eq!(
+                a.metadata().unwrap().len(),
+                b.metadata().unwrap().len(),
+                "size after step {step}"
+            );
             let off = rng.below(a.metadata().unwrap().len().max(1));
             let mut x = vec![0u8; 300_000];
             let mut y = vec![0u8; 300_000];
             let nx = a.read_at(&mut x, off).unwrap();
             let ny = b.read_at(&mut y, off).unwrap();
-            assert_eq!((nx, &x[..nx]), (ny, &y[..ny]), "read at {off} after step {step}");
+            assert_eq!(
+                (nx, &x[..nx]),
+                (ny, &y[..ny]),
+                "read at {off} after step {step}"
+            );
         }
     }
     drop((a, b));
-    assert!(read_all(&reference) == read_all(&target), "contents differ after close");
+    assert!(
+        read_all(&reference) == read_all(&target),
+        "contents differ after close"
+    );
     m.remount();
-    assert!(read_all(&reference) == read_all(&target), "contents differ after remount");
+    assert!(
+        read_all(&reference) == read_all(&target),
+        "contents differ after remount"
+    );
 }
 
 #[test]
@@ -82,7 +104,13 @@ fn append_trunc_fallocate_and_sparse() {
     let m = Mount::new(Backend::LocalDir);
     let p = m.path("log");
     for line in ["one\n", "two\n", "three\n"] {
-        OpenOptions::new().append(true).create(true).open(&p).unwrap().write_all(line.as_bytes()).unwrap();
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&p)
+            .unwrap()
+            .write_all(line.as_bytes())
+            .unwrap();
     }
     assert_eq!(std::fs::read_to_string(&p).unwrap(), "one\ntwo\nthree\n");
     // Two handles in O_APPEND interleave without overwriting each other.
@@ -91,11 +119,23 @@ fn append_trunc_fallocate_and_sparse() {
     h1.write_all(b"A\n").unwrap();
     h2.write_all(b"B\n").unwrap();
     drop((h1, h2));
-    assert_eq!(std::fs::read_to_string(&p).unwrap(), "one\ntwo\nthree\nA\nB\n");
-    OpenOptions::new().write(true).truncate(true).open(&p).unwrap().write_all(b"new").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&p).unwrap(),
+        "one\ntwo\nthree\nA\nB\n"
+    );
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&p)
+        .unwrap()
+        .write_all(b"new")
+        .unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), b"new");
 
-    sh(&format!("fallocate -l 10485760 '{}'", m.path("prealloc").display()));
+    sh(&format!(
+        "fallocate -l 10485760 '{}'",
+        m.path("prealloc").display()
+    ));
     let pre = std::fs::read(m.path("prealloc")).unwrap();
     assert_eq!(pre.len(), 10 * MIB as usize);
     assert!(pre.iter().all(|&b| b == 0));
@@ -115,7 +155,13 @@ fn append_trunc_fallocate_and_sparse() {
 fn unlinked_open_files_live_until_closed() {
     let m = Mount::new(Backend::LocalDir);
     let p = m.path("tmpfile");
-    let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&p)
+        .unwrap();
     f.write_all(&vec![7u8; 5 * MIB as usize]).unwrap();
     std::fs::remove_file(&p).unwrap();
     assert!(!p.exists());
@@ -135,7 +181,9 @@ fn locks_are_enforced_within_a_mount() {
     std::fs::write(&p, b"x").unwrap();
     let p = p.display();
     // flock: a second exclusive lock is refused while the first is held.
-    sh(&format!("flock -x '{p}' -c 'sleep 2' & sleep 0.5; if flock -n -x '{p}' true; then exit 1; fi; wait"));
+    sh(&format!(
+        "flock -x '{p}' -c 'sleep 2' & sleep 0.5; if flock -n -x '{p}' true; then exit 1; fi; wait"
+    ));
     // fcntl: a second process cannot take a conflicting POSIX lock.
     sh(&format!(
         "python3 -c \"import fcntl,time; f=open('{p}','r+'); fcntl.lockf(f, fcntl.LOCK_EX); time.sleep(2)\" & sleep 0.5; \
@@ -151,16 +199,40 @@ fn gc_removes_only_unreferenced_blocks() {
     std::fs::write(m.path("drop"), vec![3u8; 6 * MIB as usize]).unwrap();
     std::fs::remove_file(m.path("drop")).unwrap();
     m.unmount();
-    let mut gc_args = vec!["gc".to_string(), "--data-dir".into(), m.data_dir.display().to_string(), "--grace-secs".into(), "0".into()];
+    let mut gc_args = vec![
+        "gc".to_string(),
+        "--data-dir".into(),
+        m.data_dir.display().to_string(),
+        "--grace-secs".into(),
+        "0".into(),
+    ];
     gc_args.extend(Garage::shared().flags());
     let args: Vec<&str> = gc_args.iter().map(String::as_str).collect();
     let out = run(meridian(), &args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "gc failed: {}", String::from_utf8_lossy(&out.stderr));
-    let removed: u64 = text.split("removed ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
-    assert!(removed >= 2, "the deleted file's two blocks should go: {text}");
+    assert!(
+        out.status.success(),
+        "gc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let removed: u64 = text
+        .split("removed ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        removed >= 2,
+        "the deleted file's two blocks should go: {text}"
+    );
     let again = String::from_utf8_lossy(&run(meridian(), &args).stdout).into_owned();
-    assert!(again.contains("removed 0 "), "a second gc finds nothing: {again}");
+    assert!(
+        again.contains("removed 0 "),
+        "a second gc finds nothing: {again}"
+    );
     m.start();
-    assert!(std::fs::read(m.path("keep")).unwrap() == keep, "gc must never remove a live file's blocks");
+    assert!(
+        std::fs::read(m.path("keep")).unwrap() == keep,
+        "gc must never remove a live file's blocks"
+    );
 }

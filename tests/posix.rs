@@ -8,11 +8,17 @@ use common::*;
 
 #[test]
 fn pjdfstest_passes_on_a_garage_backed_mount() {
-    assert!(nix_is_root(), "pjdfstest needs root (it switches users); run the tests as root");
+    assert!(
+        nix_is_root(),
+        "pjdfstest needs root (it switches users); run the tests as root"
+    );
     let m = Mount::with_args(Backend::Garage, &["--allow-other"]);
     let work = m.path("pjd");
     std::fs::create_dir(&work).unwrap();
-    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/pjdfstest/pjdfstest.toml");
+    let conf = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/pjdfstest/pjdfstest.toml"
+    );
     let out = std::process::Command::new("pjdfstest")
         .args(["-c", conf, "-p"])
         .arg(&work)
@@ -20,10 +26,22 @@ fn pjdfstest_passes_on_a_garage_backed_mount() {
         .output()
         .expect("pjdfstest is installed (cargo install pjdfstest --version 0.2.2 --locked)");
     let text = String::from_utf8_lossy(&out.stdout);
-    let failed: Vec<&str> = text.lines().filter(|l| l.trim_end().ends_with("FAILED")).collect();
-    let summary = text.lines().find(|l| l.starts_with("Summary:")).unwrap_or("no summary").to_string();
+    let failed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_end().ends_with("FAILED"))
+        .collect();
+    let summary = text
+        .lines()
+        .find(|l| l.starts_with("Summary:"))
+        .unwrap_or("no summary")
+        .to_string();
     println!("pjdfstest: {summary}");
-    assert!(failed.is_empty() && summary.contains(" 0 failed"), "pjdfstest failures:\n{}\n{summary}\n{}", failed.join("\n"), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        failed.is_empty() && summary.contains(" 0 failed"),
+        "pjdfstest failures:\n{}\n{summary}\n{}",
+        failed.join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn nix_is_root() -> bool {

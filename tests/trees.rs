@@ -34,10 +34,23 @@ fn make_tree(root: &Path) {
 fn assert_same_tree(a: &Path, b: &Path) {
     // Directory sizes are the filesystem's own business; everything else must match.
     let listing = |p: &Path| {
-        sh(&format!("cd '{}' && find . \\( -type d -printf '%P d %m\\n' \\) -o -printf '%P %y %m %s %l\\n' | sort", p.display()))
+        sh(&format!(
+            "cd '{}' && find . \\( -type d -printf '%P d %m\\n' \\) -o -printf '%P %y %m %s %l\\n' | sort",
+            p.display()
+        ))
     };
-    assert_eq!(listing(a), listing(b), "tree listings differ: {} vs {}", a.display(), b.display());
-    sh(&format!("diff -r --no-dereference '{}' '{}'", a.display(), b.display()));
+    assert_eq!(
+        listing(a),
+        listing(b),
+        "tree listings differ: {} vs {}",
+        a.display(),
+        b.display()
+    );
+    sh(&format!(
+        "diff -r --no-dereference '{}' '{}'",
+        a.display(),
+        b.display()
+    ));
 }
 
 #[test]
@@ -51,7 +64,13 @@ fn copy_tools_round_trip_through_the_mount() {
     let mnt = m.dir.clone();
     let s = |cmd: String| sh(&cmd);
 
-    s(format!("cp -a '{}' '{}/cp' && cp -a '{}/cp' '{}/cp'", src.display(), mnt.display(), mnt.display(), out.display()));
+    s(format!(
+        "cp -a '{}' '{}/cp' && cp -a '{}/cp' '{}/cp'",
+        src.display(),
+        mnt.display(),
+        mnt.display(),
+        out.display()
+    ));
     assert_same_tree(&src, &out.join("cp"));
 
     s(format!(
@@ -62,10 +81,25 @@ fn copy_tools_round_trip_through_the_mount() {
     ));
     assert_same_tree(&src, &out.join("tar"));
 
-    s(format!("rsync -aH '{}/' '{}/rsync/' && rsync -aH '{}/rsync/' '{}/rsync/'", src.display(), mnt.display(), mnt.display(), out.display()));
+    s(format!(
+        "rsync -aH '{}/' '{}/rsync/' && rsync -aH '{}/rsync/' '{}/rsync/'",
+        src.display(),
+        mnt.display(),
+        mnt.display(),
+        out.display()
+    ));
     assert_same_tree(&src, &out.join("rsync"));
-    let times = |p: &Path| sh(&format!("cd '{}' && find . -printf '%P %T@\\n' | sort", p.display()));
-    assert_eq!(times(&src), times(&out.join("rsync")), "rsync -a must preserve modification times to the nanosecond");
+    let times = |p: &Path| {
+        sh(&format!(
+            "cd '{}' && find . -printf '%P %T@\\n' | sort",
+            p.display()
+        ))
+    };
+    assert_eq!(
+        times(&src),
+        times(&out.join("rsync")),
+        "rsync -a must preserve modification times to the nanosecond"
+    );
 
     let repo = tmp.path().join("repo");
     s(format!(
@@ -76,9 +110,16 @@ fn copy_tools_round_trip_through_the_mount() {
     ));
     assert_eq!(
         sh(&format!("git -C '{}' log --format=%H%s", repo.display())),
-        sh(&format!("git -C '{}' log --format=%H%s", out.join("clone").display()))
+        sh(&format!(
+            "git -C '{}' log --format=%H%s",
+            out.join("clone").display()
+        ))
     );
-    sh(&format!("diff -r --exclude=.git '{}' '{}/clone'", repo.display(), out.display()));
+    sh(&format!(
+        "diff -r --exclude=.git '{}' '{}/clone'",
+        repo.display(),
+        out.display()
+    ));
 
     // Unmount, mount again: everything reads back bit-exact.
     m.remount();

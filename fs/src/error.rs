@@ -49,7 +49,10 @@ impl FsError {
                 MetaError::Store(_) | MetaError::Corrupt(_) => EIO,
             },
             FsError::Block(b) => match b {
-                BlockError::NotFound(_) | BlockError::Corrupt(_) | BlockError::Io { .. } | BlockError::S3 { .. } => EIO,
+                BlockError::NotFound(_)
+                | BlockError::Corrupt(_)
+                | BlockError::Io { .. }
+                | BlockError::S3 { .. } => EIO,
                 BlockError::Config(_) => EINVAL,
             },
             FsError::BadHandle(_) | FsError::WrongMode(..) => EBADF,

@@ -10,7 +10,9 @@
 use crate::core::{Fs, OpenMode};
 use crate::error::FsError;
 use fuser::*;
-use meridian_proto::{Attr, Caller, DirEntry, FileKind, InodeId, RenameMode, SetAttr, TimeSet, XattrMode, NAME_MAX};
+use meridian_proto::{
+    Attr, Caller, DirEntry, FileKind, InodeId, NAME_MAX, RenameMode, SetAttr, TimeSet, XattrMode,
+};
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -34,7 +36,13 @@ pub struct FuseOptions {
 
 impl Default for FuseOptions {
     fn default() -> Self {
-        FuseOptions { attr_ttl: Duration::from_secs(1), allow_other: false, read_only: false, threads: 8, fs_name: "meridian".into() }
+        FuseOptions {
+            attr_ttl: Duration::from_secs(1),
+            allow_other: false,
+            read_only: false,
+            threads: 8,
+            fs_name: "meridian".into(),
+        }
     }
 }
 
@@ -48,7 +56,10 @@ const GEN: Generation = Generation(0);
 
 impl FuseFs {
     pub fn new(fs: Arc<Fs>, opts: &FuseOptions) -> Self {
-        FuseFs { fs, ttl: opts.attr_ttl }
+        FuseFs {
+            fs,
+            ttl: opts.attr_ttl,
+        }
     }
 }
 
@@ -59,7 +70,11 @@ pub fn session(fs: Arc<Fs>, mountpoint: &Path, opts: &FuseOptions) -> io::Result
         MountOption::FSName(opts.fs_name.clone()),
         MountOption::Subtype("meridian".into()),
         MountOption::DefaultPermissions,
-        if opts.read_only { MountOption::RO } else { MountOption::RW },
+        if opts.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
         MountOption::Suid,
         MountOption::Dev,
     ];
@@ -123,17 +138,31 @@ fn errno(e: &FsError) -> Errno {
 
 /// Supplementary groups of process `pid`, from `/proc/<pid>/status`.
 fn groups_of(pid: u32) -> Vec<u32> {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return Vec::new() };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
     status
         .lines()
         .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn caller(req: &Request) -> Caller {
-    let groups = if req.uid() == 0 { Vec::new() } else { groups_of(req.pid()) };
-    Caller { uid: req.uid(), gid: req.gid(), groups }
+    let groups = if req.uid() == 0 {
+        Vec::new()
+    } else {
+        groups_of(req.pid())
+    };
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        groups,
+    }
 }
 
 fn time(t: TimeOrNow) -> TimeSet {
@@ -145,9 +174,18 @@ fn time(t: TimeOrNow) -> TimeSet {
 
 fn open_mode(flags: i32) -> OpenMode {
     match flags & libc::O_ACCMODE {
-        libc::O_RDONLY => OpenMode { read: true, write: false },
-        libc::O_WRONLY => OpenMode { read: false, write: true },
-        _ => OpenMode { read: true, write: true },
+        libc::O_RDONLY => OpenMode {
+            read: true,
+            write: false,
+        },
+        libc::O_WRONLY => OpenMode {
+            read: false,
+            write: true,
+        },
+        _ => OpenMode {
+            read: true,
+            write: true,
+        },
     }
 }
 
@@ -180,7 +218,8 @@ impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
-        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         Ok(())
     }
@@ -192,7 +231,10 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry(self.fs.lookup(&caller(req), ino(parent), name.as_bytes()), reply)
+        self.entry(
+            self.fs.lookup(&caller(req), ino(parent), name.as_bytes()),
+            reply,
+        )
     }
 
     fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
@@ -247,30 +289,91 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
-        let Some(k) = kind_from_mode(mode) else { return reply.error(Errno::EINVAL) };
-        let r = self.fs.mknod(&caller(req), ino(parent), name.as_bytes(), k, (mode & 0o7777) as u16, rdev);
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let Some(k) = kind_from_mode(mode) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let r = self.fs.mknod(
+            &caller(req),
+            ino(parent),
+            name.as_bytes(),
+            k,
+            (mode & 0o7777) as u16,
+            rdev,
+        );
         self.entry(r, reply)
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        self.entry(self.fs.mkdir(&caller(req), ino(parent), name.as_bytes(), (mode & 0o7777) as u16), reply)
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        self.entry(
+            self.fs.mkdir(
+                &caller(req),
+                ino(parent),
+                name.as_bytes(),
+                (mode & 0o7777) as u16,
+            ),
+            reply,
+        )
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(self.fs.unlink(&caller(req), ino(parent), name.as_bytes()), reply)
+        self.empty(
+            self.fs.unlink(&caller(req), ino(parent), name.as_bytes()),
+            reply,
+        )
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(self.fs.rmdir(&caller(req), ino(parent), name.as_bytes()), reply)
+        self.empty(
+            self.fs.rmdir(&caller(req), ino(parent), name.as_bytes()),
+            reply,
+        )
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let r = self.fs.symlink(&caller(req), ino(parent), link_name.as_bytes(), target.as_os_str().as_bytes());
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = self.fs.symlink(
+            &caller(req),
+            ino(parent),
+            link_name.as_bytes(),
+            target.as_os_str().as_bytes(),
+        );
         self.entry(r, reply)
     }
 
-    fn rename(&self, req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
         let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             RenameMode::Exchange
         } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
@@ -280,12 +383,30 @@ impl Filesystem for FuseFs {
         } else {
             return reply.error(Errno::EINVAL);
         };
-        let r = self.fs.rename(&caller(req), ino(parent), name.as_bytes(), ino(newparent), newname.as_bytes(), mode);
+        let r = self.fs.rename(
+            &caller(req),
+            ino(parent),
+            name.as_bytes(),
+            ino(newparent),
+            newname.as_bytes(),
+            mode,
+        );
         self.empty(r, reply)
     }
 
-    fn link(&self, req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        self.entry(self.fs.link(&caller(req), ino(i), ino(newparent), newname.as_bytes()), reply)
+    fn link(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        self.entry(
+            self.fs
+                .link(&caller(req), ino(i), ino(newparent), newname.as_bytes()),
+            reply,
+        )
     }
 
     fn open(&self, req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -295,29 +416,73 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn read(&self, _req: &Request, _i: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
+    fn read(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
         match self.fs.read(fh.0, offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn write(&self, _req: &Request, _i: INodeNo, fh: FileHandle, offset: u64, data: &[u8], _wf: WriteFlags, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyWrite) {
+    fn write(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _wf: WriteFlags,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn flush(&self, _req: &Request, _i: INodeNo, fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        fh: FileHandle,
+        _lock: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         self.empty(self.fs.flush(fh.0), reply)
     }
 
-    fn release(&self, _req: &Request, _i: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+    fn release(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
         self.empty(self.fs.release(fh.0), reply)
     }
 
-    fn fsync(&self, _req: &Request, _i: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         self.empty(self.fs.flush(fh.0), reply)
     }
 
@@ -328,27 +493,55 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, _i: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let entries = match self.fs.dir_entries(fh.0) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
         };
         for (k, e) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(e.ino.0), k as u64 + 1, kind(e.kind), OsStr::from_bytes(&e.name)) {
+            if reply.add(
+                INodeNo(e.ino.0),
+                k as u64 + 1,
+                kind(e.kind),
+                OsStr::from_bytes(&e.name),
+            ) {
                 break;
             }
         }
         reply.ok()
     }
 
-    fn readdirplus(&self, _req: &Request, _i: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let entries = match self.fs.dir_entries(fh.0) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
         };
         for (k, e) in entries.iter().enumerate().skip(offset as usize) {
-            let Some(attr) = self.plus_attr(e) else { continue };
-            if reply.add(INodeNo(e.ino.0), k as u64 + 1, OsStr::from_bytes(&e.name), &self.ttl, &to_fuse(&attr), GEN) {
+            let Some(attr) = self.plus_attr(e) else {
+                continue;
+            };
+            if reply.add(
+                INodeNo(e.ino.0),
+                k as u64 + 1,
+                OsStr::from_bytes(&e.name),
+                &self.ttl,
+                &to_fuse(&attr),
+                GEN,
+            ) {
                 // The kernel did not take this entry: give back the reference counted for it.
                 if e.name != b"." && e.name != b".." {
                     self.fs.forget(e.ino, 1);
@@ -359,11 +552,25 @@ impl Filesystem for FuseFs {
         reply.ok()
     }
 
-    fn releasedir(&self, _req: &Request, _i: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.empty(self.fs.releasedir(fh.0), reply)
     }
 
-    fn fsyncdir(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         reply.ok() // every namespace change is durable when its call returns
     }
 
@@ -374,59 +581,126 @@ impl Filesystem for FuseFs {
                 let blocks = s.capacity_bytes / BSIZE;
                 let free = blocks.saturating_sub(s.used_bytes.div_ceil(BSIZE));
                 let ffree = u32::MAX as u64;
-                reply.statfs(blocks, free, free, s.files + ffree, ffree, BSIZE as u32, NAME_MAX as u32, BSIZE as u32)
+                reply.statfs(
+                    blocks,
+                    free,
+                    free,
+                    s.files + ffree,
+                    ffree,
+                    BSIZE as u32,
+                    NAME_MAX as u32,
+                    BSIZE as u32,
+                )
             }
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn setxattr(&self, req: &Request, i: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        req: &Request,
+        i: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
         let mode = match flags {
             0 => XattrMode::Any,
             libc::XATTR_CREATE => XattrMode::CreateOnly,
             libc::XATTR_REPLACE => XattrMode::ReplaceOnly,
             _ => return reply.error(Errno::EINVAL),
         };
-        self.empty(self.fs.setxattr(&caller(req), ino(i), name.as_bytes(), value, mode), reply)
+        self.empty(
+            self.fs
+                .setxattr(&caller(req), ino(i), name.as_bytes(), value, mode),
+            reply,
+        )
     }
 
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.xattr_reply(self.fs.getxattr(&caller(req), ino(i), name.as_bytes()), size, reply)
+        self.xattr_reply(
+            self.fs.getxattr(&caller(req), ino(i), name.as_bytes()),
+            size,
+            reply,
+        )
     }
 
     fn listxattr(&self, req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
         let r = self.fs.listxattr(&caller(req), ino(i)).map(|names| {
-            names.into_iter().flat_map(|mut n| {
-                n.push(0);
-                n
-            }).collect()
+            names
+                .into_iter()
+                .flat_map(|mut n| {
+                    n.push(0);
+                    n
+                })
+                .collect()
         });
         self.xattr_reply(r, size, reply)
     }
 
     fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(self.fs.removexattr(&caller(req), ino(i), name.as_bytes()), reply)
+        self.empty(
+            self.fs.removexattr(&caller(req), ino(i), name.as_bytes()),
+            reply,
+        )
     }
 
     fn access(&self, req: &Request, i: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        self.empty(self.fs.access(&caller(req), ino(i), mask.bits() as u32), reply)
+        self.empty(
+            self.fs.access(&caller(req), ino(i), mask.bits() as u32),
+            reply,
+        )
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         if kind_from_mode(mode) != Some(FileKind::Regular) {
             return reply.error(Errno::EINVAL);
         }
-        match self.fs.create(&caller(req), ino(parent), name.as_bytes(), (mode & 0o7777) as u16, open_mode(flags)) {
-            Ok((a, fh)) => reply.created(&self.ttl, &to_fuse(&a), GEN, FileHandle(fh), FopenFlags::empty()),
+        match self.fs.create(
+            &caller(req),
+            ino(parent),
+            name.as_bytes(),
+            (mode & 0o7777) as u16,
+            open_mode(flags),
+        ) {
+            Ok((a, fh)) => reply.created(
+                &self.ttl,
+                &to_fuse(&a),
+                GEN,
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn fallocate(&self, _req: &Request, _i: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         let r = match mode {
             0 => self.fs.fallocate(fh.0, offset, length, false),
             libc::FALLOC_FL_KEEP_SIZE => self.fs.fallocate(fh.0, offset, length, true),
-            _ => Err(FsError::Unsupported("fallocate modes other than 0 and KEEP_SIZE")),
+            _ => Err(FsError::Unsupported(
+                "fallocate modes other than 0 and KEEP_SIZE",
+            )),
         };
         self.empty(r, reply)
     }

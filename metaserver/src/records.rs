@@ -13,7 +13,7 @@
 
 use crate::store::{ReadTxn, Table, WriteTxn};
 use meridian_proto::{Attr, FileKind, InodeId, Layout, MetaError, MetaResult};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub const NEXT_INO: &[u8] = b"next_ino";
 pub const FILES: &[u8] = b"files";
@@ -81,7 +81,12 @@ pub trait Records {
             None => Ok(None),
         }
     }
-    fn children(&self, parent: InodeId, after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<(Vec<u8>, DentryRec)>> {
+    fn children(
+        &self,
+        parent: InodeId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> MetaResult<Vec<(Vec<u8>, DentryRec)>> {
         let prefix = ino_key(parent);
         self.txn()
             .scan(Table::Dentries, &prefix, after, limit)?
@@ -110,7 +115,12 @@ pub trait Records {
     }
     fn xattr_names(&self, ino: InodeId) -> MetaResult<Vec<Vec<u8>>> {
         let prefix = ino_key(ino);
-        Ok(self.txn().scan(Table::Xattrs, &prefix, None, usize::MAX)?.into_iter().map(|(k, _)| k[8..].to_vec()).collect())
+        Ok(self
+            .txn()
+            .scan(Table::Xattrs, &prefix, None, usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| k[8..].to_vec())
+            .collect())
     }
 }
 
@@ -137,7 +147,8 @@ impl<'a> Writer<'a> {
         Writer { txn }
     }
     pub fn put_inode(&mut self, rec: &InodeRec) -> MetaResult<()> {
-        self.txn.put(Table::Inodes, &ino_key(rec.attr.ino), &encode(rec))
+        self.txn
+            .put(Table::Inodes, &ino_key(rec.attr.ino), &encode(rec))
     }
     pub fn put_attr(&mut self, attr: &Attr) -> MetaResult<()> {
         let mut rec = self.inode(attr.ino)?;
@@ -145,7 +156,8 @@ impl<'a> Writer<'a> {
         self.put_inode(&rec)
     }
     pub fn put_dentry(&mut self, parent: InodeId, name: &[u8], d: DentryRec) -> MetaResult<()> {
-        self.txn.put(Table::Dentries, &child_key(parent, name), &encode(&d))
+        self.txn
+            .put(Table::Dentries, &child_key(parent, name), &encode(&d))
     }
     pub fn del_dentry(&mut self, parent: InodeId, name: &[u8]) -> MetaResult<()> {
         self.txn.delete(Table::Dentries, &child_key(parent, name))
@@ -168,7 +180,11 @@ impl<'a> Writer<'a> {
         self.txn.delete(Table::Xattrs, &child_key(ino, name))
     }
     pub fn set_orphan(&mut self, ino: InodeId, orphan: bool) -> MetaResult<()> {
-        if orphan { self.txn.put(Table::Orphans, &ino_key(ino), &[]) } else { self.txn.delete(Table::Orphans, &ino_key(ino)) }
+        if orphan {
+            self.txn.put(Table::Orphans, &ino_key(ino), &[])
+        } else {
+            self.txn.delete(Table::Orphans, &ino_key(ino))
+        }
     }
     /// Removes an inode and everything hanging off it (data, xattrs, orphan mark).
     pub fn purge_inode(&mut self, ino: InodeId) -> MetaResult<()> {

@@ -31,12 +31,22 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Runs a shell command line; panics with its output if it fails.
 pub fn sh(script: &str) -> String {
-    let out = Command::new("bash").arg("-euo").arg("pipefail").arg("-c").arg(script).output().unwrap();
+    let out = Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "command failed: {script}\nstdout: {}\nstderr: {}",
@@ -76,8 +86,17 @@ impl Garage {
 
     fn admin(&self, args: &[&str]) -> String {
         let conf = self.dir.path().join("garage.toml");
-        let out = Command::new("garage").arg("-c").arg(&conf).args(args).output().expect("garage runs");
-        assert!(out.status.success(), "garage {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("garage")
+            .arg("-c")
+            .arg(&conf)
+            .args(args)
+            .output()
+            .expect("garage runs");
+        assert!(
+            out.status.success(),
+            "garage {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -89,7 +108,9 @@ impl Garage {
         );
         let dir = tempfile::tempdir().unwrap();
         let (s3, rpc) = (free_port(), free_port());
-        let secret: String = (0..32).map(|i| format!("{:02x}", (i * 37 + s3 as usize) % 256)).collect();
+        let secret: String = (0..32)
+            .map(|i| format!("{:02x}", (i * 37 + s3 as usize) % 256))
+            .collect();
         let conf = format!(
             "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\nreplication_factor = 1\n\
              rpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\
@@ -125,12 +146,31 @@ impl Garage {
         let deadline = Instant::now() + Duration::from_secs(30);
         let node = loop {
             let conf = self.dir.path().join("garage.toml");
-            let up = Command::new("garage").arg("-c").arg(&conf).arg("status").output().unwrap();
-            let out = Command::new("garage").arg("-c").arg(&conf).args(["node", "id", "-q"]).output().unwrap();
+            let up = Command::new("garage")
+                .arg("-c")
+                .arg(&conf)
+                .arg("status")
+                .output()
+                .unwrap();
+            let out = Command::new("garage")
+                .arg("-c")
+                .arg(&conf)
+                .args(["node", "id", "-q"])
+                .output()
+                .unwrap();
             if up.status.success() && out.status.success() {
-                break String::from_utf8_lossy(&out.stdout).trim().split('@').next().unwrap().to_string();
+                break String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .split('@')
+                    .next()
+                    .unwrap()
+                    .to_string();
             }
-            assert!(Instant::now() < deadline, "garage did not start: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                Instant::now() < deadline,
+                "garage did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             std::thread::sleep(Duration::from_millis(200));
         };
         self.admin(&["layout", "assign", "-z", "dc1", "-c", "10G", &node]);
@@ -146,7 +186,16 @@ impl Garage {
         };
         self.key_id = field("Key ID");
         self.secret = field("Secret key");
-        self.admin(&["bucket", "allow", "--read", "--write", "--owner", &self.bucket.clone(), "--key", "meridian-test-key"]);
+        self.admin(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            &self.bucket.clone(),
+            "--key",
+            "meridian-test-key",
+        ]);
     }
 
     /// The flags that point `meridian` at this Garage.
@@ -234,7 +283,11 @@ impl Mount {
 
     /// Starts the mount process and waits until the kernel shows the mount.
     pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         let child = die_with_parent(
             Command::new(meridian())
                 .args(self.args())
@@ -250,7 +303,11 @@ impl Mount {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("mount exited early ({status}): {}", self.log());
             }
-            assert!(Instant::now() < deadline, "mount did not appear: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "mount did not appear: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -278,16 +335,29 @@ impl Mount {
 
     /// Unmounts through `meridian umount` and waits for the process to end cleanly.
     pub fn unmount(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let out = run(meridian(), &["umount", &self.dir.display().to_string()]);
-        assert!(out.status.success(), "umount failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "umount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "mount process ended with {status}: {}", self.log());
+                assert!(
+                    status.success(),
+                    "mount process ended with {status}: {}",
+                    self.log()
+                );
                 return;
             }
-            assert!(Instant::now() < deadline, "mount process did not end after umount");
+            assert!(
+                Instant::now() < deadline,
+                "mount process did not end after umount"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -299,7 +369,11 @@ impl Mount {
             child.wait().unwrap();
         }
         let out = run(meridian(), &["umount", &self.dir.display().to_string()]);
-        assert!(out.status.success(), "clearing the stale mount failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "clearing the stale mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn remount(&mut self) {
@@ -311,7 +385,10 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("fusermount3").arg("-uz").arg(&self.dir).output();
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.dir)
+                .output();
             let deadline = Instant::now() + Duration::from_secs(10);
             while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
@@ -323,5 +400,9 @@ impl Drop for Mount {
 }
 
 pub fn run(cmd: &str, args: &[&str]) -> Output {
-    Command::new(cmd).args(args).stdin(Stdio::null()).output().unwrap()
+    Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }

@@ -2,7 +2,7 @@
 
 use crate::config::StoreFlags;
 use crate::open;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
@@ -22,14 +22,21 @@ pub fn umount(args: UmountArgs) -> Result<()> {
     let mp = &args.mountpoint;
     let stale = matches!(std::fs::metadata(mp), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
     let mut cmd = Command::new("fusermount3");
-    cmd.arg(if args.lazy || stale { "-uz" } else { "-u" }).arg(mp);
-    let out = cmd.output().context("running fusermount3 (install the fuse3 package)")?;
+    cmd.arg(if args.lazy || stale { "-uz" } else { "-u" })
+        .arg(mp);
+    let out = cmd
+        .output()
+        .context("running fusermount3 (install the fuse3 package)")?;
     if out.status.success() {
         return Ok(());
     }
     let err = String::from_utf8_lossy(&out.stderr);
     if err.contains("busy") {
-        bail!("{} is busy: files are open there (see `fuser -vm {}`); close them, or use --lazy", mp.display(), mp.display());
+        bail!(
+            "{} is busy: files are open there (see `fuser -vm {}`); close them, or use --lazy",
+            mp.display(),
+            mp.display()
+        );
     }
     if err.contains("not found in") || err.contains("not mounted") {
         bail!("{} is not a mounted meridian filesystem", mp.display());
@@ -74,7 +81,11 @@ pub fn gc(args: GcArgs) -> Result<()> {
         removed += 1;
         bytes += b.size;
     }
-    let verb = if args.dry_run { "would remove" } else { "removed" };
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
     println!(
         "gc: {} blocks listed, {} referenced, {verb} {removed} ({bytes} bytes), kept {young} unreferenced blocks younger than {}s",
         listed.len(),

@@ -3,7 +3,7 @@
 //! Precedence: command-line flag > config file > default. Every option is documented in
 //! docs/configuration.md; keep the two in step.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use meridian_fs::blocks::S3Config;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -57,14 +57,17 @@ pub struct CacheSection {
 
 impl Default for CacheSection {
     fn default() -> Self {
-        CacheSection { memory_bytes: meridian_fs::FsConfig::default().memory_cache_bytes }
+        CacheSection {
+            memory_bytes: meridian_fs::FsConfig::default().memory_cache_bytes,
+        }
     }
 }
 
 impl FileConfig {
     /// Reads `path`; errors name the file and the offending key.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).map_err(|e| {
             let at = e.span().map(|s| {
                 let before = &text[..s.start.min(text.len())];
@@ -72,7 +75,12 @@ impl FileConfig {
                 let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
                 format!(" line {line}, column {col}")
             });
-            anyhow::anyhow!("config file {}{}: {}", path.display(), at.unwrap_or_default(), e.message().trim())
+            anyhow::anyhow!(
+                "config file {}{}: {}",
+                path.display(),
+                at.unwrap_or_default(),
+                e.message().trim()
+            )
         })
     }
 
@@ -190,7 +198,10 @@ mod tests {
         std::fs::write(&p, "[s3]\nbucket = \"a\"\nregion = \"garage\"\n").unwrap();
         let flags = StoreFlags {
             config: Some(p),
-            s3: S3Flags { bucket: Some("b".into()), ..Default::default() },
+            s3: S3Flags {
+                bucket: Some("b".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let cfg = flags.resolve().unwrap();

@@ -7,7 +7,7 @@
 
 use crate::config::{FileConfig, StoreFlags};
 use crate::open;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use meridian_fs::fuse::FuseOptions;
 use meridian_fs::{Fs, FsConfig};
 use nix::sys::signal::{SigSet, Signal};
@@ -50,17 +50,26 @@ pub struct MountArgs {
 fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
     // statfs always reaches the filesystem (stat may be answered from the kernel's cache),
     // so a mount whose process died shows up here as ENOTCONN.
-    let probe = nix::sys::statfs::statfs(mp).err().map(|e| std::io::Error::from_raw_os_error(e as i32));
+    let probe = nix::sys::statfs::statfs(mp)
+        .err()
+        .map(|e| std::io::Error::from_raw_os_error(e as i32));
     match probe.map_or_else(|| std::fs::metadata(mp), Err) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => bail!("mountpoint {} is not a directory: choose a directory", mp.display()),
+        Ok(_) => bail!(
+            "mountpoint {} is not a directory: choose a directory",
+            mp.display()
+        ),
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
             "mountpoint {} is a stale mount left by a crashed meridian: run `meridian umount {}` and mount again",
             mp.display(),
             mp.display()
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("mountpoint {} does not exist: create it with `mkdir -p {}`", mp.display(), mp.display())
+            bail!(
+                "mountpoint {} does not exist: create it with `mkdir -p {}`",
+                mp.display(),
+                mp.display()
+            )
         }
         Err(e) => bail!("mountpoint {}: {e}", mp.display()),
     }
@@ -77,17 +86,22 @@ fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
 
 /// The filesystem type mounted exactly at `path`, if any (from /proc/self/mountinfo).
 pub fn mounted_at(path: &Path) -> Result<Option<String>> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     let want = path.to_string_lossy();
     Ok(info.lines().find_map(|l| {
         let fields: Vec<&str> = l.split(' ').collect();
         let sep = fields.iter().position(|f| *f == "-")?;
-        (unescape(fields.get(4)?) == want).then(|| fields.get(sep + 1).unwrap_or(&"unknown").to_string())
+        (unescape(fields.get(4)?) == want)
+            .then(|| fields.get(sep + 1).unwrap_or(&"unknown").to_string())
     }))
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 pub fn run(args: MountArgs) -> Result<()> {
@@ -128,8 +142,12 @@ fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
         threads: args.threads.unwrap_or(cfg.mount.threads),
         fs_name: "meridian".into(),
     };
-    let mut session = meridian_fs::fuse::session(fs.clone(), &mp, &opts)
-        .map_err(|e| anyhow!("cannot mount at {}: {e} (is /dev/fuse there and fusermount3 installed?)", mp.display()))?;
+    let mut session = meridian_fs::fuse::session(fs.clone(), &mp, &opts).map_err(|e| {
+        anyhow!(
+            "cannot mount at {}: {e} (is /dev/fuse there and fusermount3 installed?)",
+            mp.display()
+        )
+    })?;
     let mut unmounter = session.unmount_callable();
 
     println!("meridian: mounted at {}", mp.display());
@@ -151,7 +169,9 @@ fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
             }
         }
     })?;
-    session.run().with_context(|| format!("FUSE session at {}", mp.display()))?;
+    session
+        .run()
+        .with_context(|| format!("FUSE session at {}", mp.display()))?;
     tracing::info!("unmounted {}", mp.display());
     Ok(())
 }
@@ -159,12 +179,20 @@ fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
 /// Sends stdout and stderr to `<data_dir>/meridian.log` (background mode, once ready).
 fn redirect_output(data_dir: &Path) -> Result<()> {
     let log = data_dir.join("meridian.log");
-    let f = std::fs::OpenOptions::new().create(true).append(true).open(&log).with_context(|| format!("opening {}", log.display()))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("opening {}", log.display()))?;
     std::io::stdout().flush()?;
     for fd in [1, 2] {
         // SAFETY: dup2 onto the standard descriptors; both are valid for the whole process.
         if unsafe { libc::dup2(f.as_raw_fd(), fd) } < 0 {
-            bail!("redirecting output to {}: {}", log.display(), std::io::Error::last_os_error());
+            bail!(
+                "redirecting output to {}: {}",
+                log.display(),
+                std::io::Error::last_os_error()
+            );
         }
     }
     Ok(())
@@ -191,7 +219,11 @@ fn spawn_background(_args: &MountArgs) -> Result<()> {
         println!("{line}");
     }
     let mut err = String::new();
-    child.stderr.take().expect("piped").read_to_string(&mut err)?;
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut err)?;
     let status = child.wait()?;
     eprint!("{err}");
     // The child already said what went wrong, in one line; exit with its status.

@@ -2,7 +2,7 @@
 //! each failure turned into one line that names the problem and the fix.
 
 use crate::config::FileConfig;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result, anyhow};
 use meridian_fs::blocks::{BlockStore, LocalDirStore, S3Store};
 use meridian_metaserver::{Meta, MetaConfig, RedbStore};
 use std::sync::Arc;
@@ -10,7 +10,8 @@ use std::sync::Arc;
 /// The embedded namespace in `<data_dir>/namespace.redb`.
 pub fn namespace(cfg: &FileConfig) -> Result<Arc<Meta<RedbStore>>> {
     let dir = cfg.data_dir()?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let path = dir.join("namespace.redb");
     let store = RedbStore::open(&path).map_err(|e| anyhow!("{e}"))?;
     let meta_cfg = MetaConfig {
@@ -19,7 +20,9 @@ pub fn namespace(cfg: &FileConfig) -> Result<Arc<Meta<RedbStore>>> {
         inline_max: cfg.mount.inline_max_bytes,
         ..MetaConfig::default()
     };
-    Ok(Arc::new(Meta::open(store, meta_cfg).map_err(|e| anyhow!("namespace {}: {e}", path.display()))?))
+    Ok(Arc::new(Meta::open(store, meta_cfg).map_err(|e| {
+        anyhow!("namespace {}: {e}", path.display())
+    })?))
 }
 
 /// The block store: the configured bucket, or `<data_dir>/blocks`. Checked before use.

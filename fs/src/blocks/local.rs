@@ -3,7 +3,7 @@
 //! Invariant: a block file appears under its final name only complete and fsynced (written
 //! to a temporary name, synced, renamed), so a crash never leaves a torn block.
 
-use super::{block_key, parse_block_key, BlockError, BlockInfo, BlockStore};
+use super::{BlockError, BlockInfo, BlockStore, block_key, parse_block_key};
 use bytes::Bytes;
 use meridian_proto::BlockId;
 use std::fs;
@@ -25,8 +25,14 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BlockError {
 impl LocalDirStore {
     /// Uses (creating if needed) `root` as the block directory.
     pub fn open(root: &Path) -> Result<Self, BlockError> {
-        fs::create_dir_all(root.join("blocks")).map_err(io(format!("cannot create block directory {}", root.display())))?;
-        Ok(LocalDirStore { root: root.to_path_buf(), tmp_seq: AtomicU64::new(0) })
+        fs::create_dir_all(root.join("blocks")).map_err(io(format!(
+            "cannot create block directory {}",
+            root.display()
+        )))?;
+        Ok(LocalDirStore {
+            root: root.to_path_buf(),
+            tmp_seq: AtomicU64::new(0),
+        })
     }
 
     fn path(&self, id: &BlockId) -> PathBuf {
@@ -39,16 +45,23 @@ impl BlockStore for LocalDirStore {
         let path = self.path(id);
         if path.exists() {
             // Refresh the time so a collector's grace period covers this new reference.
-            let f = fs::File::options().write(true).open(&path).map_err(io(format!("open {}", path.display())))?;
-            return f.set_modified(SystemTime::now()).map_err(io(format!("touch {}", path.display())));
+            let f = fs::File::options()
+                .write(true)
+                .open(&path)
+                .map_err(io(format!("open {}", path.display())))?;
+            return f
+                .set_modified(SystemTime::now())
+                .map_err(io(format!("touch {}", path.display())));
         }
         let dir = path.parent().expect("block path has a parent");
         fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!(".tmp.{}.{seq}", std::process::id()));
         let mut f = fs::File::create(&tmp).map_err(io(format!("create {}", tmp.display())))?;
-        f.write_all(&data).map_err(io(format!("write {}", tmp.display())))?;
-        f.sync_all().map_err(io(format!("sync {}", tmp.display())))?;
+        f.write_all(&data)
+            .map_err(io(format!("write {}", tmp.display())))?;
+        f.sync_all()
+            .map_err(io(format!("sync {}", tmp.display())))?;
         fs::rename(&tmp, &path).map_err(io(format!("rename to {}", path.display())))
     }
 
@@ -56,15 +69,19 @@ impl BlockStore for LocalDirStore {
         match fs::read(self.path(id)) {
             Ok(v) => Ok(Bytes::from(v)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlockError::NotFound(*id)),
-            Err(e) => Err(BlockError::Io { what: format!("read {}", self.path(id).display()), source: e }),
+            Err(e) => Err(BlockError::Io {
+                what: format!("read {}", self.path(id).display()),
+                source: e,
+            }),
         }
     }
 
     fn delete(&self, id: &BlockId) -> Result<(), BlockError> {
         match fs::remove_file(self.path(id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(BlockError::Io { what: format!("delete {}", self.path(id).display()), source: e })
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(BlockError::Io {
+                what: format!("delete {}", self.path(id).display()),
+                source: e,
+            }),
             _ => Ok(()),
         }
     }
@@ -75,12 +92,20 @@ impl BlockStore for LocalDirStore {
         for dir in fs::read_dir(&top).map_err(io(format!("list {}", top.display())))? {
             let dir = dir.map_err(io("list blocks"))?;
             let dir_name = dir.file_name().to_string_lossy().into_owned();
-            for f in fs::read_dir(dir.path()).map_err(io(format!("list {}", dir.path().display())))? {
+            for f in
+                fs::read_dir(dir.path()).map_err(io(format!("list {}", dir.path().display())))?
+            {
                 let f = f.map_err(io("list blocks"))?;
                 let key = format!("blocks/{dir_name}/{}", f.file_name().to_string_lossy());
-                let Some(id) = parse_block_key(&key) else { continue };
+                let Some(id) = parse_block_key(&key) else {
+                    continue;
+                };
                 let md = f.metadata().map_err(io(format!("stat {key}")))?;
-                out.push(BlockInfo { id, size: md.len(), modified: md.modified().map_err(io("mtime"))? });
+                out.push(BlockInfo {
+                    id,
+                    size: md.len(),
+                    modified: md.modified().map_err(io("mtime"))?,
+                });
             }
         }
         Ok(out)
@@ -88,7 +113,10 @@ impl BlockStore for LocalDirStore {
 
     fn check(&self) -> Result<(), BlockError> {
         let probe = self.root.join("blocks").join(".probe");
-        fs::write(&probe, b"ok").map_err(io(format!("block directory {} is not writable", self.root.display())))?;
+        fs::write(&probe, b"ok").map_err(io(format!(
+            "block directory {} is not writable",
+            self.root.display()
+        )))?;
         fs::remove_file(&probe).map_err(io("remove probe"))
     }
 

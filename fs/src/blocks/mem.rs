@@ -30,7 +30,11 @@ impl BlockStore for MemBlockStore {
         Ok(())
     }
     fn get(&self, id: &BlockId) -> Result<Bytes, BlockError> {
-        self.blocks.lock().get(id).map(|(b, _)| b.clone()).ok_or(BlockError::NotFound(*id))
+        self.blocks
+            .lock()
+            .get(id)
+            .map(|(b, _)| b.clone())
+            .ok_or(BlockError::NotFound(*id))
     }
     fn delete(&self, id: &BlockId) -> Result<(), BlockError> {
         self.blocks.lock().remove(id);
@@ -41,7 +45,11 @@ impl BlockStore for MemBlockStore {
             .blocks
             .lock()
             .iter()
-            .map(|(id, (b, t))| BlockInfo { id: *id, size: b.len() as u64, modified: *t })
+            .map(|(id, (b, t))| BlockInfo {
+                id: *id,
+                size: b.len() as u64,
+                modified: *t,
+            })
             .collect())
     }
     fn check(&self) -> Result<(), BlockError> {

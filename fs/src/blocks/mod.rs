@@ -33,7 +33,10 @@ pub enum BlockError {
     #[error("block {} failed its BLAKE3 check (corrupted in storage or in transit)", .0.to_hex())]
     Corrupt(BlockId),
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("S3 {op} failed: {message}")]
     S3 { op: &'static str, message: String },
     #[error("{0}")]
@@ -105,6 +108,9 @@ mod tests {
         let store = MemBlockStore::new();
         let id = block_id(b"good");
         store.put(&id, Bytes::from_static(b"evil")).unwrap();
-        assert!(matches!(fetch_verified(&store, &id), Err(BlockError::Corrupt(_))));
+        assert!(matches!(
+            fetch_verified(&store, &id),
+            Err(BlockError::Corrupt(_))
+        ));
     }
 }

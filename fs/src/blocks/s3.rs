@@ -4,13 +4,13 @@
 //! `put`/`get` and block on the runtime). Invariant: callers are never tokio worker threads.
 //! Errors are turned into one line that names the endpoint or bucket and the likely fix.
 
-use super::{block_key, parse_block_key, BlockError, BlockInfo, BlockStore};
-use aws_config::{timeout::TimeoutConfig, BehaviorVersion, Region};
+use super::{BlockError, BlockInfo, BlockStore, block_key, parse_block_key};
+use aws_config::{BehaviorVersion, Region, timeout::TimeoutConfig};
 use aws_credential_types::Credentials;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use meridian_proto::BlockId;
 use serde::{Deserialize, Serialize};
@@ -46,7 +46,11 @@ fn s3_err<E>(op: &'static str, cfg: &S3Config, e: SdkError<E, HttpResponse>) -> 
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let where_ = format!("bucket '{}' at {}", cfg.bucket, cfg.endpoint.as_deref().unwrap_or("AWS S3"));
+    let where_ = format!(
+        "bucket '{}' at {}",
+        cfg.bucket,
+        cfg.endpoint.as_deref().unwrap_or("AWS S3")
+    );
     let message = match &e {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => format!(
             "cannot reach {where_}: {} — check --endpoint and that the S3 server is running",
@@ -56,15 +60,22 @@ where
             let code = se.err().code().unwrap_or("");
             let status = se.raw().status().as_u16();
             match (code, status) {
-                ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied", _) | (_, 403) => format!(
-                    "{where_} refused the credentials (HTTP {status} {code}) — check the access key and secret"
-                ),
+                ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied", _) | (_, 403) => {
+                    format!(
+                        "{where_} refused the credentials (HTTP {status} {code}) — check the access key and secret"
+                    )
+                }
                 ("NoSuchBucket", _) | ("NotFound", _) if op == "HeadBucket" => {
                     format!("{where_} does not exist — create it or fix --bucket")
                 }
-                (_, 404) if op == "HeadBucket" => format!("{where_} does not exist — create it or fix --bucket"),
+                (_, 404) if op == "HeadBucket" => {
+                    format!("{where_} does not exist — create it or fix --bucket")
+                }
                 ("AuthorizationHeaderMalformed", _) => {
-                    format!("{where_} rejected the signing region '{}' — set --region to the server's region", cfg.region)
+                    format!(
+                        "{where_} rejected the signing region '{}' — set --region to the server's region",
+                        cfg.region
+                    )
                 }
                 _ => format!("{where_}: {}", DisplayErrorContext(&e)),
             }
@@ -84,13 +95,19 @@ fn root_cause<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> 
         cur = next;
     }
     let msg = cur.to_string();
-    if msg.is_empty() { DisplayErrorContext(e).to_string() } else { msg }
+    if msg.is_empty() {
+        DisplayErrorContext(e).to_string()
+    } else {
+        msg
+    }
 }
 
 impl S3Store {
     pub fn new(cfg: S3Config) -> Result<Self, BlockError> {
         if cfg.bucket.is_empty() {
-            return Err(BlockError::Config("no S3 bucket given: pass --bucket NAME or set [s3] bucket".into()));
+            return Err(BlockError::Config(
+                "no S3 bucket given: pass --bucket NAME or set [s3] bucket".into(),
+            ));
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -103,20 +120,42 @@ impl S3Store {
             .operation_attempt_timeout(Duration::from_secs(60))
             .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(if cfg.region.is_empty() { "us-east-1".to_string() } else { cfg.region.clone() }))
+            .region(Region::new(if cfg.region.is_empty() {
+                "us-east-1".to_string()
+            } else {
+                cfg.region.clone()
+            }))
             .timeout_config(timeouts);
         if let Some(ep) = &cfg.endpoint {
             loader = loader.endpoint_url(ep);
         }
         match (&cfg.access_key_id, &cfg.secret_access_key) {
-            (Some(k), Some(s)) => loader = loader.credentials_provider(Credentials::new(k, s, None, None, "meridian-config")),
+            (Some(k), Some(s)) => {
+                loader = loader.credentials_provider(Credentials::new(
+                    k,
+                    s,
+                    None,
+                    None,
+                    "meridian-config",
+                ))
+            }
             (None, None) => {}
-            _ => return Err(BlockError::Config("give both access_key_id and secret_access_key, or neither".into())),
+            _ => {
+                return Err(BlockError::Config(
+                    "give both access_key_id and secret_access_key, or neither".into(),
+                ));
+            }
         }
         let sdk = rt.block_on(loader.load());
         let path_style = cfg.path_style.unwrap_or(cfg.endpoint.is_some());
-        let conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).build();
-        Ok(S3Store { rt, client: Client::from_conf(conf), cfg })
+        let conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(path_style)
+            .build();
+        Ok(S3Store {
+            rt,
+            client: Client::from_conf(conf),
+            cfg,
+        })
     }
 
     fn key(&self, id: &BlockId) -> String {
@@ -126,17 +165,30 @@ impl S3Store {
 
 impl BlockStore for S3Store {
     fn put(&self, id: &BlockId, data: Bytes) -> Result<(), BlockError> {
-        let req = self.client.put_object().bucket(&self.cfg.bucket).key(self.key(id)).body(ByteStream::from(data));
-        self.rt.block_on(req.send()).map_err(|e| s3_err("PutObject", &self.cfg, e))?;
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.key(id))
+            .body(ByteStream::from(data));
+        self.rt
+            .block_on(req.send())
+            .map_err(|e| s3_err("PutObject", &self.cfg, e))?;
         Ok(())
     }
 
     fn get(&self, id: &BlockId) -> Result<Bytes, BlockError> {
-        let req = self.client.get_object().bucket(&self.cfg.bucket).key(self.key(id));
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.key(id));
         self.rt.block_on(async {
             let out = match req.send().await {
                 Ok(out) => out,
-                Err(SdkError::ServiceError(se)) if se.err().is_no_such_key() => return Err(BlockError::NotFound(*id)),
+                Err(SdkError::ServiceError(se)) if se.err().is_no_such_key() => {
+                    return Err(BlockError::NotFound(*id));
+                }
                 Err(e) => return Err(s3_err("GetObject", &self.cfg, e)),
             };
             let body = out.body.collect().await.map_err(|e| BlockError::S3 {
@@ -148,8 +200,14 @@ impl BlockStore for S3Store {
     }
 
     fn delete(&self, id: &BlockId) -> Result<(), BlockError> {
-        let req = self.client.delete_object().bucket(&self.cfg.bucket).key(self.key(id));
-        self.rt.block_on(req.send()).map_err(|e| s3_err("DeleteObject", &self.cfg, e))?;
+        let req = self
+            .client
+            .delete_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.key(id));
+        self.rt
+            .block_on(req.send())
+            .map_err(|e| s3_err("DeleteObject", &self.cfg, e))?;
         Ok(())
     }
 
@@ -164,12 +222,24 @@ impl BlockStore for S3Store {
                 .bucket(&self.cfg.bucket)
                 .prefix(&prefix)
                 .set_continuation_token(token.clone());
-            let page = self.rt.block_on(req.send()).map_err(|e| s3_err("ListObjectsV2", &self.cfg, e))?;
+            let page = self
+                .rt
+                .block_on(req.send())
+                .map_err(|e| s3_err("ListObjectsV2", &self.cfg, e))?;
             for obj in page.contents() {
                 let Some(key) = obj.key() else { continue };
-                let Some(id) = key.strip_prefix(&self.cfg.prefix).and_then(parse_block_key) else { continue };
-                let modified = obj.last_modified().and_then(|t| SystemTime::try_from(*t).ok()).unwrap_or(SystemTime::now());
-                out.push(BlockInfo { id, size: obj.size().unwrap_or(0) as u64, modified });
+                let Some(id) = key.strip_prefix(&self.cfg.prefix).and_then(parse_block_key) else {
+                    continue;
+                };
+                let modified = obj
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+                    .unwrap_or(SystemTime::now());
+                out.push(BlockInfo {
+                    id,
+                    size: obj.size().unwrap_or(0) as u64,
+                    modified,
+                });
             }
             match page.next_continuation_token() {
                 Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
@@ -181,7 +251,9 @@ impl BlockStore for S3Store {
 
     fn check(&self) -> Result<(), BlockError> {
         let req = self.client.head_bucket().bucket(&self.cfg.bucket);
-        self.rt.block_on(req.send()).map_err(|e| s3_err("HeadBucket", &self.cfg, e))?;
+        self.rt
+            .block_on(req.send())
+            .map_err(|e| s3_err("HeadBucket", &self.cfg, e))?;
         Ok(())
     }
 

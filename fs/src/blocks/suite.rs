@@ -1,6 +1,6 @@
 //! The block-store contract as one suite, run against every implementation.
 
-use super::{block_id, fetch_verified, BlockError, BlockStore};
+use super::{BlockError, BlockStore, block_id, fetch_verified};
 use bytes::Bytes;
 
 pub(crate) fn run_all(s: &dyn BlockStore) {
@@ -16,8 +16,17 @@ pub(crate) fn run_all(s: &dyn BlockStore) {
     let first = entry.modified;
     std::thread::sleep(std::time::Duration::from_millis(20));
     s.put(&id, data.clone()).unwrap();
-    let again = s.list().unwrap().into_iter().find(|b| b.id == id).unwrap().modified;
-    assert!(again >= first, "putting again must not make the block look older");
+    let again = s
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|b| b.id == id)
+        .unwrap()
+        .modified;
+    assert!(
+        again >= first,
+        "putting again must not make the block look older"
+    );
     let empty = Bytes::new();
     s.put(&block_id(&empty), empty.clone()).unwrap();
     assert_eq!(s.get(&block_id(&empty)).unwrap(), empty);

@@ -14,8 +14,16 @@ impl Fs {
     pub fn opendir(&self, who: &Caller, ino: InodeId) -> FsResult<u64> {
         let parent = self.ns.parent(ino)?;
         let mut entries = vec![
-            DirEntry { name: b".".to_vec(), ino, kind: FileKind::Directory },
-            DirEntry { name: b"..".to_vec(), ino: parent, kind: FileKind::Directory },
+            DirEntry {
+                name: b".".to_vec(),
+                ino,
+                kind: FileKind::Directory,
+            },
+            DirEntry {
+                name: b"..".to_vec(),
+                ino: parent,
+                kind: FileKind::Directory,
+            },
         ];
         let mut after: Option<Vec<u8>> = None;
         loop {
@@ -27,7 +35,9 @@ impl Fs {
                 break;
             }
         }
-        Ok(self.new_handle(Handle::Dir { entries: Arc::new(entries) }))
+        Ok(self.new_handle(Handle::Dir {
+            entries: Arc::new(entries),
+        }))
     }
 
     /// The listing of a directory handle; the kernel's offset for entry `k` is `k + 1`.
@@ -51,6 +61,10 @@ impl Fs {
     }
 
     pub fn releasedir(&self, fh: u64) -> FsResult<()> {
-        self.handles.lock().remove(&fh).map(|_| ()).ok_or(FsError::BadHandle(fh))
+        self.handles
+            .lock()
+            .remove(&fh)
+            .map(|_| ())
+            .ok_or(FsError::BadHandle(fh))
     }
 }

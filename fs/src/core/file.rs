@@ -12,7 +12,7 @@
 
 use crate::error::FsResult;
 use bytes::Bytes;
-use meridian_proto::{BlockId, BlockRef, Commit, InodeId, Layout, Timestamp, CHUNK_SIZE};
+use meridian_proto::{BlockId, BlockRef, CHUNK_SIZE, Commit, InodeId, Layout, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Fetches block bytes (verified) for reads and merges.
@@ -38,7 +38,14 @@ fn chunk_start(i: u64) -> u64 {
 
 impl FileState {
     pub fn new(ino: InodeId, layout: Layout, size: u64) -> Self {
-        FileState { ino, layout, uncommitted: BTreeSet::new(), dirty: BTreeMap::new(), size, changed: None }
+        FileState {
+            ino,
+            layout,
+            uncommitted: BTreeSet::new(),
+            dirty: BTreeMap::new(),
+            size,
+            changed: None,
+        }
     }
 
     pub fn size(&self) -> u64 {
@@ -67,7 +74,9 @@ impl FileState {
             Layout::Inline(bytes) if i == 0 => Ok(Bytes::copy_from_slice(bytes)),
             Layout::Inline(_) => Ok(Bytes::new()),
             Layout::Chunks(map) => match map.get(&i) {
-                Some(r) => Ok(src.block(&r.id)?.slice(..(r.len as usize).min(CHUNK_SIZE as usize))),
+                Some(r) => Ok(src
+                    .block(&r.id)?
+                    .slice(..(r.len as usize).min(CHUNK_SIZE as usize))),
                 None => Ok(Bytes::new()),
             },
         }
@@ -109,7 +118,13 @@ impl FileState {
     }
 
     /// Writes `data` at `offset` into dirty buffers, merging committed bytes on first touch.
-    pub fn write(&mut self, src: &dyn ChunkSource, offset: u64, data: &[u8], now: Timestamp) -> FsResult<()> {
+    pub fn write(
+        &mut self,
+        src: &dyn ChunkSource,
+        offset: u64,
+        data: &[u8],
+        now: Timestamp,
+    ) -> FsResult<()> {
         let mut pos = offset;
         let mut rest = data;
         while !rest.is_empty() {
@@ -118,7 +133,11 @@ impl FileState {
             let take = rest.len().min(CHUNK_SIZE as usize - within);
             if !self.dirty.contains_key(&i) {
                 let whole = within == 0 && take == CHUNK_SIZE as usize;
-                let buf = if whole || !self.has_base(i) { Vec::new() } else { self.base_chunk(src, i)?.to_vec() };
+                let buf = if whole || !self.has_base(i) {
+                    Vec::new()
+                } else {
+                    self.base_chunk(src, i)?.to_vec()
+                };
                 self.dirty.insert(i, buf);
             }
             let buf = self.dirty.get_mut(&i).expect("inserted above");
@@ -145,9 +164,20 @@ impl FileState {
     /// Buffers to upload now to bound memory: every full chunk, or every chunk if none is
     /// full. They become part of the layout once `uploaded` is called.
     pub fn take_for_early_upload(&mut self) -> Vec<(u64, Vec<u8>)> {
-        let full: Vec<u64> = self.dirty.iter().filter(|(_, b)| b.len() as u64 == CHUNK_SIZE).map(|(i, _)| *i).collect();
-        let pick: Vec<u64> = if full.is_empty() { self.dirty.keys().copied().collect() } else { full };
-        pick.into_iter().map(|i| (i, self.dirty.remove(&i).expect("picked from dirty"))).collect()
+        let full: Vec<u64> = self
+            .dirty
+            .iter()
+            .filter(|(_, b)| b.len() as u64 == CHUNK_SIZE)
+            .map(|(i, _)| *i)
+            .collect();
+        let pick: Vec<u64> = if full.is_empty() {
+            self.dirty.keys().copied().collect()
+        } else {
+            full
+        };
+        pick.into_iter()
+            .map(|i| (i, self.dirty.remove(&i).expect("picked from dirty")))
+            .collect()
     }
 
     /// Records chunks whose blocks are now stored.
@@ -170,13 +200,21 @@ impl FileState {
 
     /// Prepares the commit of everything pending: the blocks to upload first and the
     /// commit to send after. `None` when nothing is pending.
-    pub fn prepare_commit(&mut self, src: &dyn ChunkSource, inline_max: u64) -> FsResult<Option<(Vec<(u64, Vec<u8>)>, Option<Vec<u8>>)>> {
-        let Some(_) = self.changed else { return Ok(None) };
+    pub fn prepare_commit(
+        &mut self,
+        src: &dyn ChunkSource,
+        inline_max: u64,
+    ) -> FsResult<Option<(Vec<(u64, Vec<u8>)>, Option<Vec<u8>>)>> {
+        let Some(_) = self.changed else {
+            return Ok(None);
+        };
         if self.size <= inline_max {
             let bytes = self.read(src, 0, self.size)?;
             return Ok(Some((Vec::new(), Some(bytes))));
         }
-        if matches!(&self.layout, Layout::Inline(b) if !b.is_empty()) && !self.dirty.contains_key(&0) {
+        if matches!(&self.layout, Layout::Inline(b) if !b.is_empty())
+            && !self.dirty.contains_key(&0)
+        {
             let base = self.base_chunk(src, 0)?.to_vec();
             self.dirty.insert(0, base);
         }
@@ -192,15 +230,29 @@ impl FileState {
     pub fn commit_for(&mut self, refs: Vec<(u64, BlockRef)>, inline: Option<Vec<u8>>) -> Commit {
         let mtime = self.changed.unwrap_or_else(Timestamp::now);
         if let Some(bytes) = inline {
-            return Commit { chunks: Vec::new(), inline: Some(bytes), size: self.size, mtime };
+            return Commit {
+                chunks: Vec::new(),
+                inline: Some(bytes),
+                size: self.size,
+                mtime,
+            };
         }
         self.uploaded(refs);
         let map = match &self.layout {
             Layout::Chunks(m) => m,
             Layout::Inline(_) => unreachable!("uploaded() made the layout chunked"),
         };
-        let chunks = self.uncommitted.iter().map(|i| (*i, map.get(i).copied())).collect();
-        Commit { chunks, inline: None, size: self.size, mtime }
+        let chunks = self
+            .uncommitted
+            .iter()
+            .map(|i| (*i, map.get(i).copied()))
+            .collect();
+        Commit {
+            chunks,
+            inline: None,
+            size: self.size,
+            mtime,
+        }
     }
 
     /// Puts back buffers whose upload failed, so a later flush retries them.
@@ -225,7 +277,7 @@ impl FileState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blocks::{block_id, fetch_verified, BlockStore, MemBlockStore};
+    use crate::blocks::{BlockStore, MemBlockStore, block_id, fetch_verified};
 
     struct Src(MemBlockStore);
     impl ChunkSource for Src {
@@ -301,8 +353,10 @@ mod tests {
     fn early_uploads_are_committed_later() {
         let src = Src(MemBlockStore::new());
         let mut st = FileState::new(InodeId(2), Layout::default(), 0);
-        st.write(&src, 0, &vec![1u8; CHUNK_SIZE as usize], Timestamp::now()).unwrap();
-        st.write(&src, CHUNK_SIZE, b"tail", Timestamp::now()).unwrap();
+        st.write(&src, 0, &vec![1u8; CHUNK_SIZE as usize], Timestamp::now())
+            .unwrap();
+        st.write(&src, CHUNK_SIZE, b"tail", Timestamp::now())
+            .unwrap();
         let early = st.take_for_early_upload();
         assert_eq!(early.iter().map(|e| e.0).collect::<Vec<_>>(), vec![0]);
         let refs = early
@@ -310,7 +364,13 @@ mod tests {
             .map(|(i, b)| {
                 let id = block_id(&b);
                 src.0.put(&id, Bytes::from(b.clone())).unwrap();
-                (i, BlockRef { id, len: b.len() as u32 })
+                (
+                    i,
+                    BlockRef {
+                        id,
+                        len: b.len() as u32,
+                    },
+                )
             })
             .collect();
         st.uploaded(refs);

@@ -17,15 +17,15 @@ mod dir;
 pub mod file;
 mod ops;
 
-use crate::blocks::{fetch_verified, BlockStore};
+use crate::blocks::{BlockStore, fetch_verified};
 use crate::error::{FsError, FsResult};
 use bytes::Bytes;
 use file::{ChunkSource, FileState};
 use meridian_proto::*;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Tunables of a mount (see docs/configuration.md for defaults and meaning).
 #[derive(Clone, Debug)]
@@ -62,8 +62,14 @@ pub(crate) struct OpenInode {
 
 /// What a handle refers to.
 pub(crate) enum Handle {
-    File { ino: InodeId, write: bool, inode: Arc<OpenInode> },
-    Dir { entries: Arc<Vec<DirEntry>> },
+    File {
+        ino: InodeId,
+        write: bool,
+        inode: Arc<OpenInode>,
+    },
+    Dir {
+        entries: Arc<Vec<DirEntry>>,
+    },
 }
 
 /// Open flags the core cares about.
@@ -197,11 +203,20 @@ impl Fs {
                             let bytes = Bytes::copy_from_slice(buf);
                             self.blocks.put(&id, bytes.clone())?;
                             self.cache.insert(id, bytes);
-                            Ok((*i, BlockRef { id, len: buf.len() as u32 }))
+                            Ok((
+                                *i,
+                                BlockRef {
+                                    id,
+                                    len: buf.len() as u32,
+                                },
+                            ))
                         })
                     })
                     .collect();
-                tasks.into_iter().map(|t| t.join().expect("upload thread panicked")).collect()
+                tasks
+                    .into_iter()
+                    .map(|t| t.join().expect("upload thread panicked"))
+                    .collect()
             });
             for r in results {
                 refs.push(r?);
@@ -212,7 +227,9 @@ impl Fs {
 
     /// Uploads and commits everything pending for one open inode.
     fn flush_state(&self, st: &mut FileState) -> FsResult<()> {
-        let Some((bufs, inline)) = st.prepare_commit(self, self.cfg.inline_max)? else { return Ok(()) };
+        let Some((bufs, inline)) = st.prepare_commit(self, self.cfg.inline_max)? else {
+            return Ok(());
+        };
         let refs = match self.upload(&bufs) {
             Ok(r) => r,
             Err(e) => {
@@ -259,6 +276,10 @@ impl Fs {
 
     pub fn statfs(&self) -> FsResult<FsStat> {
         let s = self.ns.statfs()?;
-        Ok(FsStat { capacity_bytes: self.cfg.capacity_bytes, used_bytes: s.bytes_used, files: s.files })
+        Ok(FsStat {
+            capacity_bytes: self.cfg.capacity_bytes,
+            used_bytes: s.bytes_used,
+            files: s.files,
+        })
     }
 }

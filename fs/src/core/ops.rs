@@ -5,8 +5,8 @@ use super::{Fs, Handle, OpenInode, OpenMode};
 use crate::core::file::FileState;
 use crate::error::{FsError, FsResult};
 use meridian_proto::*;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 impl Fs {
     pub fn lookup(&self, who: &Caller, parent: InodeId, name: &[u8]) -> FsResult<Attr> {
@@ -36,7 +36,15 @@ impl Fs {
         Ok(self.ns.access(who, ino, mask)?)
     }
 
-    pub fn mknod(&self, who: &Caller, parent: InodeId, name: &[u8], kind: FileKind, mode: u16, rdev: u32) -> FsResult<Attr> {
+    pub fn mknod(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        kind: FileKind,
+        mode: u16,
+        rdev: u32,
+    ) -> FsResult<Attr> {
         Ok(self.remember(self.ns.mknod(who, parent, name, kind, mode, rdev)?))
     }
 
@@ -44,7 +52,13 @@ impl Fs {
         Ok(self.remember(self.ns.mkdir(who, parent, name, mode)?))
     }
 
-    pub fn symlink(&self, who: &Caller, parent: InodeId, name: &[u8], target: &[u8]) -> FsResult<Attr> {
+    pub fn symlink(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        target: &[u8],
+    ) -> FsResult<Attr> {
         Ok(self.remember(self.ns.symlink(who, parent, name, target)?))
     }
 
@@ -65,12 +79,29 @@ impl Fs {
         Ok(self.ns.rmdir(who, parent, name)?)
     }
 
-    pub fn rename(&self, who: &Caller, parent: InodeId, name: &[u8], new_parent: InodeId, new_name: &[u8], mode: RenameMode) -> FsResult<()> {
-        Ok(self.ns.rename(who, parent, name, new_parent, new_name, mode)?)
+    pub fn rename(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        new_parent: InodeId,
+        new_name: &[u8],
+        mode: RenameMode,
+    ) -> FsResult<()> {
+        Ok(self
+            .ns
+            .rename(who, parent, name, new_parent, new_name, mode)?)
     }
 
     /// Creates and opens a regular file.
-    pub fn create(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16, open: OpenMode) -> FsResult<(Attr, u64)> {
+    pub fn create(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        mode: u16,
+        open: OpenMode,
+    ) -> FsResult<(Attr, u64)> {
         let attr = self.ns.create(who, parent, name, mode)?;
         let fh = self.attach(attr.ino, open)?;
         Ok((self.remember(attr), fh))
@@ -81,7 +112,9 @@ impl Fs {
         let attr = self.ns.open(who, ino, open.read, open.write)?;
         if attr.kind != FileKind::Regular {
             self.ns.release(ino)?;
-            return Err(FsError::Unsupported("opening this kind of file through the filesystem"));
+            return Err(FsError::Unsupported(
+                "opening this kind of file through the filesystem",
+            ));
         }
         self.attach(ino, open).inspect_err(|_| {
             let _ = self.ns.release(ino);
@@ -91,21 +124,33 @@ impl Fs {
     /// Joins (or creates) the open state of `ino` and returns a new handle on it. The
     /// namespace has already counted the open.
     fn attach(&self, ino: InodeId, open: OpenMode) -> FsResult<u64> {
-        let joined = self.inodes.lock().get(&ino).inspect(|oi| {
-            oi.handles.fetch_add(1, Ordering::SeqCst);
-        }).cloned();
+        let joined = self
+            .inodes
+            .lock()
+            .get(&ino)
+            .inspect(|oi| {
+                oi.handles.fetch_add(1, Ordering::SeqCst);
+            })
+            .cloned();
         let oi = match joined {
             Some(oi) => oi,
             None => {
                 let (layout, size) = self.ns.layout(ino)?;
-                let fresh = Arc::new(OpenInode { handles: 0.into(), state: FileState::new(ino, layout, size).into() });
+                let fresh = Arc::new(OpenInode {
+                    handles: 0.into(),
+                    state: FileState::new(ino, layout, size).into(),
+                });
                 let mut map = self.inodes.lock();
                 let oi = map.entry(ino).or_insert(fresh).clone();
                 oi.handles.fetch_add(1, Ordering::SeqCst);
                 oi
             }
         };
-        Ok(self.new_handle(Handle::File { ino, write: open.write, inode: oi }))
+        Ok(self.new_handle(Handle::File {
+            ino,
+            write: open.write,
+            inode: oi,
+        }))
     }
 
     pub fn read(&self, fh: u64, offset: u64, len: u32) -> FsResult<Vec<u8>> {
@@ -119,7 +164,10 @@ impl Fs {
         if !write {
             return Err(FsError::WrongMode(fh, "writing"));
         }
-        if offset.checked_add(data.len() as u64).is_none_or(|end| end > i64::MAX as u64) {
+        if offset
+            .checked_add(data.len() as u64)
+            .is_none_or(|end| end > i64::MAX as u64)
+        {
             return Err(MetaError::FileTooLarge.into());
         }
         let mut st = oi.state.lock();
@@ -134,7 +182,10 @@ impl Fs {
         if !write {
             return Err(FsError::WrongMode(fh, "writing"));
         }
-        let end = offset.checked_add(len).filter(|e| *e <= i64::MAX as u64).ok_or(MetaError::FileTooLarge)?;
+        let end = offset
+            .checked_add(len)
+            .filter(|e| *e <= i64::MAX as u64)
+            .ok_or(MetaError::FileTooLarge)?;
         if !keep_size {
             oi.state.lock().extend(end, Timestamp::now());
         }
@@ -150,8 +201,12 @@ impl Fs {
 
     /// Closes a handle; the last handle of an inode commits and drops its open state.
     pub fn release(&self, fh: u64) -> FsResult<()> {
-        let Some(h) = self.handles.lock().remove(&fh) else { return Err(FsError::BadHandle(fh)) };
-        let Handle::File { ino, inode, .. } = h else { return Ok(()) };
+        let Some(h) = self.handles.lock().remove(&fh) else {
+            return Err(FsError::BadHandle(fh));
+        };
+        let Handle::File { ino, inode, .. } = h else {
+            return Ok(());
+        };
         let flushed = self.flush_state(&mut inode.state.lock());
         {
             let mut map = self.inodes.lock();
@@ -168,7 +223,14 @@ impl Fs {
         Ok(self.ns.getxattr(who, ino, name)?)
     }
 
-    pub fn setxattr(&self, who: &Caller, ino: InodeId, name: &[u8], value: &[u8], mode: XattrMode) -> FsResult<()> {
+    pub fn setxattr(
+        &self,
+        who: &Caller,
+        ino: InodeId,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrMode,
+    ) -> FsResult<()> {
         Ok(self.ns.setxattr(who, ino, name, value, mode)?)
     }
 

@@ -94,16 +94,32 @@ mod tests {
     use super::*;
 
     fn r(n: u8, len: u32) -> BlockRef {
-        BlockRef { id: BlockId([n; 32]), len }
+        BlockRef {
+            id: BlockId([n; 32]),
+            len,
+        }
     }
 
     #[test]
     fn truncate_cuts_chunks_and_narrows_the_last() {
-        let mut l = Layout::Chunks(BTreeMap::from([(0, r(1, CHUNK_SIZE as u32)), (1, r(2, 100)), (3, r(3, 10))]));
+        let mut l = Layout::Chunks(BTreeMap::from([
+            (0, r(1, CHUNK_SIZE as u32)),
+            (1, r(2, 100)),
+            (3, r(3, 10)),
+        ]));
         l.truncate(CHUNK_SIZE + 50);
-        assert_eq!(l, Layout::Chunks(BTreeMap::from([(0, r(1, CHUNK_SIZE as u32)), (1, r(2, 50))])));
+        assert_eq!(
+            l,
+            Layout::Chunks(BTreeMap::from([
+                (0, r(1, CHUNK_SIZE as u32)),
+                (1, r(2, 50))
+            ]))
+        );
         l.truncate(CHUNK_SIZE);
-        assert_eq!(l, Layout::Chunks(BTreeMap::from([(0, r(1, CHUNK_SIZE as u32))])));
+        assert_eq!(
+            l,
+            Layout::Chunks(BTreeMap::from([(0, r(1, CHUNK_SIZE as u32))]))
+        );
         l.truncate(0);
         assert_eq!(l, Layout::Chunks(BTreeMap::new()));
     }

@@ -23,9 +23,9 @@ pub mod namespace;
 pub mod types;
 
 pub use error::{MetaError, MetaResult};
-pub use layout::{BlockId, BlockRef, Layout, CHUNK_SIZE, DEFAULT_INLINE_MAX};
+pub use layout::{BlockId, BlockRef, CHUNK_SIZE, DEFAULT_INLINE_MAX, Layout};
 pub use namespace::{Commit, Namespace, RenameMode, SetAttr, StatFs, TimeSet, XattrMode};
-pub use types::{Attr, Caller, DirEntry, FileKind, InodeId, Timestamp, ROOT, SITE_BITS};
+pub use types::{Attr, Caller, DirEntry, FileKind, InodeId, ROOT, SITE_BITS, Timestamp};
 
 /// Longest file name accepted, in bytes (as Linux's NAME_MAX).
 pub const NAME_MAX: usize = 255;

@@ -79,23 +79,49 @@ pub trait Namespace: Send + Sync {
     fn access(&self, who: &Caller, ino: InodeId, mask: u32) -> MetaResult<()>;
 
     /// Creates a regular file, FIFO, socket or device node. `mode` is already masked by umask.
-    fn mknod(&self, who: &Caller, parent: InodeId, name: &[u8], kind: FileKind, mode: u16, rdev: u32)
-        -> MetaResult<Attr>;
+    fn mknod(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        kind: FileKind,
+        mode: u16,
+        rdev: u32,
+    ) -> MetaResult<Attr>;
     /// Creates a regular file and records it open (as `open` does) without checking the new
     /// file's own mode: `open(O_CREAT|O_WRONLY, 0444)` must succeed.
     fn create(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16) -> MetaResult<Attr>;
     fn mkdir(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16) -> MetaResult<Attr>;
-    fn symlink(&self, who: &Caller, parent: InodeId, name: &[u8], target: &[u8]) -> MetaResult<Attr>;
+    fn symlink(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        target: &[u8],
+    ) -> MetaResult<Attr>;
     fn readlink(&self, ino: InodeId) -> MetaResult<Vec<u8>>;
     fn link(&self, who: &Caller, ino: InodeId, parent: InodeId, name: &[u8]) -> MetaResult<Attr>;
     fn unlink(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<()>;
     fn rmdir(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<()>;
-    fn rename(&self, who: &Caller, parent: InodeId, name: &[u8], new_parent: InodeId, new_name: &[u8],
-        mode: RenameMode) -> MetaResult<()>;
+    fn rename(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        new_parent: InodeId,
+        new_name: &[u8],
+        mode: RenameMode,
+    ) -> MetaResult<()>;
 
     /// Up to `limit` entries of `dir` whose names sort after `after` (all, if `None`), in
     /// name order. Does not include `.` and `..`.
-    fn readdir(&self, who: &Caller, dir: InodeId, after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<DirEntry>>;
+    fn readdir(
+        &self,
+        who: &Caller,
+        dir: InodeId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> MetaResult<Vec<DirEntry>>;
     /// The parent of directory `dir` (the root is its own parent).
     fn parent(&self, dir: InodeId) -> MetaResult<InodeId>;
 
@@ -108,7 +134,14 @@ pub trait Namespace: Send + Sync {
     fn commit(&self, ino: InodeId, commit: &Commit) -> MetaResult<Attr>;
 
     fn getxattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<Vec<u8>>;
-    fn setxattr(&self, who: &Caller, ino: InodeId, name: &[u8], value: &[u8], mode: XattrMode) -> MetaResult<()>;
+    fn setxattr(
+        &self,
+        who: &Caller,
+        ino: InodeId,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrMode,
+    ) -> MetaResult<()>;
     fn listxattr(&self, who: &Caller, ino: InodeId) -> MetaResult<Vec<Vec<u8>>>;
     fn removexattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<()>;
 

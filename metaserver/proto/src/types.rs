@@ -29,7 +29,9 @@ impl InodeId {
 }
 
 /// Seconds and nanoseconds since the Unix epoch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Timestamp {
     pub secs: i64,
     pub nanos: u32,
@@ -44,7 +46,10 @@ impl Timestamp {
 impl From<SystemTime> for Timestamp {
     fn from(t: SystemTime) -> Self {
         match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => Timestamp { secs: d.as_secs() as i64, nanos: d.subsec_nanos() },
+            Ok(d) => Timestamp {
+                secs: d.as_secs() as i64,
+                nanos: d.subsec_nanos(),
+            },
             Err(e) => {
                 let d = e.duration();
                 let (mut secs, mut nanos) = (-(d.as_secs() as i64), d.subsec_nanos());
@@ -63,7 +68,8 @@ impl From<Timestamp> for SystemTime {
         if t.secs >= 0 {
             UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos)
         } else {
-            UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs()) + Duration::from_nanos(t.nanos as u64)
+            UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs())
+                + Duration::from_nanos(t.nanos as u64)
         }
     }
 }
@@ -124,7 +130,11 @@ pub struct Caller {
 
 impl Caller {
     pub fn root() -> Self {
-        Caller { uid: 0, gid: 0, groups: vec![] }
+        Caller {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+        }
     }
     pub fn is_root(&self) -> bool {
         self.uid == 0
@@ -151,8 +161,14 @@ mod tests {
     fn timestamps_round_trip_including_before_epoch() {
         for t in [
             Timestamp { secs: 0, nanos: 0 },
-            Timestamp { secs: 1_700_000_000, nanos: 123_456_789 },
-            Timestamp { secs: -5, nanos: 250_000_000 },
+            Timestamp {
+                secs: 1_700_000_000,
+                nanos: 123_456_789,
+            },
+            Timestamp {
+                secs: -5,
+                nanos: 250_000_000,
+            },
         ] {
             let st: SystemTime = t.into();
             assert_eq!(Timestamp::from(st), t);

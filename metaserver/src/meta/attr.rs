@@ -8,8 +8,8 @@
 //! Extended attributes: `user.*` need read/write permission on the inode and exist only on
 //! regular files and directories; `trusted.*` and `security.*` need root.
 
-use super::{perm, Meta};
-use crate::records::{Records, Writer, BYTES};
+use super::{Meta, perm};
+use crate::records::{BYTES, Records, Writer};
 use crate::store::Store;
 use meridian_proto::*;
 
@@ -35,7 +35,8 @@ fn check_chown(who: &Caller, attr: &Attr, set: &SetAttr) -> MetaResult<()> {
 }
 
 fn check_times(who: &Caller, attr: &Attr, set: &SetAttr) -> MetaResult<()> {
-    let explicit = matches!(set.atime, Some(TimeSet::At(_))) || matches!(set.mtime, Some(TimeSet::At(_)));
+    let explicit =
+        matches!(set.atime, Some(TimeSet::At(_))) || matches!(set.mtime, Some(TimeSet::At(_)));
     let any = set.atime.is_some() || set.mtime.is_some();
     if !any || who.is_root() || who.uid == attr.uid {
         return Ok(());
@@ -53,7 +54,12 @@ fn resolve_time(t: TimeSet, now: Timestamp) -> Timestamp {
     }
 }
 
-pub(super) fn setattr(w: &mut Writer<'_>, who: &Caller, ino: InodeId, set: &SetAttr) -> MetaResult<Attr> {
+pub(super) fn setattr(
+    w: &mut Writer<'_>,
+    who: &Caller,
+    ino: InodeId,
+    set: &SetAttr,
+) -> MetaResult<Attr> {
     let mut rec = w.inode(ino)?;
     let old = rec.attr.clone();
     check_chown(who, &old, set)?;
@@ -67,7 +73,11 @@ pub(super) fn setattr(w: &mut Writer<'_>, who: &Caller, ino: InodeId, set: &SetA
         match old.kind {
             FileKind::Regular => {}
             FileKind::Directory => return Err(MetaError::IsDirectory),
-            _ => return Err(MetaError::Invalid("only regular files can be truncated".into())),
+            _ => {
+                return Err(MetaError::Invalid(
+                    "only regular files can be truncated".into(),
+                ));
+            }
         }
         if !set.via_handle {
             perm::check(who, &old, perm::W)?;
@@ -115,7 +125,11 @@ fn check_xattr(who: &Caller, attr: &Attr, name: &[u8], mask: u32) -> MetaResult<
     }
     if name.starts_with(b"user.") {
         if !matches!(attr.kind, FileKind::Regular | FileKind::Directory) {
-            return Err(if mask == perm::W { MetaError::NotPermitted } else { MetaError::NoAttribute });
+            return Err(if mask == perm::W {
+                MetaError::NotPermitted
+            } else {
+                MetaError::NoAttribute
+            });
         }
         if attr.kind == FileKind::Directory && attr.perm & 0o1000 != 0 && mask == perm::W {
             perm::check_owner(who, attr)?;
@@ -123,15 +137,29 @@ fn check_xattr(who: &Caller, attr: &Attr, name: &[u8], mask: u32) -> MetaResult<
         return perm::check(who, attr, mask);
     }
     if name.starts_with(b"trusted.") || name.starts_with(b"security.") {
-        return if who.is_root() || mask == perm::R { Ok(()) } else { Err(MetaError::NotPermitted) };
+        return if who.is_root() || mask == perm::R {
+            Ok(())
+        } else {
+            Err(MetaError::NotPermitted)
+        };
     }
     if name.starts_with(b"system.") {
-        return Err(MetaError::Unsupported("system.* attributes (POSIX ACLs)".into()));
+        return Err(MetaError::Unsupported(
+            "system.* attributes (POSIX ACLs)".into(),
+        ));
     }
-    Err(MetaError::Unsupported(format!("attribute namespace of {:?}", String::from_utf8_lossy(name))))
+    Err(MetaError::Unsupported(format!(
+        "attribute namespace of {:?}",
+        String::from_utf8_lossy(name)
+    )))
 }
 
-pub(super) fn getxattr(r: &impl Records, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<Vec<u8>> {
+pub(super) fn getxattr(
+    r: &impl Records,
+    who: &Caller,
+    ino: InodeId,
+    name: &[u8],
+) -> MetaResult<Vec<u8>> {
     let attr = r.inode(ino)?.attr;
     check_xattr(who, &attr, name, perm::R)?;
     if name.starts_with(b"trusted.") && !who.is_root() {
@@ -140,7 +168,14 @@ pub(super) fn getxattr(r: &impl Records, who: &Caller, ino: InodeId, name: &[u8]
     r.xattr(ino, name)?.ok_or(MetaError::NoAttribute)
 }
 
-pub(super) fn setxattr(w: &mut Writer<'_>, who: &Caller, ino: InodeId, name: &[u8], value: &[u8], mode: XattrMode) -> MetaResult<()> {
+pub(super) fn setxattr(
+    w: &mut Writer<'_>,
+    who: &Caller,
+    ino: InodeId,
+    name: &[u8],
+    value: &[u8],
+    mode: XattrMode,
+) -> MetaResult<()> {
     let mut rec = w.inode(ino)?;
     check_xattr(who, &rec.attr, name, perm::W)?;
     if value.len() > XATTR_SIZE_MAX {
@@ -160,10 +195,18 @@ pub(super) fn setxattr(w: &mut Writer<'_>, who: &Caller, ino: InodeId, name: &[u
 pub(super) fn listxattr(r: &impl Records, who: &Caller, ino: InodeId) -> MetaResult<Vec<Vec<u8>>> {
     r.inode(ino)?;
     let names = r.xattr_names(ino)?;
-    Ok(names.into_iter().filter(|n| who.is_root() || !n.starts_with(b"trusted.")).collect())
+    Ok(names
+        .into_iter()
+        .filter(|n| who.is_root() || !n.starts_with(b"trusted."))
+        .collect())
 }
 
-pub(super) fn removexattr(w: &mut Writer<'_>, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<()> {
+pub(super) fn removexattr(
+    w: &mut Writer<'_>,
+    who: &Caller,
+    ino: InodeId,
+    name: &[u8],
+) -> MetaResult<()> {
     let mut rec = w.inode(ino)?;
     check_xattr(who, &rec.attr, name, perm::W)?;
     if w.xattr(ino, name)?.is_none() {

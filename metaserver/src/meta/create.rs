@@ -5,8 +5,8 @@
 //! free; a new inode in a set-gid directory takes the directory's group, and a new directory
 //! there inherits the set-gid bit. Parent mtime and ctime become now.
 
-use super::{check_name, dir_rec, perm, Meta};
-use crate::records::{DentryRec, InodeRec, Records, Writer, FILES};
+use super::{Meta, check_name, dir_rec, perm};
+use crate::records::{DentryRec, FILES, InodeRec, Records, Writer};
 use crate::store::Store;
 use meridian_proto::*;
 
@@ -19,7 +19,12 @@ pub struct New {
 }
 
 /// The parent directory record, checked for creating or removing `name` in it.
-pub(super) fn writable_parent(w: &Writer<'_>, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<InodeRec> {
+pub(super) fn writable_parent(
+    w: &Writer<'_>,
+    who: &Caller,
+    parent: InodeId,
+    name: &[u8],
+) -> MetaResult<InodeRec> {
     let dir = dir_rec(w, parent)?;
     if dir.attr.nlink == 0 {
         return Err(MetaError::NotFound); // a removed directory takes no new entries
@@ -30,7 +35,12 @@ pub(super) fn writable_parent(w: &Writer<'_>, who: &Caller, parent: InodeId, nam
 }
 
 /// Stamps the parent's mtime and ctime, adjusts its nlink by `nlink_delta`, and stores it.
-pub(super) fn touch_dir(w: &mut Writer<'_>, mut dir: Attr, nlink_delta: i32, now: Timestamp) -> MetaResult<()> {
+pub(super) fn touch_dir(
+    w: &mut Writer<'_>,
+    mut dir: Attr,
+    nlink_delta: i32,
+    now: Timestamp,
+) -> MetaResult<()> {
     dir.mtime = now;
     dir.ctime = now;
     dir.nlink = dir.nlink.saturating_add_signed(nlink_delta);
@@ -38,7 +48,14 @@ pub(super) fn touch_dir(w: &mut Writer<'_>, mut dir: Attr, nlink_delta: i32, now
 }
 
 impl<S: Store> Meta<S> {
-    pub(super) fn create(&self, w: &mut Writer<'_>, who: &Caller, parent: InodeId, name: &[u8], new: New) -> MetaResult<Attr> {
+    pub(super) fn create(
+        &self,
+        w: &mut Writer<'_>,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        new: New,
+    ) -> MetaResult<Attr> {
         let dir = writable_parent(w, who, parent, name)?;
         if w.dentry(parent, name)?.is_some() {
             return Err(MetaError::Exists);
@@ -66,14 +83,29 @@ impl<S: Store> Meta<S> {
             uid: who.uid,
             gid,
             rdev: new.rdev,
-            size: if new.kind == FileKind::Symlink { new.target.len() as u64 } else { 0 },
+            size: if new.kind == FileKind::Symlink {
+                new.target.len() as u64
+            } else {
+                0
+            },
             atime: now,
             mtime: now,
             ctime: now,
             crtime: now,
         };
-        w.put_inode(&InodeRec { attr: attr.clone(), parent, target: new.target })?;
-        w.put_dentry(parent, name, DentryRec { ino, kind: new.kind })?;
+        w.put_inode(&InodeRec {
+            attr: attr.clone(),
+            parent,
+            target: new.target,
+        })?;
+        w.put_dentry(
+            parent,
+            name,
+            DentryRec {
+                ino,
+                kind: new.kind,
+            },
+        )?;
         w.add_counter(FILES, 1)?;
         touch_dir(w, dir.attr, if is_dir { 1 } else { 0 }, now)?;
         Ok(attr)
@@ -81,14 +113,20 @@ impl<S: Store> Meta<S> {
 }
 
 /// Adds the name `parent/name` for the existing inode `ino`.
-pub(super) fn link(w: &mut Writer<'_>, who: &Caller, ino: InodeId, parent: InodeId, name: &[u8]) -> MetaResult<Attr> {
+pub(super) fn link(
+    w: &mut Writer<'_>,
+    who: &Caller,
+    ino: InodeId,
+    parent: InodeId,
+    name: &[u8],
+) -> MetaResult<Attr> {
     let mut rec = w.inode(ino)?;
-    if rec.attr.kind == FileKind::Directory {
-        return Err(MetaError::NotPermitted);
-    }
     let dir = writable_parent(w, who, parent, name)?;
     if w.dentry(parent, name)?.is_some() {
         return Err(MetaError::Exists);
+    }
+    if rec.attr.kind == FileKind::Directory {
+        return Err(MetaError::NotPermitted);
     }
     if rec.attr.nlink >= LINK_MAX {
         return Err(MetaError::TooManyLinks);
@@ -100,7 +138,14 @@ pub(super) fn link(w: &mut Writer<'_>, who: &Caller, ino: InodeId, parent: Inode
     rec.attr.nlink += 1;
     rec.attr.ctime = now;
     w.put_inode(&rec)?;
-    w.put_dentry(parent, name, DentryRec { ino, kind: rec.attr.kind })?;
+    w.put_dentry(
+        parent,
+        name,
+        DentryRec {
+            ino,
+            kind: rec.attr.kind,
+        },
+    )?;
     touch_dir(w, dir.attr, 0, now)?;
     Ok(rec.attr)
 }

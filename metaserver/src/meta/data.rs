@@ -5,8 +5,8 @@
 //! ctime, and cuts the layout at the new size. The open count keeps an unlinked inode alive;
 //! its last release purges it.
 
-use super::{perm, Meta};
-use crate::records::{Records, Writer, BYTES};
+use super::{Meta, perm};
+use crate::records::{BYTES, Records, Writer};
 use crate::store::Store;
 use meridian_proto::*;
 
@@ -15,7 +15,13 @@ impl<S: Store> Meta<S> {
         self.opens.lock().get(&ino).is_some_and(|&n| n > 0)
     }
 
-    pub(super) fn open_file(&self, who: &Caller, ino: InodeId, read: bool, write: bool) -> MetaResult<Attr> {
+    pub(super) fn open_file(
+        &self,
+        who: &Caller,
+        ino: InodeId,
+        read: bool,
+        write: bool,
+    ) -> MetaResult<Attr> {
         let attr = self.read(|t| Ok(t.inode(ino)?.attr))?;
         if write && attr.kind == FileKind::Directory {
             return Err(MetaError::IsDirectory);
@@ -55,7 +61,9 @@ pub(super) fn commit(w: &mut Writer<'_>, ino: InodeId, c: &Commit) -> MetaResult
     let layout = match (&c.inline, w.layout(ino)?) {
         (Some(bytes), _) => {
             if !c.chunks.is_empty() {
-                return Err(MetaError::Invalid("a commit is either inline or chunks".into()));
+                return Err(MetaError::Invalid(
+                    "a commit is either inline or chunks".into(),
+                ));
             }
             Layout::Inline(bytes.clone())
         }
@@ -66,7 +74,9 @@ pub(super) fn commit(w: &mut Writer<'_>, ino: InodeId, c: &Commit) -> MetaResult
                 Layout::Inline(bytes) if bytes.is_empty() => Default::default(),
                 Layout::Inline(_) => {
                     if !c.chunks.iter().any(|(i, _)| *i == 0) {
-                        return Err(MetaError::Invalid("converting an inline file needs chunk 0".into()));
+                        return Err(MetaError::Invalid(
+                            "converting an inline file needs chunk 0".into(),
+                        ));
                     }
                     Default::default()
                 }

@@ -23,7 +23,7 @@ mod rename;
 #[cfg(test)]
 mod tests;
 
-use crate::records::{DentryRec, InodeRec, Records, Writer, NEXT_INO};
+use crate::records::{DentryRec, InodeRec, NEXT_INO, Records, Writer};
 use crate::store::{ReadTxn, Store, Table};
 use meridian_proto::*;
 use parking_lot::Mutex;
@@ -43,7 +43,12 @@ pub struct MetaConfig {
 
 impl Default for MetaConfig {
     fn default() -> Self {
-        MetaConfig { site: 1, root_uid: 0, root_gid: 0, inline_max: DEFAULT_INLINE_MAX }
+        MetaConfig {
+            site: 1,
+            root_uid: 0,
+            root_gid: 0,
+            inline_max: DEFAULT_INLINE_MAX,
+        }
     }
 }
 
@@ -60,7 +65,11 @@ impl<S: Store> Meta<S> {
     /// Opens the namespace in `store`, creating the root on first use and purging orphans
     /// left by a process that died with files open.
     pub fn open(store: S, config: MetaConfig) -> MetaResult<Self> {
-        let meta = Meta { store, config, opens: Mutex::new(HashMap::new()) };
+        let meta = Meta {
+            store,
+            config,
+            opens: Mutex::new(HashMap::new()),
+        };
         meta.init_root()?;
         meta.purge_orphans()?;
         Ok(meta)
@@ -95,18 +104,27 @@ impl<S: Store> Meta<S> {
                 ctime: now,
                 crtime: now,
             };
-            w.put_inode(&InodeRec { attr, parent: ROOT, target: Vec::new() })?;
+            w.put_inode(&InodeRec {
+                attr,
+                parent: ROOT,
+                target: Vec::new(),
+            })?;
             w.set_counter(NEXT_INO, 2)?;
             w.set_counter(crate::records::FILES, 1)
         })
     }
 
     fn purge_orphans(&self) -> MetaResult<()> {
-        let orphans = self.store.read(|t| t.scan(Table::Orphans, &[], None, usize::MAX))?;
+        let orphans = self
+            .store
+            .read(|t| t.scan(Table::Orphans, &[], None, usize::MAX))?;
         for (key, _) in orphans {
             let ino = InodeId(u64::from_be_bytes(key[..8].try_into().expect("8-byte key")));
             self.store.write(|txn| Writer::new(txn).purge_inode(ino))?;
-            tracing::info!(ino = ino.0, "purged an inode unlinked while open before the last stop");
+            tracing::info!(
+                ino = ino.0,
+                "purged an inode unlinked while open before the last stop"
+            );
         }
         Ok(())
     }
@@ -116,7 +134,9 @@ impl<S: Store> Meta<S> {
         let mut out = std::collections::HashSet::new();
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let page = self.store.read(|t| t.scan(Table::Data, &[], after.as_deref(), 1024))?;
+            let page = self
+                .store
+                .read(|t| t.scan(Table::Data, &[], after.as_deref(), 1024))?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             for (k, v) in &page {
@@ -148,8 +168,12 @@ fn check_name(name: &[u8]) -> MetaResult<()> {
     if name.len() > NAME_MAX {
         return Err(MetaError::NameTooLong);
     }
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
-        return Err(MetaError::Invalid(format!("bad file name {:?}", String::from_utf8_lossy(name))));
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(MetaError::Invalid(format!(
+            "bad file name {:?}",
+            String::from_utf8_lossy(name)
+        )));
     }
     Ok(())
 }
@@ -157,8 +181,14 @@ fn check_name(name: &[u8]) -> MetaResult<()> {
 /// Looks up `name` in directory record `dir`, resolving `.` and `..`.
 fn resolve(r: &impl Records, dir: &InodeRec, name: &[u8]) -> MetaResult<Option<DentryRec>> {
     match name {
-        b"." => Ok(Some(DentryRec { ino: dir.attr.ino, kind: FileKind::Directory })),
-        b".." => Ok(Some(DentryRec { ino: dir.parent, kind: FileKind::Directory })),
+        b"." => Ok(Some(DentryRec {
+            ino: dir.attr.ino,
+            kind: FileKind::Directory,
+        })),
+        b".." => Ok(Some(DentryRec {
+            ino: dir.parent,
+            kind: FileKind::Directory,
+        })),
         _ => r.dentry(dir.attr.ino, name),
     }
 }
@@ -197,30 +227,74 @@ impl<S: Store> Namespace for Meta<S> {
         self.read(|t| perm::check(who, &t.inode(ino)?.attr, mask))
     }
 
-    fn mknod(&self, who: &Caller, parent: InodeId, name: &[u8], kind: FileKind, mode: u16, rdev: u32) -> MetaResult<Attr> {
+    fn mknod(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        kind: FileKind,
+        mode: u16,
+        rdev: u32,
+    ) -> MetaResult<Attr> {
         if kind == FileKind::Directory || kind == FileKind::Symlink {
-            return Err(MetaError::Invalid("mknod makes files, FIFOs, sockets and devices".into()));
+            return Err(MetaError::Invalid(
+                "mknod makes files, FIFOs, sockets and devices".into(),
+            ));
         }
-        self.write(|w| self.create(w, who, parent, name, create::New { kind, mode, rdev, target: Vec::new() }))
+        self.write(|w| {
+            self.create(
+                w,
+                who,
+                parent,
+                name,
+                create::New {
+                    kind,
+                    mode,
+                    rdev,
+                    target: Vec::new(),
+                },
+            )
+        })
     }
 
     fn create(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16) -> MetaResult<Attr> {
-        let new = create::New { kind: FileKind::Regular, mode, rdev: 0, target: Vec::new() };
+        let new = create::New {
+            kind: FileKind::Regular,
+            mode,
+            rdev: 0,
+            target: Vec::new(),
+        };
         let attr = self.write(|w| self.create(w, who, parent, name, new))?;
         *self.opens.lock().entry(attr.ino).or_insert(0) += 1;
         Ok(attr)
     }
 
     fn mkdir(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16) -> MetaResult<Attr> {
-        let new = create::New { kind: FileKind::Directory, mode, rdev: 0, target: Vec::new() };
+        let new = create::New {
+            kind: FileKind::Directory,
+            mode,
+            rdev: 0,
+            target: Vec::new(),
+        };
         self.write(|w| self.create(w, who, parent, name, new))
     }
 
-    fn symlink(&self, who: &Caller, parent: InodeId, name: &[u8], target: &[u8]) -> MetaResult<Attr> {
+    fn symlink(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        target: &[u8],
+    ) -> MetaResult<Attr> {
         if target.len() > PATH_MAX {
             return Err(MetaError::NameTooLong);
         }
-        let new = create::New { kind: FileKind::Symlink, mode: 0o777, rdev: 0, target: target.to_vec() };
+        let new = create::New {
+            kind: FileKind::Symlink,
+            mode: 0o777,
+            rdev: 0,
+            target: target.to_vec(),
+        };
         self.write(|w| self.create(w, who, parent, name, new))
     }
 
@@ -244,17 +318,47 @@ impl<S: Store> Namespace for Meta<S> {
         self.write(|w| self.remove(w, who, parent, name, true))
     }
 
-    fn rename(&self, who: &Caller, parent: InodeId, name: &[u8], new_parent: InodeId, new_name: &[u8], mode: RenameMode) -> MetaResult<()> {
-        self.write(|w| self.rename_in(w, who, rename::Move { parent, name, new_parent, new_name, mode }))
+    fn rename(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        new_parent: InodeId,
+        new_name: &[u8],
+        mode: RenameMode,
+    ) -> MetaResult<()> {
+        self.write(|w| {
+            self.rename_in(
+                w,
+                who,
+                rename::Move {
+                    parent,
+                    name,
+                    new_parent,
+                    new_name,
+                    mode,
+                },
+            )
+        })
     }
 
-    fn readdir(&self, who: &Caller, dir: InodeId, after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<DirEntry>> {
+    fn readdir(
+        &self,
+        who: &Caller,
+        dir: InodeId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> MetaResult<Vec<DirEntry>> {
         self.read(|t| {
             let d = dir_rec(&t, dir)?;
             perm::check(who, &d.attr, perm::R)?;
             Ok(t.children(dir, after, limit)?
                 .into_iter()
-                .map(|(name, e)| DirEntry { name, ino: e.ino, kind: e.kind })
+                .map(|(name, e)| DirEntry {
+                    name,
+                    ino: e.ino,
+                    kind: e.kind,
+                })
                 .collect())
         })
     }
@@ -289,7 +393,14 @@ impl<S: Store> Namespace for Meta<S> {
         self.read(|t| attr::getxattr(&t, who, ino, name))
     }
 
-    fn setxattr(&self, who: &Caller, ino: InodeId, name: &[u8], value: &[u8], mode: XattrMode) -> MetaResult<()> {
+    fn setxattr(
+        &self,
+        who: &Caller,
+        ino: InodeId,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrMode,
+    ) -> MetaResult<()> {
         self.write(|w| attr::setxattr(w, who, ino, name, value, mode))
     }
 
@@ -302,6 +413,11 @@ impl<S: Store> Namespace for Meta<S> {
     }
 
     fn statfs(&self) -> MetaResult<StatFs> {
-        self.read(|t| Ok(StatFs { files: t.counter(crate::records::FILES)?, bytes_used: t.counter(crate::records::BYTES)? }))
+        self.read(|t| {
+            Ok(StatFs {
+                files: t.counter(crate::records::FILES)?,
+                bytes_used: t.counter(crate::records::BYTES)?,
+            })
+        })
     }
 }

@@ -27,7 +27,11 @@ pub fn check(who: &Caller, attr: &Attr, mask: u32) -> MetaResult<()> {
         attr.perm
     } as u32
         & 7;
-    if bits & mask == mask { Ok(()) } else { Err(MetaError::AccessDenied) }
+    if bits & mask == mask {
+        Ok(())
+    } else {
+        Err(MetaError::AccessDenied)
+    }
 }
 
 /// In a sticky directory only the owner of the entry, the owner of the directory or root may
@@ -42,7 +46,11 @@ pub fn check_sticky(who: &Caller, dir: &Attr, victim: &Attr) -> MetaResult<()> {
 
 /// Only the owner or root may change mode, explicit times or flags.
 pub fn check_owner(who: &Caller, attr: &Attr) -> MetaResult<()> {
-    if who.is_root() || who.uid == attr.uid { Ok(()) } else { Err(MetaError::NotPermitted) }
+    if who.is_root() || who.uid == attr.uid {
+        Ok(())
+    } else {
+        Err(MetaError::NotPermitted)
+    }
 }
 
 #[cfg(test)]
@@ -52,10 +60,27 @@ mod tests {
 
     fn attr(perm: u16, uid: u32, gid: u32, kind: FileKind) -> Attr {
         let t = Timestamp::default();
-        Attr { ino: InodeId(9), kind, perm, nlink: 1, uid, gid, rdev: 0, size: 0, atime: t, mtime: t, ctime: t, crtime: t }
+        Attr {
+            ino: InodeId(9),
+            kind,
+            perm,
+            nlink: 1,
+            uid,
+            gid,
+            rdev: 0,
+            size: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+        }
     }
     fn user(uid: u32, gid: u32, groups: &[u32]) -> Caller {
-        Caller { uid, gid, groups: groups.to_vec() }
+        Caller {
+            uid,
+            gid,
+            groups: groups.to_vec(),
+        }
     }
 
     #[test]
@@ -63,18 +88,40 @@ mod tests {
         let a = attr(0o640, 10, 20, FileKind::Regular);
         assert!(check(&user(10, 99, &[]), &a, R | W).is_ok());
         assert!(check(&user(11, 20, &[]), &a, R).is_ok());
-        assert_eq!(check(&user(11, 20, &[]), &a, W), Err(MetaError::AccessDenied));
-        assert!(check(&user(11, 5, &[20]), &a, R).is_ok(), "supplementary group counts");
-        assert_eq!(check(&user(12, 5, &[]), &a, R), Err(MetaError::AccessDenied));
+        assert_eq!(
+            check(&user(11, 20, &[]), &a, W),
+            Err(MetaError::AccessDenied)
+        );
+        assert!(
+            check(&user(11, 5, &[20]), &a, R).is_ok(),
+            "supplementary group counts"
+        );
+        assert_eq!(
+            check(&user(12, 5, &[]), &a, R),
+            Err(MetaError::AccessDenied)
+        );
         // the owner class decides even when group would allow
         let b = attr(0o070, 10, 20, FileKind::Regular);
-        assert_eq!(check(&user(10, 20, &[]), &b, R), Err(MetaError::AccessDenied));
+        assert_eq!(
+            check(&user(10, 20, &[]), &b, R),
+            Err(MetaError::AccessDenied)
+        );
     }
 
     #[test]
     fn root_needs_an_execute_bit_on_files_only() {
-        assert!(check(&Caller::root(), &attr(0o000, 1, 1, FileKind::Regular), R | W).is_ok());
-        assert_eq!(check(&Caller::root(), &attr(0o600, 1, 1, FileKind::Regular), X), Err(MetaError::AccessDenied));
+        assert!(
+            check(
+                &Caller::root(),
+                &attr(0o000, 1, 1, FileKind::Regular),
+                R | W
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            check(&Caller::root(), &attr(0o600, 1, 1, FileKind::Regular), X),
+            Err(MetaError::AccessDenied)
+        );
         assert!(check(&Caller::root(), &attr(0o001, 1, 1, FileKind::Regular), X).is_ok());
         assert!(check(&Caller::root(), &attr(0o000, 1, 1, FileKind::Directory), X).is_ok());
     }
@@ -85,7 +132,17 @@ mod tests {
         let file = attr(0o644, 2, 2, FileKind::Regular);
         assert!(check_sticky(&user(2, 2, &[]), &dir, &file).is_ok());
         assert!(check_sticky(&user(1, 9, &[]), &dir, &file).is_ok());
-        assert_eq!(check_sticky(&user(3, 3, &[]), &dir, &file), Err(MetaError::NotPermitted));
-        assert!(check_sticky(&user(3, 3, &[]), &attr(0o777, 1, 1, FileKind::Directory), &file).is_ok());
+        assert_eq!(
+            check_sticky(&user(3, 3, &[]), &dir, &file),
+            Err(MetaError::NotPermitted)
+        );
+        assert!(
+            check_sticky(
+                &user(3, 3, &[]),
+                &attr(0o777, 1, 1, FileKind::Directory),
+                &file
+            )
+            .is_ok()
+        );
     }
 }

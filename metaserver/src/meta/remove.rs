@@ -5,13 +5,20 @@
 //! is open, in which case it is marked orphan and purged on its last release.
 
 use super::create::{touch_dir, writable_parent};
-use super::{perm, Meta};
+use super::{Meta, perm};
 use crate::records::{InodeRec, Records, Writer};
 use crate::store::Store;
 use meridian_proto::*;
 
 impl<S: Store> Meta<S> {
-    pub(super) fn remove(&self, w: &mut Writer<'_>, who: &Caller, parent: InodeId, name: &[u8], dir_wanted: bool) -> MetaResult<()> {
+    pub(super) fn remove(
+        &self,
+        w: &mut Writer<'_>,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        dir_wanted: bool,
+    ) -> MetaResult<()> {
         let dir = writable_parent(w, who, parent, name).map_err(|e| match (e, name) {
             (MetaError::Invalid(_), b".") => MetaError::Invalid("cannot remove '.'".into()),
             (MetaError::Invalid(_), b"..") => MetaError::NotEmpty,
@@ -37,9 +44,18 @@ impl<S: Store> Meta<S> {
 
     /// Takes one link away from `rec` (its name is already gone); purges or orphans it when
     /// none is left.
-    pub(super) fn drop_link(&self, w: &mut Writer<'_>, mut rec: InodeRec, now: Timestamp) -> MetaResult<()> {
+    pub(super) fn drop_link(
+        &self,
+        w: &mut Writer<'_>,
+        mut rec: InodeRec,
+        now: Timestamp,
+    ) -> MetaResult<()> {
         let ino = rec.attr.ino;
-        rec.attr.nlink = if rec.attr.kind == FileKind::Directory { 0 } else { rec.attr.nlink.saturating_sub(1) };
+        rec.attr.nlink = if rec.attr.kind == FileKind::Directory {
+            0
+        } else {
+            rec.attr.nlink.saturating_sub(1)
+        };
         rec.attr.ctime = now;
         if rec.attr.nlink > 0 {
             return w.put_inode(&rec);

@@ -8,7 +8,7 @@
 //! now; directory nlinks follow their subdirectories.
 
 use super::create::{touch_dir, writable_parent};
-use super::{perm, Meta};
+use super::{Meta, perm};
 use crate::records::{DentryRec, InodeRec, Records, Writer};
 use crate::store::Store;
 use meridian_proto::*;
@@ -35,18 +35,31 @@ fn is_ancestor(w: &Writer<'_>, ancestor: InodeId, mut ino: InodeId) -> MetaResul
     }
 }
 
-fn check_mover(w: &Writer<'_>, who: &Caller, m: &Move<'_>, src: &InodeRec, dst_dir: InodeId) -> MetaResult<()> {
+fn check_mover(
+    w: &Writer<'_>,
+    who: &Caller,
+    m: &Move<'_>,
+    src: &InodeRec,
+    dst_dir: InodeId,
+) -> MetaResult<()> {
     if src.attr.kind == FileKind::Directory && m.parent != dst_dir {
         perm::check(who, &src.attr, perm::W)?;
         if is_ancestor(w, src.attr.ino, dst_dir)? {
-            return Err(MetaError::Invalid("cannot move a directory into itself".into()));
+            return Err(MetaError::Invalid(
+                "cannot move a directory into itself".into(),
+            ));
         }
     }
     Ok(())
 }
 
 impl<S: Store> Meta<S> {
-    pub(super) fn rename_in(&self, w: &mut Writer<'_>, who: &Caller, m: Move<'_>) -> MetaResult<()> {
+    pub(super) fn rename_in(
+        &self,
+        w: &mut Writer<'_>,
+        who: &Caller,
+        m: Move<'_>,
+    ) -> MetaResult<()> {
         let src_dir = writable_parent(w, who, m.parent, m.name)?;
         let dst_dir = writable_parent(w, who, m.new_parent, m.new_name)?;
         let sd = w.dentry(m.parent, m.name)?.ok_or(MetaError::NotFound)?;
@@ -64,7 +77,17 @@ impl<S: Store> Meta<S> {
         match (m.mode, dst) {
             (RenameMode::Exchange, None) => Err(MetaError::NotFound),
             (RenameMode::Exchange, Some(dst)) => {
-                check_mover(w, who, &Move { parent: m.new_parent, new_parent: m.parent, ..m }, &dst, m.parent)?;
+                check_mover(
+                    w,
+                    who,
+                    &Move {
+                        parent: m.new_parent,
+                        new_parent: m.parent,
+                        ..m
+                    },
+                    &dst,
+                    m.parent,
+                )?;
                 self.exchange(w, &m, src, dst)
             }
             (RenameMode::NoReplace, Some(_)) => Err(MetaError::Exists),
@@ -73,7 +96,13 @@ impl<S: Store> Meta<S> {
         }
     }
 
-    fn move_over(&self, w: &mut Writer<'_>, m: &Move<'_>, mut src: InodeRec, dst: Option<InodeRec>) -> MetaResult<()> {
+    fn move_over(
+        &self,
+        w: &mut Writer<'_>,
+        m: &Move<'_>,
+        mut src: InodeRec,
+        dst: Option<InodeRec>,
+    ) -> MetaResult<()> {
         let src_is_dir = src.attr.kind == FileKind::Directory;
         if let Some(dst) = &dst {
             match (src_is_dir, dst.attr.kind == FileKind::Directory) {
@@ -84,9 +113,18 @@ impl<S: Store> Meta<S> {
             }
         }
         let now = Timestamp::now();
-        let dst_is_dir = dst.as_ref().is_some_and(|d| d.attr.kind == FileKind::Directory);
+        let dst_is_dir = dst
+            .as_ref()
+            .is_some_and(|d| d.attr.kind == FileKind::Directory);
         w.del_dentry(m.parent, m.name)?;
-        w.put_dentry(m.new_parent, m.new_name, DentryRec { ino: src.attr.ino, kind: src.attr.kind })?;
+        w.put_dentry(
+            m.new_parent,
+            m.new_name,
+            DentryRec {
+                ino: src.attr.ino,
+                kind: src.attr.kind,
+            },
+        )?;
         if let Some(dst) = dst {
             self.drop_link(w, dst, now)?;
         }
@@ -108,13 +146,33 @@ impl<S: Store> Meta<S> {
         }
     }
 
-    fn exchange(&self, w: &mut Writer<'_>, m: &Move<'_>, mut a: InodeRec, mut b: InodeRec) -> MetaResult<()> {
+    fn exchange(
+        &self,
+        w: &mut Writer<'_>,
+        m: &Move<'_>,
+        mut a: InodeRec,
+        mut b: InodeRec,
+    ) -> MetaResult<()> {
         if a.attr.ino == b.attr.ino {
             return Ok(());
         }
         let now = Timestamp::now();
-        w.put_dentry(m.new_parent, m.new_name, DentryRec { ino: a.attr.ino, kind: a.attr.kind })?;
-        w.put_dentry(m.parent, m.name, DentryRec { ino: b.attr.ino, kind: b.attr.kind })?;
+        w.put_dentry(
+            m.new_parent,
+            m.new_name,
+            DentryRec {
+                ino: a.attr.ino,
+                kind: a.attr.kind,
+            },
+        )?;
+        w.put_dentry(
+            m.parent,
+            m.name,
+            DentryRec {
+                ino: b.attr.ino,
+                kind: b.attr.kind,
+            },
+        )?;
         let a_dir = a.attr.kind == FileKind::Directory;
         let b_dir = b.attr.kind == FileKind::Directory;
         if a_dir {

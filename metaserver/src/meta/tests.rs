@@ -5,7 +5,11 @@ use crate::store::{MemStore, RedbStore, Store};
 use meridian_proto::*;
 
 fn user(uid: u32) -> Caller {
-    Caller { uid, gid: uid, groups: vec![] }
+    Caller {
+        uid,
+        gid: uid,
+        groups: vec![],
+    }
 }
 
 fn suite<S: Store>(make: impl Fn() -> S) {
@@ -14,13 +18,19 @@ fn suite<S: Store>(make: impl Fn() -> S) {
         ("directory_nlink_and_rmdir", directory_nlink_and_rmdir),
         ("hard_links", hard_links),
         ("rename_rules", rename_rules),
-        ("rename_exchange_and_noreplace", rename_exchange_and_noreplace),
+        (
+            "rename_exchange_and_noreplace",
+            rename_exchange_and_noreplace,
+        ),
         ("permissions_and_sticky", permissions_and_sticky),
         ("setgid_directories", setgid_directories),
         ("setattr_rules", setattr_rules),
         ("xattrs", xattrs),
         ("commit_and_truncate", commit_and_truncate),
-        ("unlinked_open_file_survives_until_release", unlinked_open_file_survives_until_release),
+        (
+            "unlinked_open_file_survives_until_release",
+            unlinked_open_file_survives_until_release,
+        ),
         ("names_are_checked", names_are_checked),
     ];
     for (name, case) in cases {
@@ -50,7 +60,15 @@ fn root() -> Caller {
 }
 
 fn file(ns: &dyn Namespace, parent: InodeId, name: &str) -> Attr {
-    ns.mknod(&root(), parent, name.as_bytes(), FileKind::Regular, 0o644, 0).unwrap()
+    ns.mknod(
+        &root(),
+        parent,
+        name.as_bytes(),
+        FileKind::Regular,
+        0o644,
+        0,
+    )
+    .unwrap()
 }
 
 fn dir(ns: &dyn Namespace, parent: InodeId, name: &str) -> Attr {
@@ -63,12 +81,28 @@ fn create_lookup_readdir(ns: &dyn Namespace) {
     dir(ns, ROOT, "c");
     assert_eq!(ns.lookup(&root(), ROOT, b"b").unwrap().ino, a.ino);
     assert_eq!(ns.lookup(&root(), ROOT, b"nope"), Err(MetaError::NotFound));
-    assert_eq!(ns.mknod(&root(), ROOT, b"b", FileKind::Regular, 0o644, 0), Err(MetaError::Exists));
-    let names: Vec<_> = ns.readdir(&root(), ROOT, None, 100).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(
+        ns.mknod(&root(), ROOT, b"b", FileKind::Regular, 0o644, 0),
+        Err(MetaError::Exists)
+    );
+    let names: Vec<_> = ns
+        .readdir(&root(), ROOT, None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(names, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
-    let page: Vec<_> = ns.readdir(&root(), ROOT, Some(b"a"), 1).unwrap().into_iter().map(|e| e.name).collect();
+    let page: Vec<_> = ns
+        .readdir(&root(), ROOT, Some(b"a"), 1)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(page, vec![b"b".to_vec()]);
-    assert_eq!(ns.lookup(&root(), a.ino, b"x"), Err(MetaError::NotDirectory));
+    assert_eq!(
+        ns.lookup(&root(), a.ino, b"x"),
+        Err(MetaError::NotDirectory)
+    );
     assert_eq!(ns.statfs().unwrap().files, 4);
 }
 
@@ -80,7 +114,10 @@ fn directory_nlink_and_rmdir(ns: &dyn Namespace) {
     assert_eq!(ns.getattr(d.ino).unwrap().nlink, 3);
     assert_eq!(ns.rmdir(&root(), ROOT, b"d"), Err(MetaError::NotEmpty));
     assert_eq!(ns.rmdir(&root(), d.ino, b"f"), Err(MetaError::NotDirectory));
-    assert_eq!(ns.unlink(&root(), d.ino, b"sub"), Err(MetaError::IsDirectory));
+    assert_eq!(
+        ns.unlink(&root(), d.ino, b"sub"),
+        Err(MetaError::IsDirectory)
+    );
     ns.rmdir(&root(), d.ino, b"sub").unwrap();
     assert_eq!(ns.getattr(sub.ino), Err(MetaError::NotFound));
     ns.unlink(&root(), d.ino, b"f").unwrap();
@@ -94,7 +131,10 @@ fn hard_links(ns: &dyn Namespace) {
     let d = dir(ns, ROOT, "d");
     ns.link(&root(), f.ino, d.ino, b"g").unwrap();
     assert_eq!(ns.getattr(f.ino).unwrap().nlink, 2);
-    assert_eq!(ns.link(&root(), d.ino, ROOT, b"dd"), Err(MetaError::NotPermitted));
+    assert_eq!(
+        ns.link(&root(), d.ino, ROOT, b"dd"),
+        Err(MetaError::NotPermitted)
+    );
     assert_eq!(ns.link(&root(), f.ino, ROOT, b"f"), Err(MetaError::Exists));
     ns.unlink(&root(), ROOT, b"f").unwrap();
     assert_eq!(ns.getattr(f.ino).unwrap().nlink, 1);
@@ -108,12 +148,27 @@ fn rename_rules(ns: &dyn Namespace) {
     let f = file(ns, ROOT, "f");
     file(ns, ROOT, "g");
     let r = RenameMode::Replace;
-    assert!(matches!(ns.rename(&root(), ROOT, b"a", b.ino, b"x", r), Err(MetaError::Invalid(_))));
-    assert!(matches!(ns.rename(&root(), ROOT, b"a", a.ino, b"x", r), Err(MetaError::Invalid(_))));
-    assert_eq!(ns.rename(&root(), ROOT, b"f", ROOT, b"a", r), Err(MetaError::IsDirectory));
-    assert_eq!(ns.rename(&root(), ROOT, b"a", ROOT, b"f", r), Err(MetaError::NotDirectory));
+    assert!(matches!(
+        ns.rename(&root(), ROOT, b"a", b.ino, b"x", r),
+        Err(MetaError::Invalid(_))
+    ));
+    assert!(matches!(
+        ns.rename(&root(), ROOT, b"a", a.ino, b"x", r),
+        Err(MetaError::Invalid(_))
+    ));
+    assert_eq!(
+        ns.rename(&root(), ROOT, b"f", ROOT, b"a", r),
+        Err(MetaError::IsDirectory)
+    );
+    assert_eq!(
+        ns.rename(&root(), ROOT, b"a", ROOT, b"f", r),
+        Err(MetaError::NotDirectory)
+    );
     dir(ns, ROOT, "empty");
-    assert_eq!(ns.rename(&root(), ROOT, b"empty", ROOT, b"a", r), Err(MetaError::NotEmpty));
+    assert_eq!(
+        ns.rename(&root(), ROOT, b"empty", ROOT, b"a", r),
+        Err(MetaError::NotEmpty)
+    );
     // move a directory across parents: nlinks follow
     ns.rename(&root(), a.ino, b"b", ROOT, b"b2", r).unwrap();
     assert_eq!(ns.getattr(a.ino).unwrap().nlink, 2);
@@ -137,10 +192,17 @@ fn rename_rules(ns: &dyn Namespace) {
 fn rename_exchange_and_noreplace(ns: &dyn Namespace) {
     let d = dir(ns, ROOT, "d");
     let f = file(ns, ROOT, "f");
-    assert_eq!(ns.rename(&root(), ROOT, b"f", ROOT, b"d", RenameMode::NoReplace), Err(MetaError::Exists));
-    assert_eq!(ns.rename(&root(), ROOT, b"f", ROOT, b"zz", RenameMode::Exchange), Err(MetaError::NotFound));
+    assert_eq!(
+        ns.rename(&root(), ROOT, b"f", ROOT, b"d", RenameMode::NoReplace),
+        Err(MetaError::Exists)
+    );
+    assert_eq!(
+        ns.rename(&root(), ROOT, b"f", ROOT, b"zz", RenameMode::Exchange),
+        Err(MetaError::NotFound)
+    );
     let sub = dir(ns, d.ino, "sub");
-    ns.rename(&root(), ROOT, b"f", d.ino, b"sub", RenameMode::Exchange).unwrap();
+    ns.rename(&root(), ROOT, b"f", d.ino, b"sub", RenameMode::Exchange)
+        .unwrap();
     assert_eq!(ns.lookup(&root(), ROOT, b"f").unwrap().ino, sub.ino);
     assert_eq!(ns.lookup(&root(), d.ino, b"sub").unwrap().ino, f.ino);
     assert_eq!(ns.parent(sub.ino).unwrap(), ROOT);
@@ -152,73 +214,250 @@ fn permissions_and_sticky(ns: &dyn Namespace) {
     let t = ns.mkdir(&root(), ROOT, b"tmp", 0o1777).unwrap();
     let alice = user(1000);
     let bob = user(1001);
-    ns.mknod(&alice, t.ino, b"a", FileKind::Regular, 0o600, 0).unwrap();
+    ns.mknod(&alice, t.ino, b"a", FileKind::Regular, 0o600, 0)
+        .unwrap();
     assert_eq!(ns.unlink(&bob, t.ino, b"a"), Err(MetaError::NotPermitted));
-    assert_eq!(ns.rename(&bob, t.ino, b"a", t.ino, b"b", RenameMode::Replace), Err(MetaError::NotPermitted));
+    assert_eq!(
+        ns.rename(&bob, t.ino, b"a", t.ino, b"b", RenameMode::Replace),
+        Err(MetaError::NotPermitted)
+    );
     let a = ns.lookup(&bob, t.ino, b"a").unwrap();
-    assert_eq!(ns.open(&bob, a.ino, true, false), Err(MetaError::AccessDenied));
+    assert_eq!(
+        ns.open(&bob, a.ino, true, false),
+        Err(MetaError::AccessDenied)
+    );
     let priv_dir = ns.mkdir(&alice, t.ino, b"p", 0o700).unwrap();
-    assert_eq!(ns.lookup(&bob, priv_dir.ino, b"x"), Err(MetaError::AccessDenied));
-    assert_eq!(ns.mknod(&bob, priv_dir.ino, b"x", FileKind::Regular, 0o644, 0), Err(MetaError::AccessDenied));
+    assert_eq!(
+        ns.lookup(&bob, priv_dir.ino, b"x"),
+        Err(MetaError::AccessDenied)
+    );
+    assert_eq!(
+        ns.mknod(&bob, priv_dir.ino, b"x", FileKind::Regular, 0o644, 0),
+        Err(MetaError::AccessDenied)
+    );
     // moving a directory to another parent needs write permission on it
     let ro = ns.mkdir(&bob, t.ino, b"ro", 0o555).unwrap();
     let _ = ro;
     let other = ns.mkdir(&bob, t.ino, b"other", 0o777).unwrap();
-    assert_eq!(ns.rename(&bob, t.ino, b"ro", other.ino, b"ro", RenameMode::Replace), Err(MetaError::AccessDenied));
+    assert_eq!(
+        ns.rename(&bob, t.ino, b"ro", other.ino, b"ro", RenameMode::Replace),
+        Err(MetaError::AccessDenied)
+    );
     ns.unlink(&alice, t.ino, b"a").unwrap();
 }
 
 fn setgid_directories(ns: &dyn Namespace) {
     let d = ns.mkdir(&root(), ROOT, b"sg", 0o2777).unwrap();
-    ns.setattr(&root(), d.ino, &SetAttr { gid: Some(500), ..Default::default() }).unwrap();
-    let f = ns.mknod(&user(1000), d.ino, b"f", FileKind::Regular, 0o644, 0).unwrap();
+    ns.setattr(
+        &root(),
+        d.ino,
+        &SetAttr {
+            gid: Some(500),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let f = ns
+        .mknod(&user(1000), d.ino, b"f", FileKind::Regular, 0o644, 0)
+        .unwrap();
     assert_eq!(f.gid, 500);
     let sub = ns.mkdir(&user(1000), d.ino, b"sub", 0o755).unwrap();
     assert_eq!((sub.gid, sub.perm & 0o2000), (500, 0o2000));
 }
 
 fn setattr_rules(ns: &dyn Namespace) {
-    let alice = Caller { uid: 1000, gid: 1000, groups: vec![2000] };
-    let f = ns.mknod(&root(), ROOT, b"f", FileKind::Regular, 0o666, 0).unwrap();
-    ns.setattr(&root(), f.ino, &SetAttr { uid: Some(1000), gid: Some(1000), ..Default::default() }).unwrap();
-    assert_eq!(ns.setattr(&alice, f.ino, &SetAttr { uid: Some(0), ..Default::default() }), Err(MetaError::NotPermitted));
-    assert_eq!(ns.setattr(&alice, f.ino, &SetAttr { gid: Some(3000), ..Default::default() }), Err(MetaError::NotPermitted));
-    assert_eq!(ns.setattr(&alice, f.ino, &SetAttr { gid: Some(2000), ..Default::default() }).unwrap().gid, 2000);
-    assert_eq!(ns.setattr(&user(7), f.ino, &SetAttr { mode: Some(0o777), ..Default::default() }), Err(MetaError::NotPermitted));
-    let t = Timestamp { secs: 12345, nanos: 678 };
+    let alice = Caller {
+        uid: 1000,
+        gid: 1000,
+        groups: vec![2000],
+    };
+    let f = ns
+        .mknod(&root(), ROOT, b"f", FileKind::Regular, 0o666, 0)
+        .unwrap();
+    ns.setattr(
+        &root(),
+        f.ino,
+        &SetAttr {
+            uid: Some(1000),
+            gid: Some(1000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(
-        ns.setattr(&user(7), f.ino, &SetAttr { mtime: Some(TimeSet::At(t)), ..Default::default() }),
+        ns.setattr(
+            &alice,
+            f.ino,
+            &SetAttr {
+                uid: Some(0),
+                ..Default::default()
+            }
+        ),
+        Err(MetaError::NotPermitted)
+    );
+    assert_eq!(
+        ns.setattr(
+            &alice,
+            f.ino,
+            &SetAttr {
+                gid: Some(3000),
+                ..Default::default()
+            }
+        ),
+        Err(MetaError::NotPermitted)
+    );
+    assert_eq!(
+        ns.setattr(
+            &alice,
+            f.ino,
+            &SetAttr {
+                gid: Some(2000),
+                ..Default::default()
+            }
+        )
+        .unwrap()
+        .gid,
+        2000
+    );
+    assert_eq!(
+        ns.setattr(
+            &user(7),
+            f.ino,
+            &SetAttr {
+                mode: Some(0o777),
+                ..Default::default()
+            }
+        ),
+        Err(MetaError::NotPermitted)
+    );
+    let t = Timestamp {
+        secs: 12345,
+        nanos: 678,
+    };
+    assert_eq!(
+        ns.setattr(
+            &user(7),
+            f.ino,
+            &SetAttr {
+                mtime: Some(TimeSet::At(t)),
+                ..Default::default()
+            }
+        ),
         Err(MetaError::NotPermitted)
     );
     // "now" is allowed to any writer (the file is 0666)
-    ns.setattr(&user(7), f.ino, &SetAttr { mtime: Some(TimeSet::Now), atime: Some(TimeSet::Now), ..Default::default() }).unwrap();
-    let a = ns.setattr(&alice, f.ino, &SetAttr { mtime: Some(TimeSet::At(t)), ..Default::default() }).unwrap();
+    ns.setattr(
+        &user(7),
+        f.ino,
+        &SetAttr {
+            mtime: Some(TimeSet::Now),
+            atime: Some(TimeSet::Now),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let a = ns
+        .setattr(
+            &alice,
+            f.ino,
+            &SetAttr {
+                mtime: Some(TimeSet::At(t)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(a.mtime, t);
     let d = dir(ns, ROOT, "d");
-    assert_eq!(ns.setattr(&root(), d.ino, &SetAttr { size: Some(0), ..Default::default() }), Err(MetaError::IsDirectory));
+    assert_eq!(
+        ns.setattr(
+            &root(),
+            d.ino,
+            &SetAttr {
+                size: Some(0),
+                ..Default::default()
+            }
+        ),
+        Err(MetaError::IsDirectory)
+    );
     // chmod by a non-member of the group drops set-gid
-    let a = ns.setattr(&alice, f.ino, &SetAttr { gid: Some(1000), ..Default::default() }).unwrap();
+    let a = ns
+        .setattr(
+            &alice,
+            f.ino,
+            &SetAttr {
+                gid: Some(1000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(a.gid, 1000);
-    ns.setattr(&root(), f.ino, &SetAttr { gid: Some(4000), ..Default::default() }).unwrap();
-    let a = ns.setattr(&alice, f.ino, &SetAttr { mode: Some(0o2755), ..Default::default() }).unwrap();
+    ns.setattr(
+        &root(),
+        f.ino,
+        &SetAttr {
+            gid: Some(4000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let a = ns
+        .setattr(
+            &alice,
+            f.ino,
+            &SetAttr {
+                mode: Some(0o2755),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(a.perm, 0o755);
 }
 
 fn xattrs(ns: &dyn Namespace) {
     let f = file(ns, ROOT, "f");
     let r = root();
-    assert_eq!(ns.getxattr(&r, f.ino, b"user.a"), Err(MetaError::NoAttribute));
-    ns.setxattr(&r, f.ino, b"user.a", b"1", XattrMode::CreateOnly).unwrap();
-    assert_eq!(ns.setxattr(&r, f.ino, b"user.a", b"2", XattrMode::CreateOnly), Err(MetaError::Exists));
-    assert_eq!(ns.setxattr(&r, f.ino, b"user.b", b"2", XattrMode::ReplaceOnly), Err(MetaError::NoAttribute));
-    ns.setxattr(&r, f.ino, b"user.a", b"2", XattrMode::ReplaceOnly).unwrap();
+    assert_eq!(
+        ns.getxattr(&r, f.ino, b"user.a"),
+        Err(MetaError::NoAttribute)
+    );
+    ns.setxattr(&r, f.ino, b"user.a", b"1", XattrMode::CreateOnly)
+        .unwrap();
+    assert_eq!(
+        ns.setxattr(&r, f.ino, b"user.a", b"2", XattrMode::CreateOnly),
+        Err(MetaError::Exists)
+    );
+    assert_eq!(
+        ns.setxattr(&r, f.ino, b"user.b", b"2", XattrMode::ReplaceOnly),
+        Err(MetaError::NoAttribute)
+    );
+    ns.setxattr(&r, f.ino, b"user.a", b"2", XattrMode::ReplaceOnly)
+        .unwrap();
     assert_eq!(ns.getxattr(&r, f.ino, b"user.a").unwrap(), b"2");
-    ns.setxattr(&r, f.ino, b"user.b", b"", XattrMode::Any).unwrap();
-    assert_eq!(ns.listxattr(&r, f.ino).unwrap(), vec![b"user.a".to_vec(), b"user.b".to_vec()]);
+    ns.setxattr(&r, f.ino, b"user.b", b"", XattrMode::Any)
+        .unwrap();
+    assert_eq!(
+        ns.listxattr(&r, f.ino).unwrap(),
+        vec![b"user.a".to_vec(), b"user.b".to_vec()]
+    );
     ns.removexattr(&r, f.ino, b"user.a").unwrap();
-    assert_eq!(ns.removexattr(&r, f.ino, b"user.a"), Err(MetaError::NoAttribute));
-    assert_eq!(ns.setxattr(&user(5), f.ino, b"user.c", b"", XattrMode::Any), Err(MetaError::AccessDenied));
-    assert_eq!(ns.setxattr(&r, f.ino, b"user.big", &vec![0; XATTR_SIZE_MAX + 1], XattrMode::Any), Err(MetaError::AttributeTooLarge));
+    assert_eq!(
+        ns.removexattr(&r, f.ino, b"user.a"),
+        Err(MetaError::NoAttribute)
+    );
+    assert_eq!(
+        ns.setxattr(&user(5), f.ino, b"user.c", b"", XattrMode::Any),
+        Err(MetaError::AccessDenied)
+    );
+    assert_eq!(
+        ns.setxattr(
+            &r,
+            f.ino,
+            b"user.big",
+            &vec![0; XATTR_SIZE_MAX + 1],
+            XattrMode::Any
+        ),
+        Err(MetaError::AttributeTooLarge)
+    );
     // xattrs go with the inode
     ns.unlink(&r, ROOT, b"f").unwrap();
     let g = file(ns, ROOT, "g");
@@ -228,17 +467,58 @@ fn xattrs(ns: &dyn Namespace) {
 fn commit_and_truncate(ns: &dyn Namespace) {
     let f = file(ns, ROOT, "f");
     let t = Timestamp::now();
-    ns.commit(f.ino, &Commit { chunks: vec![], inline: Some(b"hello".to_vec()), size: 5, mtime: t }).unwrap();
-    assert_eq!(ns.layout(f.ino).unwrap(), (Layout::Inline(b"hello".to_vec()), 5));
+    ns.commit(
+        f.ino,
+        &Commit {
+            chunks: vec![],
+            inline: Some(b"hello".to_vec()),
+            size: 5,
+            mtime: t,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        ns.layout(f.ino).unwrap(),
+        (Layout::Inline(b"hello".to_vec()), 5)
+    );
     let id = BlockId([7; 32]);
-    let r = BlockRef { id, len: CHUNK_SIZE as u32 };
+    let r = BlockRef {
+        id,
+        len: CHUNK_SIZE as u32,
+    };
     assert!(matches!(
-        ns.commit(f.ino, &Commit { chunks: vec![(2, Some(r))], inline: None, size: 3 * CHUNK_SIZE, mtime: t }),
+        ns.commit(
+            f.ino,
+            &Commit {
+                chunks: vec![(2, Some(r))],
+                inline: None,
+                size: 3 * CHUNK_SIZE,
+                mtime: t
+            }
+        ),
         Err(MetaError::Invalid(_))
     ));
-    ns.commit(f.ino, &Commit { chunks: vec![(0, Some(r)), (2, Some(r))], inline: None, size: 3 * CHUNK_SIZE, mtime: t }).unwrap();
+    ns.commit(
+        f.ino,
+        &Commit {
+            chunks: vec![(0, Some(r)), (2, Some(r))],
+            inline: None,
+            size: 3 * CHUNK_SIZE,
+            mtime: t,
+        },
+    )
+    .unwrap();
     assert_eq!(ns.statfs().unwrap().bytes_used, 3 * CHUNK_SIZE);
-    let a = ns.setattr(&root(), f.ino, &SetAttr { size: Some(CHUNK_SIZE + 1), ..Default::default() }).unwrap();
+    let a = ns
+        .setattr(
+            &root(),
+            f.ino,
+            &SetAttr {
+                size: Some(CHUNK_SIZE + 1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(a.size, CHUNK_SIZE + 1);
     let (layout, size) = ns.layout(f.ino).unwrap();
     assert_eq!(size, CHUNK_SIZE + 1);
@@ -256,7 +536,16 @@ fn unlinked_open_file_survives_until_release(ns: &dyn Namespace) {
     ns.open(&root(), f.ino, true, true).unwrap();
     ns.unlink(&root(), ROOT, b"f").unwrap();
     assert_eq!(ns.getattr(f.ino).unwrap().nlink, 0);
-    ns.commit(f.ino, &Commit { chunks: vec![], inline: Some(b"still here".to_vec()), size: 10, mtime: Timestamp::now() }).unwrap();
+    ns.commit(
+        f.ino,
+        &Commit {
+            chunks: vec![],
+            inline: Some(b"still here".to_vec()),
+            size: 10,
+            mtime: Timestamp::now(),
+        },
+    )
+    .unwrap();
     assert_eq!(ns.layout(f.ino).unwrap().1, 10);
     ns.release(f.ino).unwrap();
     assert_eq!(ns.getattr(f.ino), Err(MetaError::NotFound));
@@ -264,12 +553,22 @@ fn unlinked_open_file_survives_until_release(ns: &dyn Namespace) {
 
 fn names_are_checked(ns: &dyn Namespace) {
     let long = vec![b'x'; NAME_MAX + 1];
-    assert_eq!(ns.mknod(&root(), ROOT, &long, FileKind::Regular, 0o644, 0), Err(MetaError::NameTooLong));
+    assert_eq!(
+        ns.mknod(&root(), ROOT, &long, FileKind::Regular, 0o644, 0),
+        Err(MetaError::NameTooLong)
+    );
     assert_eq!(ns.lookup(&root(), ROOT, &long), Err(MetaError::NameTooLong));
     let ok = vec![b'x'; NAME_MAX];
-    ns.mknod(&root(), ROOT, &ok, FileKind::Regular, 0o644, 0).unwrap();
-    assert!(matches!(ns.mknod(&root(), ROOT, b"a/b", FileKind::Regular, 0o644, 0), Err(MetaError::Invalid(_))));
-    assert_eq!(ns.symlink(&root(), ROOT, b"l", &vec![b'a'; PATH_MAX + 1]), Err(MetaError::NameTooLong));
+    ns.mknod(&root(), ROOT, &ok, FileKind::Regular, 0o644, 0)
+        .unwrap();
+    assert!(matches!(
+        ns.mknod(&root(), ROOT, b"a/b", FileKind::Regular, 0o644, 0),
+        Err(MetaError::Invalid(_))
+    ));
+    assert_eq!(
+        ns.symlink(&root(), ROOT, b"l", &vec![b'a'; PATH_MAX + 1]),
+        Err(MetaError::NameTooLong)
+    );
     let l = ns.symlink(&root(), ROOT, b"l", b"target").unwrap();
     assert_eq!(ns.readlink(l.ino).unwrap(), b"target");
     assert_eq!(l.size, 6);
@@ -281,7 +580,9 @@ trait Probe {
 }
 impl Probe for dyn Namespace + '_ {
     fn referenced_blocks_probe(&self, ino: InodeId) -> bool {
-        self.layout(ino).map(|(l, _)| l.blocks().count() > 0).unwrap_or(false)
+        self.layout(ino)
+            .map(|(l, _)| l.blocks().count() > 0)
+            .unwrap_or(false)
     }
 }
 

@@ -3,7 +3,7 @@
 //! Invariant: a write transaction holds the one lock for its whole life and keeps an undo
 //! log; on `Err` the log is replayed backwards, so a failed transaction leaves no trace.
 
-use super::{prefix_end, scan_start, Pair, ReadTxn, Store, Table, WriteTxn};
+use super::{Pair, ReadTxn, Store, Table, WriteTxn, prefix_end, scan_start};
 use meridian_proto::MetaResult;
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
@@ -34,7 +34,13 @@ fn get(tables: &Tables, table: Table, key: &[u8]) -> Option<Vec<u8>> {
     tables[table.index()].get(key).cloned()
 }
 
-fn scan(tables: &Tables, table: Table, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Vec<Pair> {
+fn scan(
+    tables: &Tables,
+    table: Table,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Vec<Pair> {
     let start = Bound::Included(scan_start(prefix, after));
     let end = prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded);
     tables[table.index()]
@@ -48,7 +54,13 @@ impl ReadTxn for MemRead<'_> {
     fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
         Ok(get(self.0, table, key))
     }
-    fn scan(&self, table: Table, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<Pair>> {
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> MetaResult<Vec<Pair>> {
         Ok(scan(self.0, table, prefix, after, limit))
     }
 }
@@ -57,7 +69,13 @@ impl ReadTxn for MemWrite<'_> {
     fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
         Ok(get(self.tables, table, key))
     }
-    fn scan(&self, table: Table, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<Pair>> {
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> MetaResult<Vec<Pair>> {
         Ok(scan(self.tables, table, prefix, after, limit))
     }
 }
@@ -83,7 +101,10 @@ impl Store for MemStore {
 
     fn write<T>(&self, f: impl FnOnce(&mut dyn WriteTxn) -> MetaResult<T>) -> MetaResult<T> {
         let mut tables = self.tables.write();
-        let mut txn = MemWrite { tables: &mut tables, undo: Vec::new() };
+        let mut txn = MemWrite {
+            tables: &mut tables,
+            undo: Vec::new(),
+        };
         let result = f(&mut txn);
         if result.is_err() {
             let MemWrite { tables, undo } = txn;

@@ -30,8 +30,14 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 6] =
-        [Table::Inodes, Table::Dentries, Table::Xattrs, Table::Data, Table::Meta, Table::Orphans];
+    pub const ALL: [Table; 6] = [
+        Table::Inodes,
+        Table::Dentries,
+        Table::Xattrs,
+        Table::Data,
+        Table::Meta,
+        Table::Orphans,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -56,7 +62,13 @@ pub type Pair = (Vec<u8>, Vec<u8>);
 pub trait ReadTxn {
     fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>>;
     /// Up to `limit` pairs whose key starts with `prefix`, after `prefix ++ after` if given.
-    fn scan(&self, table: Table, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<Pair>>;
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> MetaResult<Vec<Pair>>;
 }
 
 /// Reads and writes inside a transaction.

@@ -5,7 +5,7 @@
 //! change survives a crash of the process or the machine. redb locks the file, so a second
 //! process opening the same namespace is refused ([`RedbStore::open`] says which file).
 
-use super::{prefix_end, scan_start, Pair, ReadTxn, Store, Table, WriteTxn};
+use super::{Pair, ReadTxn, Store, Table, WriteTxn, prefix_end, scan_start};
 use meridian_proto::{MetaError, MetaResult};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
@@ -82,7 +82,13 @@ impl ReadTxn for RRead {
         let t = self.0.open_table(def(table)).map_err(err)?;
         Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
     }
-    fn scan(&self, table: Table, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<Pair>> {
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> MetaResult<Vec<Pair>> {
         let t = self.0.open_table(def(table)).map_err(err)?;
         scan_table(&t, prefix, after, limit)
     }
@@ -93,7 +99,13 @@ impl ReadTxn for RWrite {
         let t = self.0.open_table(def(table)).map_err(err)?;
         Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
     }
-    fn scan(&self, table: Table, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<Pair>> {
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> MetaResult<Vec<Pair>> {
         let t = self.0.open_table(def(table)).map_err(err)?;
         scan_table(&t, prefix, after, limit)
     }
@@ -154,6 +166,9 @@ mod tests {
             assert!(matches!(second, Err(MetaError::Store(m)) if m.contains("already open")));
         }
         let s = RedbStore::open(&path).unwrap();
-        assert_eq!(s.read(|t| t.get(Table::Meta, b"k")).unwrap(), Some(b"v".to_vec()));
+        assert_eq!(
+            s.read(|t| t.get(Table::Meta, b"k")).unwrap(),
+            Some(b"v".to_vec())
+        );
     }
 }

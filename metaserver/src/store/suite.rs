@@ -12,9 +12,15 @@ pub(crate) fn run_all<S: Store>(s: &S) {
 
 fn put_get_delete<S: Store>(s: &S) {
     s.write(|t| t.put(Table::Inodes, b"a", b"1")).unwrap();
-    assert_eq!(s.read(|t| t.get(Table::Inodes, b"a")).unwrap(), Some(b"1".to_vec()));
+    assert_eq!(
+        s.read(|t| t.get(Table::Inodes, b"a")).unwrap(),
+        Some(b"1".to_vec())
+    );
     s.write(|t| t.put(Table::Inodes, b"a", b"2")).unwrap();
-    assert_eq!(s.read(|t| t.get(Table::Inodes, b"a")).unwrap(), Some(b"2".to_vec()));
+    assert_eq!(
+        s.read(|t| t.get(Table::Inodes, b"a")).unwrap(),
+        Some(b"2".to_vec())
+    );
     s.write(|t| t.delete(Table::Inodes, b"a")).unwrap();
     assert_eq!(s.read(|t| t.get(Table::Inodes, b"a")).unwrap(), None);
 }
@@ -29,13 +35,24 @@ fn failed_transaction_leaves_no_trace<S: Store>(s: &S) {
         Err(MetaError::NotFound)
     });
     assert_eq!(r, Err(MetaError::NotFound));
-    assert_eq!(s.read(|t| t.get(Table::Meta, b"keep")).unwrap(), Some(b"old".to_vec()));
+    assert_eq!(
+        s.read(|t| t.get(Table::Meta, b"keep")).unwrap(),
+        Some(b"old".to_vec())
+    );
     assert_eq!(s.read(|t| t.get(Table::Meta, b"fresh")).unwrap(), None);
 }
 
 fn scan_respects_prefix_cursor_and_limit<S: Store>(s: &S) {
     s.write(|t| {
-        for k in [&b"p\x00"[..], b"p\x01a", b"p\x01b", b"p\x01c", b"p\x01\xff", b"p\x02a", b"q"] {
+        for k in [
+            &b"p\x00"[..],
+            b"p\x01a",
+            b"p\x01b",
+            b"p\x01c",
+            b"p\x01\xff",
+            b"p\x02a",
+            b"q",
+        ] {
             t.put(Table::Dentries, k, k)?;
         }
         Ok(())
@@ -48,8 +65,19 @@ fn scan_respects_prefix_cursor_and_limit<S: Store>(s: &S) {
             .map(|(k, _)| k)
             .collect::<Vec<_>>()
     };
-    assert_eq!(keys(None, 10), vec![b"p\x01a".to_vec(), b"p\x01b".to_vec(), b"p\x01c".to_vec(), b"p\x01\xff".to_vec()]);
-    assert_eq!(keys(Some(b"a"), 2), vec![b"p\x01b".to_vec(), b"p\x01c".to_vec()]);
+    assert_eq!(
+        keys(None, 10),
+        vec![
+            b"p\x01a".to_vec(),
+            b"p\x01b".to_vec(),
+            b"p\x01c".to_vec(),
+            b"p\x01\xff".to_vec()
+        ]
+    );
+    assert_eq!(
+        keys(Some(b"a"), 2),
+        vec![b"p\x01b".to_vec(), b"p\x01c".to_vec()]
+    );
     assert_eq!(keys(Some(b"\xff"), 10), Vec::<Vec<u8>>::new());
     let all_ff = s.read(|t| t.scan(Table::Dentries, b"", None, 100)).unwrap();
     assert_eq!(all_ff.len(), 7);
