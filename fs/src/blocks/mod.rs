@@ -87,7 +87,10 @@ pub fn block_key(id: &BlockId) -> String {
 pub fn parse_block_key(key: &str) -> Option<BlockId> {
     let rest = key.strip_prefix("blocks/")?;
     let (dir, name) = rest.split_once('/')?;
-    if !name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None; // only the lowercase names block_key writes
     }
     let id = BlockId::from_hex(name)?;
@@ -104,7 +107,9 @@ mod tests {
         assert_eq!(parse_block_key(&block_key(&id)), Some(id));
         assert_eq!(parse_block_key("blocks/zz/nothex"), None);
         assert_eq!(parse_block_key("other/ab/x"), None);
-        let upper = block_key(&id).to_uppercase().replacen("BLOCKS", "blocks", 1);
+        let upper = block_key(&id)
+            .to_uppercase()
+            .replacen("BLOCKS", "blocks", 1);
         assert_eq!(parse_block_key(&upper), None);
     }
 

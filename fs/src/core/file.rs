@@ -20,8 +20,11 @@ pub trait ChunkSource {
     fn block(&self, id: &BlockId) -> FsResult<Bytes>;
 }
 
-/// A block to upload: its name and bytes.
-pub type Upload = (BlockId, Bytes);
+/// Chunk buffers to upload (chunk index, bytes).
+pub type ChunkBufs = Vec<(u64, Vec<u8>)>;
+
+/// What a commit needs first: chunk buffers to upload, or the whole file's inline bytes.
+pub type Prepared = (ChunkBufs, Option<Vec<u8>>);
 
 pub struct FileState {
     pub ino: InodeId,
@@ -163,7 +166,7 @@ impl FileState {
 
     /// Buffers to upload now to bound memory: every full chunk, or every chunk if none is
     /// full. They become part of the layout once `uploaded` is called.
-    pub fn take_for_early_upload(&mut self) -> Vec<(u64, Vec<u8>)> {
+    pub fn take_for_early_upload(&mut self) -> ChunkBufs {
         let full: Vec<u64> = self
             .dirty
             .iter()
@@ -219,7 +222,7 @@ impl FileState {
             self.dirty.insert(0, base);
         }
         let size = self.size;
-        let mut bufs: Vec<(u64, Vec<u8>)> = std::mem::take(&mut self.dirty).into_iter().collect();
+        let mut bufs: ChunkBufs = std::mem::take(&mut self.dirty).into_iter().collect();
         for (i, buf) in &mut bufs {
             buf.truncate((size - chunk_start(*i).min(size)).min(CHUNK_SIZE) as usize);
         }
@@ -256,7 +259,7 @@ impl FileState {
     }
 
     /// Puts back buffers whose upload failed, so a later flush retries them.
-    pub fn restore(&mut self, bufs: Vec<(u64, Vec<u8>)>) {
+    pub fn restore(&mut self, bufs: ChunkBufs) {
         for (i, b) in bufs {
             self.dirty.entry(i).or_insert(b);
         }

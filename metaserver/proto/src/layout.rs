@@ -69,7 +69,7 @@ impl Layout {
             Layout::Chunks(map) => {
                 let keep = size.div_ceil(CHUNK_SIZE);
                 map.retain(|&i, _| i < keep);
-                if size % CHUNK_SIZE != 0 {
+                if !size.is_multiple_of(CHUNK_SIZE) {
                     let last = size / CHUNK_SIZE;
                     if let Some(r) = map.get_mut(&last) {
                         r.len = r.len.min((size % CHUNK_SIZE) as u32);

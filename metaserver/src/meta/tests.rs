@@ -12,8 +12,10 @@ fn user(uid: u32) -> Caller {
     }
 }
 
+type Case = (&'static str, fn(&dyn Namespace));
+
 fn suite<S: Store>(make: impl Fn() -> S) {
-    let cases: &[(&str, fn(&dyn Namespace))] = &[
+    let cases: &[Case] = &[
         ("create_lookup_readdir", create_lookup_readdir),
         ("directory_nlink_and_rmdir", directory_nlink_and_rmdir),
         ("hard_links", hard_links),
