@@ -207,7 +207,7 @@ impl FileState {
         &mut self,
         src: &dyn ChunkSource,
         inline_max: u64,
-    ) -> FsResult<Option<(Vec<(u64, Vec<u8>)>, Option<Vec<u8>>)>> {
+    ) -> FsResult<Option<Prepared>> {
         let Some(_) = self.changed else {
             return Ok(None);
         };
