@@ -22,6 +22,8 @@ pub enum FsError {
     Range,
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
+    #[error("block upload failed: {0}")]
+    Upload(String),
 }
 
 pub type FsResult<T> = Result<T, FsError>;
@@ -52,12 +54,14 @@ impl FsError {
                 BlockError::NotFound(_)
                 | BlockError::Corrupt(_)
                 | BlockError::Io { .. }
-                | BlockError::S3 { .. } => EIO,
+                | BlockError::S3 { .. }
+                | BlockError::Shared(_) => EIO,
                 BlockError::Config(_) => EINVAL,
             },
             FsError::BadHandle(_) | FsError::WrongMode(..) => EBADF,
             FsError::Range => ERANGE,
             FsError::Unsupported(_) => EOPNOTSUPP,
+            FsError::Upload(_) => EIO,
         }
     }
 }

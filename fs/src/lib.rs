@@ -10,6 +10,7 @@
 //! - [`fuse`]: the thin `fuser::Filesystem` adapter over the core.
 
 pub mod blocks;
+pub mod cache;
 pub mod core;
 pub mod error;
 pub mod fuse;

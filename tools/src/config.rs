@@ -31,6 +31,8 @@ pub struct MountSection {
     pub capacity_bytes: u64,
     pub upload_concurrency: usize,
     pub max_dirty_bytes: u64,
+    pub readahead_max_bytes: u64,
+    pub sequence_depth: u32,
 }
 
 impl Default for MountSection {
@@ -45,6 +47,8 @@ impl Default for MountSection {
             capacity_bytes: fs.capacity_bytes,
             upload_concurrency: fs.upload_concurrency,
             max_dirty_bytes: fs.max_dirty_bytes,
+            readahead_max_bytes: fs.readahead_max_bytes,
+            sequence_depth: fs.sequence_depth,
         }
     }
 }
@@ -53,13 +57,52 @@ impl Default for MountSection {
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSection {
     pub memory_bytes: u64,
+    /// NVMe cache directory; default `<data_dir>/cache` when blocks are in a bucket.
+    pub disk_dir: Option<PathBuf>,
+    /// `false` turns the disk tier off (default: on with a bucket, off for local blocks).
+    pub disk: Option<bool>,
+    pub disk_bytes: u64,
+    pub disk_min_free_ratio: f64,
+    pub fetch_concurrency: usize,
 }
 
 impl Default for CacheSection {
     fn default() -> Self {
+        let c = meridian_fs::cache::CacheConfig::default();
         CacheSection {
-            memory_bytes: meridian_fs::FsConfig::default().memory_cache_bytes,
+            memory_bytes: c.memory_bytes,
+            disk_dir: None,
+            disk: None,
+            disk_bytes: c.disk_bytes,
+            disk_min_free_ratio: c.disk_min_free_ratio,
+            fetch_concurrency: c.fetch_concurrency,
         }
+    }
+}
+
+impl FileConfig {
+    /// The block cache settings these options describe.
+    pub fn cache_config(&self) -> Result<meridian_fs::cache::CacheConfig> {
+        let c = &self.cache;
+        let disk_on = c.disk.unwrap_or(self.s3.is_some());
+        let disk_dir = match (&c.disk_dir, disk_on) {
+            (_, false) => None,
+            (Some(d), true) => Some(d.clone()),
+            (None, true) => Some(self.data_dir()?.join("cache")),
+        };
+        if !(0.0..1.0).contains(&c.disk_min_free_ratio) {
+            bail!(
+                "cache.disk_min_free_ratio = {} must be at least 0 and below 1",
+                c.disk_min_free_ratio
+            );
+        }
+        Ok(meridian_fs::cache::CacheConfig {
+            memory_bytes: c.memory_bytes,
+            disk_dir,
+            disk_bytes: c.disk_bytes,
+            disk_min_free_ratio: c.disk_min_free_ratio,
+            fetch_concurrency: c.fetch_concurrency.max(1),
+        })
     }
 }
 

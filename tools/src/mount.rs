@@ -8,6 +8,7 @@
 use crate::config::{FileConfig, StoreFlags};
 use crate::open;
 use anyhow::{Context, Result, anyhow, bail};
+use meridian_fs::cache::BlockCache;
 use meridian_fs::fuse::FuseOptions;
 use meridian_fs::{Fs, FsConfig};
 use nix::sys::signal::{SigSet, Signal};
@@ -112,13 +113,14 @@ pub fn run(args: MountArgs) -> Result<()> {
     mount_foreground(args, mp)
 }
 
-fn fs_config(cfg: &FileConfig, args: &MountArgs) -> FsConfig {
+fn fs_config(cfg: &FileConfig) -> FsConfig {
     FsConfig {
         inline_max: cfg.mount.inline_max_bytes,
-        memory_cache_bytes: args.cache_memory_bytes.unwrap_or(cfg.cache.memory_bytes),
         max_dirty_bytes: cfg.mount.max_dirty_bytes,
         upload_concurrency: cfg.mount.upload_concurrency,
         capacity_bytes: cfg.mount.capacity_bytes,
+        readahead_max_bytes: cfg.mount.readahead_max_bytes,
+        sequence_depth: cfg.mount.sequence_depth,
     }
 }
 
@@ -130,11 +132,16 @@ fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
     signals.add(Signal::SIGHUP);
     signals.thread_block().context("blocking signals")?;
 
-    let cfg = args.store.resolve()?;
+    let mut cfg = args.store.resolve()?;
+    if let Some(m) = args.cache_memory_bytes {
+        cfg.cache.memory_bytes = m;
+    }
     let data_dir = cfg.data_dir()?;
     let blocks = open::blocks(&cfg)?;
+    let cache_cfg = cfg.cache_config()?;
+    let cache = BlockCache::new(blocks.clone(), &cache_cfg).map_err(|e| anyhow!("{e}"))?;
     let ns = open::namespace(&cfg)?;
-    let fs = Arc::new(Fs::new(ns, blocks.clone(), fs_config(&cfg, &args)));
+    let fs = Arc::new(Fs::new(ns, cache, fs_config(&cfg)));
     let opts = FuseOptions {
         attr_ttl: Duration::from_millis(args.attr_ttl_ms.unwrap_or(cfg.mount.attr_ttl_ms)),
         allow_other: args.allow_other || cfg.mount.allow_other,
@@ -153,6 +160,15 @@ fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
     println!("meridian: mounted at {}", mp.display());
     println!("  namespace: {}", data_dir.join("namespace.redb").display());
     println!("  blocks:    {}", blocks.describe());
+    match &cache_cfg.disk_dir {
+        Some(d) => println!(
+            "  cache:     {} (up to {} bytes) and {} bytes of memory",
+            d.display(),
+            cache_cfg.disk_bytes,
+            cache_cfg.memory_bytes
+        ),
+        None => println!("  cache:     {} bytes of memory", cache_cfg.memory_bytes),
+    }
     if std::env::var_os("MERIDIAN_CHILD").is_some() {
         println!("{READY}");
         redirect_output(&data_dir)?;

@@ -41,6 +41,9 @@ pub enum BlockError {
     S3 { op: &'static str, message: String },
     #[error("{0}")]
     Config(String),
+    /// One failed fetch, reported to every reader that waited for it.
+    #[error(transparent)]
+    Shared(std::sync::Arc<BlockError>),
 }
 
 /// One stored block, as listed.

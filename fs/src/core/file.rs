@@ -10,10 +10,12 @@
 //!   differs from the metaserver's copy.
 //! - Nothing here does I/O except through the [`ChunkSource`] the caller passes.
 
+use crate::core::upload::Pending;
 use crate::error::FsResult;
 use bytes::Bytes;
 use meridian_proto::{BlockId, BlockRef, CHUNK_SIZE, Commit, InodeId, Layout, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Fetches block bytes (verified) for reads and merges.
 pub trait ChunkSource {
@@ -31,6 +33,8 @@ pub struct FileState {
     layout: Layout,
     uncommitted: BTreeSet<u64>,
     dirty: BTreeMap<u64, Vec<u8>>,
+    /// Full chunks handed to the background uploader, readable until committed.
+    uploading: BTreeMap<u64, (Arc<Vec<u8>>, Arc<Pending>)>,
     size: u64,
     changed: Option<Timestamp>,
 }
@@ -46,6 +50,7 @@ impl FileState {
             layout,
             uncommitted: BTreeSet::new(),
             dirty: BTreeMap::new(),
+            uploading: BTreeMap::new(),
             size,
             changed: None,
         }
@@ -103,9 +108,10 @@ impl FileState {
             let within = (pos - chunk_start(i)) as usize;
             let take = (end.min(chunk_start(i + 1)) - pos) as usize;
             let base;
-            let bytes: &[u8] = match self.dirty.get(&i) {
-                Some(buf) => buf,
-                None => {
+            let bytes: &[u8] = match (self.dirty.get(&i), self.uploading.get(&i)) {
+                (Some(buf), _) => buf,
+                (None, Some((buf, _))) => buf,
+                (None, None) => {
                     base = self.base_chunk(src, i)?;
                     &base
                 }
@@ -134,6 +140,10 @@ impl FileState {
             let i = pos / CHUNK_SIZE;
             let within = (pos - chunk_start(i)) as usize;
             let take = rest.len().min(CHUNK_SIZE as usize - within);
+            if let Some((buf, _)) = self.uploading.remove(&i) {
+                // Written again while uploading: the upload is superseded.
+                self.dirty.insert(i, buf.to_vec());
+            }
             if !self.dirty.contains_key(&i) {
                 let whole = within == 0 && take == CHUNK_SIZE as usize;
                 let buf = if whole || !self.has_base(i) {
@@ -154,6 +164,53 @@ impl FileState {
         self.size = self.size.max(offset + data.len() as u64);
         self.changed = Some(now);
         Ok(())
+    }
+
+    /// Takes out the chunks that the write at `offset` of `len` bytes completed (full and
+    /// written up to their end), for uploading while the writer goes on.
+    pub fn take_filled(&mut self, offset: u64, len: u64) -> Vec<(u64, Arc<Vec<u8>>)> {
+        let end = offset + len;
+        let (first, last) = (offset / CHUNK_SIZE, end / CHUNK_SIZE);
+        let full: Vec<u64> = (first..=last)
+            .filter(|&i| chunk_start(i + 1) <= end)
+            .filter(|i| {
+                self.dirty
+                    .get(i)
+                    .is_some_and(|b| b.len() as u64 == CHUNK_SIZE)
+            })
+            .collect();
+        full.into_iter()
+            .map(|i| (i, Arc::new(self.dirty.remove(&i).expect("checked above"))))
+            .collect()
+    }
+
+    /// Records a chunk now uploading in the background.
+    pub fn add_uploading(&mut self, i: u64, data: Arc<Vec<u8>>, slot: Arc<Pending>) {
+        self.uploading.insert(i, (data, slot));
+    }
+
+    /// Waits for background uploads and moves them into the layout; a failed one goes back
+    /// to the dirty buffers (so a later flush retries it) and its error is returned.
+    pub fn settle(&mut self) -> FsResult<()> {
+        let mut first_err = None;
+        for (i, (data, slot)) in std::mem::take(&mut self.uploading) {
+            match slot.wait() {
+                Ok(r) => self.uploaded(vec![(i, r)]),
+                Err(e) => {
+                    self.dirty.entry(i).or_insert_with(|| data.to_vec());
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Block ids of committed or uploaded chunks `from..to` (for read-ahead).
+    pub fn chunk_ids(&self, from: u64, to: u64) -> Vec<BlockId> {
+        match &self.layout {
+            Layout::Chunks(map) => map.range(from..to).map(|(_, r)| r.id).collect(),
+            Layout::Inline(_) => Vec::new(),
+        }
     }
 
     /// Extends the file to at least `size` (fallocate): the new bytes read as zeros.

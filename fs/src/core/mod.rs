@@ -16,8 +16,10 @@
 mod dir;
 pub mod file;
 mod ops;
+mod readahead;
+pub mod upload;
 
-use crate::blocks::{BlockStore, fetch_verified};
+use crate::cache::BlockCache;
 use crate::error::{FsError, FsResult};
 use bytes::Bytes;
 use file::{ChunkSource, FileState};
@@ -32,24 +34,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct FsConfig {
     /// Files up to this size are committed inline in the metadata.
     pub inline_max: u64,
-    /// Memory for the block cache, in bytes.
-    pub memory_cache_bytes: u64,
     /// Dirty bytes one open file may buffer before full chunks are uploaded early.
     pub max_dirty_bytes: u64,
     /// Blocks uploaded at once on flush.
     pub upload_concurrency: usize,
     /// Capacity that statfs reports, in bytes.
     pub capacity_bytes: u64,
+    /// Largest sequential read-ahead window, in bytes.
+    pub readahead_max_bytes: u64,
+    /// Frames of a numbered sequence (`shot.1001.exr` → `shot.1002.exr` …) fetched ahead
+    /// when a frame is first read; 0 turns it off.
+    pub sequence_depth: u32,
 }
 
 impl Default for FsConfig {
     fn default() -> Self {
         FsConfig {
             inline_max: DEFAULT_INLINE_MAX,
-            memory_cache_bytes: 256 << 20,
             max_dirty_bytes: 64 << 20,
             upload_concurrency: 8,
             capacity_bytes: 1 << 50,
+            readahead_max_bytes: 64 << 20,
+            sequence_depth: 4,
         }
     }
 }
@@ -58,6 +64,7 @@ impl Default for FsConfig {
 pub(crate) struct OpenInode {
     pub(crate) handles: AtomicU64,
     pub(crate) state: Mutex<FileState>,
+    pub(crate) readahead: Mutex<readahead::ReadAhead>,
 }
 
 /// What a handle refers to.
@@ -90,41 +97,39 @@ pub struct FsStat {
 /// A mounted filesystem, minus the kernel.
 pub struct Fs {
     ns: Arc<dyn Namespace>,
-    blocks: Arc<dyn BlockStore>,
-    cache: moka::sync::Cache<BlockId, Bytes>,
+    cache: Arc<BlockCache>,
+    uploader: upload::Uploader,
     cfg: FsConfig,
     handles: Mutex<HashMap<u64, Handle>>,
     inodes: Mutex<HashMap<InodeId, Arc<OpenInode>>>,
     next_fh: AtomicU64,
     lookups: Mutex<HashMap<InodeId, u64>>,
+    /// The last name each inode was reached by (parent, name): frame-sequence prefetch.
+    names: Mutex<HashMap<InodeId, (InodeId, Vec<u8>)>>,
+    /// (mtime, size) of each file when this mount last closed it: an open that finds the
+    /// same keeps the kernel's page cache.
+    seen: Mutex<HashMap<InodeId, (Timestamp, u64)>>,
 }
 
 impl ChunkSource for Fs {
     fn block(&self, id: &BlockId) -> FsResult<Bytes> {
-        if let Some(b) = self.cache.get(id) {
-            return Ok(b);
-        }
-        let b = fetch_verified(self.blocks.as_ref(), id)?;
-        self.cache.insert(*id, b.clone());
-        Ok(b)
+        Ok(self.cache.get(id)?)
     }
 }
 
 impl Fs {
-    pub fn new(ns: Arc<dyn Namespace>, blocks: Arc<dyn BlockStore>, cfg: FsConfig) -> Self {
-        let cache = moka::sync::Cache::builder()
-            .weigher(|_: &BlockId, v: &Bytes| v.len().try_into().unwrap_or(u32::MAX))
-            .max_capacity(cfg.memory_cache_bytes)
-            .build();
+    pub fn new(ns: Arc<dyn Namespace>, cache: Arc<BlockCache>, cfg: FsConfig) -> Self {
         Fs {
             ns,
-            blocks,
+            uploader: upload::Uploader::new(cache.clone(), cfg.upload_concurrency),
             cache,
             cfg,
             handles: Mutex::new(HashMap::new()),
             inodes: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             lookups: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -134,6 +139,10 @@ impl Fs {
 
     pub fn config(&self) -> &FsConfig {
         &self.cfg
+    }
+
+    pub fn cache(&self) -> &Arc<BlockCache> {
+        &self.cache
     }
 
     fn new_handle(&self, h: Handle) -> u64 {
@@ -164,6 +173,18 @@ impl Fs {
                 attr.mtime = t;
                 attr.ctime = t.max(attr.ctime);
             }
+        }
+        attr
+    }
+
+    /// Remembers the name an inode was reached by (for frame-sequence prefetch).
+    fn named(&self, parent: InodeId, name: &[u8], attr: Attr) -> Attr {
+        if attr.kind == FileKind::Regular {
+            let mut names = self.names.lock();
+            if names.len() > 100_000 {
+                names.clear(); // a bound, not a cache policy: names are re-learned on lookup
+            }
+            names.insert(attr.ino, (parent, name.to_vec()));
         }
         attr
     }
@@ -200,9 +221,7 @@ impl Fs {
                     .map(|(i, buf)| {
                         s.spawn(move || {
                             let id = crate::blocks::block_id(buf);
-                            let bytes = Bytes::copy_from_slice(buf);
-                            self.blocks.put(&id, bytes.clone())?;
-                            self.cache.insert(id, bytes);
+                            self.cache.put(&id, Bytes::copy_from_slice(buf))?;
                             Ok((
                                 *i,
                                 BlockRef {
@@ -227,6 +246,7 @@ impl Fs {
 
     /// Uploads and commits everything pending for one open inode.
     fn flush_state(&self, st: &mut FileState) -> FsResult<()> {
+        st.settle()?;
         let Some((bufs, inline)) = st.prepare_commit(self, self.cfg.inline_max)? else {
             return Ok(());
         };

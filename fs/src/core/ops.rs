@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 impl Fs {
     pub fn lookup(&self, who: &Caller, parent: InodeId, name: &[u8]) -> FsResult<Attr> {
         let attr = self.ns.lookup(who, parent, name)?;
-        Ok(self.remember(self.overlay(attr)))
+        Ok(self.remember(self.named(parent, name, self.overlay(attr))))
     }
 
     pub fn getattr(&self, ino: InodeId) -> FsResult<Attr> {
@@ -102,13 +102,14 @@ impl Fs {
         mode: u16,
         open: OpenMode,
     ) -> FsResult<(Attr, u64)> {
-        let attr = self.ns.create(who, parent, name, mode)?;
+        let attr = self.named(parent, name, self.ns.create(who, parent, name, mode)?);
         let fh = self.attach(attr.ino, open)?;
         Ok((self.remember(attr), fh))
     }
 
-    /// Opens `ino` (a regular file or directory handle for I/O).
-    pub fn open(&self, who: &Caller, ino: InodeId, open: OpenMode) -> FsResult<u64> {
+    /// Opens a regular file; also says whether the kernel may keep its cached pages (the
+    /// file is unchanged since this mount last closed it, or is open here already).
+    pub fn open(&self, who: &Caller, ino: InodeId, open: OpenMode) -> FsResult<(u64, bool)> {
         let attr = self.ns.open(who, ino, open.read, open.write)?;
         if attr.kind != FileKind::Regular {
             self.ns.release(ino)?;
@@ -116,9 +117,12 @@ impl Fs {
                 "opening this kind of file through the filesystem",
             ));
         }
-        self.attach(ino, open).inspect_err(|_| {
+        let keep = self.open_inode(ino).is_some()
+            || self.seen.lock().get(&ino) == Some(&(attr.mtime, attr.size));
+        let fh = self.attach(ino, open).inspect_err(|_| {
             let _ = self.ns.release(ino);
-        })
+        })?;
+        Ok((fh, keep))
     }
 
     /// Joins (or creates) the open state of `ino` and returns a new handle on it. The
@@ -139,6 +143,7 @@ impl Fs {
                 let fresh = Arc::new(OpenInode {
                     handles: 0.into(),
                     state: FileState::new(ino, layout, size).into(),
+                    readahead: Default::default(),
                 });
                 let mut map = self.inodes.lock();
                 let oi = map.entry(ino).or_insert(fresh).clone();
@@ -154,8 +159,19 @@ impl Fs {
     }
 
     pub fn read(&self, fh: u64, offset: u64, len: u32) -> FsResult<Vec<u8>> {
-        let (_, _, oi) = self.file_handle(fh)?;
+        let (ino, _, oi) = self.file_handle(fh)?;
+        let ahead = oi
+            .readahead
+            .lock()
+            .on_read(offset, len as u64, self.cfg.readahead_max_bytes);
         let st = oi.state.lock();
+        if let Some(plan) = ahead {
+            self.cache
+                .prefetch(st.chunk_ids(plan.from_chunk, plan.to_chunk));
+            if plan.first_read {
+                self.prefetch_sequence(ino);
+            }
+        }
         st.read(self, offset, len as u64)
     }
 
@@ -172,6 +188,10 @@ impl Fs {
         }
         let mut st = oi.state.lock();
         st.write(self, offset, data, Timestamp::now())?;
+        for (i, buf) in st.take_filled(offset, data.len() as u64) {
+            let slot = self.uploader.submit(buf.clone());
+            st.add_uploading(i, buf, slot);
+        }
         self.relieve(&mut st)?;
         Ok(data.len() as u32)
     }
@@ -207,7 +227,16 @@ impl Fs {
         let Handle::File { ino, inode, .. } = h else {
             return Ok(());
         };
-        let flushed = self.flush_state(&mut inode.state.lock());
+        let flushed = {
+            let mut st = inode.state.lock();
+            let r = self.flush_state(&mut st);
+            if r.is_ok()
+                && let Ok(a) = self.ns.getattr(ino)
+            {
+                self.seen.lock().insert(ino, (a.mtime, a.size));
+            }
+            r
+        };
         {
             let mut map = self.inodes.lock();
             if inode.handles.fetch_sub(1, Ordering::SeqCst) == 1 {

@@ -1,0 +1,234 @@
+//! The NVMe tier: blocks as files in a cache directory, read and written through io_uring.
+//!
+//! Owns: the cache directory (`<dir>/<2 hex>/<64 hex>`), its index (a moka cache of block
+//! sizes, weighed in bytes, whose evictions delete the files), and the free-space guard.
+//!
+//! Invariants:
+//! - A file appears under its block name only complete (written to a temporary name, then
+//!   renamed); whatever is read is still checked against its BLAKE3 name, and a file that
+//!   fails (torn by a crash, bit rot, tampering) is deleted and reported as a miss.
+//! - The index is rebuilt from the directory at start, oldest first, so the cache survives
+//!   remounts.
+//! - Eviction is moka's TinyLFU: a block must be used more often than the one it would
+//!   displace to be admitted, so one pass over a huge cold sequence does not flush the hot
+//!   clips and setups of the day. A block the index does not admit is deleted at once.
+//! - Nothing is written when the filesystem holding the directory has less free space than
+//!   `min_free_ratio`.
+
+use super::uring;
+use crate::blocks::block_id;
+use meridian_proto::BlockId;
+use moka::notification::RemovalCause;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct DiskCache {
+    dir: PathBuf,
+    index: moka::sync::Cache<BlockId, u32>,
+    min_free_ratio: f64,
+    tmp_seq: AtomicU64,
+}
+
+fn path_in(dir: &Path, id: &BlockId) -> PathBuf {
+    let hex = id.to_hex();
+    dir.join(&hex[..2]).join(hex)
+}
+
+impl DiskCache {
+    /// Opens (creating) the cache in `dir` holding at most `capacity` bytes.
+    pub fn open(dir: &Path, capacity: u64, min_free_ratio: f64) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let owned = Arc::new(dir.to_path_buf());
+        let listener_dir = owned.clone();
+        let index = moka::sync::Cache::builder()
+            .max_capacity(capacity)
+            .weigher(|_: &BlockId, len: &u32| *len)
+            .eviction_listener(move |id: Arc<BlockId>, _len, cause| {
+                if cause != RemovalCause::Replaced {
+                    let _ = std::fs::remove_file(path_in(&listener_dir, &id));
+                }
+            })
+            .build();
+        let cache = DiskCache {
+            dir: dir.to_path_buf(),
+            index,
+            min_free_ratio,
+            tmp_seq: AtomicU64::new(0),
+        };
+        cache.rebuild()?;
+        Ok(cache)
+    }
+
+    /// Re-indexes the blocks already on disk, oldest first; removes stray temporary files.
+    fn rebuild(&self) -> std::io::Result<()> {
+        let mut found = Vec::new();
+        for sub in std::fs::read_dir(&self.dir)? {
+            let sub = sub?;
+            if !sub.file_type()?.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(sub.path())? {
+                let f = f?;
+                let name = f.file_name().to_string_lossy().into_owned();
+                match BlockId::from_hex(&name) {
+                    Some(id) => {
+                        let md = f.metadata()?;
+                        found.push((md.modified()?, id, md.len() as u32));
+                    }
+                    None => {
+                        let _ = std::fs::remove_file(f.path());
+                    }
+                }
+            }
+        }
+        found.sort();
+        for (_, id, len) in found {
+            self.index.insert(id, len);
+        }
+        self.index.run_pending_tasks();
+        Ok(())
+    }
+
+    /// The block, if cached and intact.
+    pub fn get(&self, id: &BlockId) -> Option<Vec<u8>> {
+        let len = self.index.get(id)?;
+        let path = path_in(&self.dir, id);
+        match uring::read_file(&path, len as usize) {
+            Ok(data) if block_id(&data) == *id => Some(data),
+            Ok(_) => {
+                tracing::warn!(block = %id.to_hex(), path = %path.display(), "cached block failed its BLAKE3 check; dropped");
+                self.index.invalidate(id);
+                None
+            }
+            Err(e) => {
+                tracing::debug!(block = %id.to_hex(), error = %e, "cached block unreadable; dropped");
+                self.index.invalidate(id);
+                None
+            }
+        }
+    }
+
+    pub fn contains(&self, id: &BlockId) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Stores a block (already verified by the caller). Best effort: a cache that cannot
+    /// write only logs.
+    pub fn put(&self, id: &BlockId, data: &[u8]) {
+        if self.index.contains_key(id) || !self.has_room() {
+            return;
+        }
+        let path = path_in(&self.dir, id);
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(format!(".tmp.{}.{seq}", std::process::id()));
+        let written = std::fs::create_dir_all(path.parent().expect("has a parent"))
+            .and_then(|_| uring::write_file(&tmp, data))
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        match written {
+            Ok(()) => self.index.insert(*id, data.len() as u32),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not write to the disk cache");
+            }
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        match nix_statvfs(&self.dir) {
+            Some((free, total)) if total > 0 => (free as f64 / total as f64) >= self.min_free_ratio,
+            _ => true,
+        }
+    }
+
+    /// Bytes and blocks held.
+    pub fn usage(&self) -> (u64, u64) {
+        self.index.run_pending_tasks();
+        (self.index.weighted_size(), self.index.entry_count())
+    }
+
+    /// Drops every cached block.
+    pub fn clear(&self) {
+        self.index.invalidate_all();
+        self.index.run_pending_tasks();
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Free and total bytes of the filesystem holding `dir`.
+fn nix_statvfs(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    Some((
+        s.f_bavail as u64 * s.f_frsize as u64,
+        s.f_blocks as u64 * s.f_frsize as u64,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_survive_reopen_and_corruption_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![5u8; 300_000];
+        let id = block_id(&data);
+        {
+            let c = DiskCache::open(dir.path(), 1 << 30, 0.0).unwrap();
+            assert!(c.get(&id).is_none());
+            c.put(&id, &data);
+            assert_eq!(c.get(&id).unwrap(), data);
+        }
+        let c = DiskCache::open(dir.path(), 1 << 30, 0.0).unwrap();
+        assert_eq!(c.get(&id).unwrap(), data, "the cache survives a reopen");
+        let mut bad = data.clone();
+        bad[1000] ^= 1;
+        std::fs::write(path_in(dir.path(), &id), &bad).unwrap();
+        assert!(c.get(&id).is_none(), "a corrupted block is never served");
+        c.index.run_pending_tasks();
+        assert!(
+            !path_in(dir.path(), &id).exists(),
+            "and its file is removed"
+        );
+    }
+
+    #[test]
+    fn capacity_is_enforced_by_deleting_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(dir.path(), 1_000_000, 0.0).unwrap();
+        for i in 0..20u8 {
+            let data = vec![i; 200_000];
+            c.put(&block_id(&data), &data);
+        }
+        let (bytes, _) = c.usage();
+        assert!(bytes <= 1_000_000, "{bytes}");
+        let on_disk: u64 = walk(dir.path());
+        assert!(
+            on_disk <= 1_000_000,
+            "files beyond capacity remain: {on_disk}"
+        );
+    }
+
+    fn walk(p: &Path) -> u64 {
+        std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    walk(&e.path())
+                } else {
+                    e.metadata().unwrap().len()
+                }
+            })
+            .sum()
+    }
+}

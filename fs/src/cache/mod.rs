@@ -1,0 +1,265 @@
+//! The client's block cache: memory → local NVMe → the block store, with prefetch.
+//!
+//! Owns: the memory tier (moka, weighed in bytes, TinyLFU), the optional disk tier
+//! ([`disk::DiskCache`]), a pool of fetch workers for read-ahead, and hit counters.
+//!
+//! Invariants:
+//! - Every block returned was verified against its BLAKE3 name, whichever tier served it.
+//! - Concurrent requests for one block share one fetch (moka's `try_get_with`).
+//! - A fetch from the store fills the disk tier and the memory tier on the way back.
+//! - Prefetch never blocks the caller: requests beyond the queue depth are dropped.
+
+mod disk;
+pub mod uring;
+
+pub use disk::DiskCache;
+
+use crate::blocks::{BlockError, BlockStore, fetch_verified};
+use bytes::Bytes;
+use meridian_proto::BlockId;
+use parking_lot::Mutex;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+/// Cache sizes and fetch parallelism (see docs/configuration.md).
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    pub memory_bytes: u64,
+    /// The NVMe cache directory; `None` disables the disk tier.
+    pub disk_dir: Option<PathBuf>,
+    pub disk_bytes: u64,
+    /// Stop writing to the disk tier when its filesystem has less free space than this.
+    pub disk_min_free_ratio: f64,
+    /// Blocks fetched from the store at once for read-ahead.
+    pub fetch_concurrency: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            memory_bytes: 512 << 20,
+            disk_dir: None,
+            disk_bytes: 64 << 30,
+            disk_min_free_ratio: 0.1,
+            fetch_concurrency: 8,
+        }
+    }
+}
+
+/// Where a block was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    Memory,
+    Disk,
+    Store,
+}
+
+/// Counters for `meridian stats` and benchmarks.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub memory_hits: AtomicU64,
+    pub disk_hits: AtomicU64,
+    pub store_fetches: AtomicU64,
+    pub store_bytes: AtomicU64,
+    pub prefetches: AtomicU64,
+}
+
+pub struct BlockCache {
+    store: Arc<dyn BlockStore>,
+    memory: moka::sync::Cache<BlockId, Bytes>,
+    disk: Option<DiskCache>,
+    queue: SyncSender<BlockId>,
+    queued: Mutex<HashSet<BlockId>>,
+    pub stats: CacheStats,
+}
+
+impl BlockCache {
+    /// Builds the cache and starts its fetch workers.
+    pub fn new(store: Arc<dyn BlockStore>, cfg: &CacheConfig) -> Result<Arc<Self>, BlockError> {
+        let memory = moka::sync::Cache::builder()
+            .weigher(|_: &BlockId, v: &Bytes| v.len().try_into().unwrap_or(u32::MAX))
+            .max_capacity(cfg.memory_bytes)
+            .build();
+        let disk = match &cfg.disk_dir {
+            Some(dir) => Some(
+                DiskCache::open(dir, cfg.disk_bytes, cfg.disk_min_free_ratio).map_err(|e| {
+                    BlockError::Io {
+                        what: format!("cannot open the disk cache {}", dir.display()),
+                        source: e,
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        let workers = cfg.fetch_concurrency.max(1);
+        let (tx, rx) = sync_channel(workers * 16);
+        let cache = Arc::new(BlockCache {
+            store,
+            memory,
+            disk,
+            queue: tx,
+            queued: Mutex::new(HashSet::new()),
+            stats: CacheStats::default(),
+        });
+        let rx = Arc::new(Mutex::new(rx));
+        for n in 0..workers {
+            let weak = Arc::downgrade(&cache);
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("meridian-fetch-{n}"))
+                .spawn(move || fetch_worker(weak, rx))
+                .map_err(|e| BlockError::Io {
+                    what: "starting fetch workers".into(),
+                    source: e,
+                })?;
+        }
+        Ok(cache)
+    }
+
+    pub fn store(&self) -> &Arc<dyn BlockStore> {
+        &self.store
+    }
+
+    pub fn disk(&self) -> Option<&DiskCache> {
+        self.disk.as_ref()
+    }
+
+    /// The block, from the fastest tier that has it.
+    pub fn get(&self, id: &BlockId) -> Result<Bytes, BlockError> {
+        if let Some(b) = self.memory.get(id) {
+            self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(b);
+        }
+        self.memory
+            .try_get_with(*id, || self.load(id))
+            .map_err(|e| match Arc::try_unwrap(e) {
+                Ok(e) => e,
+                Err(shared) => BlockError::Shared(shared),
+            })
+    }
+
+    /// Below memory: the disk tier, then the store (filling the disk tier).
+    fn load(&self, id: &BlockId) -> Result<Bytes, BlockError> {
+        if let Some(data) = self.disk.as_ref().and_then(|d| d.get(id)) {
+            self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Bytes::from(data));
+        }
+        let data = fetch_verified(self.store.as_ref(), id)?;
+        self.stats.store_fetches.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .store_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        if let Some(d) = &self.disk {
+            d.put(id, &data);
+        }
+        Ok(data)
+    }
+
+    /// Where a block is now, without fetching it.
+    pub fn tier(&self, id: &BlockId) -> Tier {
+        if self.memory.contains_key(id) {
+            Tier::Memory
+        } else if self.disk.as_ref().is_some_and(|d| d.contains(id)) {
+            Tier::Disk
+        } else {
+            Tier::Store
+        }
+    }
+
+    /// Stores a new block durably, then keeps it in both tiers.
+    pub fn put(&self, id: &BlockId, data: Bytes) -> Result<(), BlockError> {
+        self.store.put(id, data.clone())?;
+        if let Some(d) = &self.disk {
+            d.put(id, &data);
+        }
+        self.memory.insert(*id, data);
+        Ok(())
+    }
+
+    /// Asks the workers to bring blocks into memory ahead of use.
+    pub fn prefetch(&self, ids: impl IntoIterator<Item = BlockId>) {
+        for id in ids {
+            if self.memory.contains_key(&id) {
+                continue;
+            }
+            if !self.queued.lock().insert(id) {
+                continue;
+            }
+            if self.queue.try_send(id).is_err() {
+                self.queued.lock().remove(&id);
+                return; // queue full: the reader is ahead of the store; try again later
+            }
+            self.stats.prefetches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn fetch_worker(cache: std::sync::Weak<BlockCache>, rx: Arc<Mutex<Receiver<BlockId>>>) {
+    loop {
+        let next = rx.lock().recv();
+        let Ok(id) = next else { return };
+        let Some(cache) = cache.upgrade() else { return };
+        if let Err(e) = cache.get(&id) {
+            tracing::debug!(block = %id.to_hex(), error = %e, "prefetch failed");
+        }
+        cache.queued.lock().remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocks::{MemBlockStore, block_id};
+
+    #[test]
+    fn tiers_fill_on_the_way_back_and_corruption_is_refetched() {
+        let store = Arc::new(MemBlockStore::new());
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CacheConfig {
+            disk_dir: Some(dir.path().join("cache")),
+            memory_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let data = Bytes::from(vec![9u8; 700_000]);
+        let id = block_id(&data);
+        store.put(&id, data.clone()).unwrap();
+        let cache = BlockCache::new(store.clone(), &cfg).unwrap();
+        assert_eq!(cache.tier(&id), Tier::Store);
+        assert_eq!(cache.get(&id).unwrap(), data);
+        assert_eq!(cache.stats.store_fetches.load(Ordering::Relaxed), 1);
+        assert_eq!(cache.tier(&id), Tier::Memory);
+        // A new cache over the same directory: the block comes from disk, not the store.
+        drop(cache);
+        let cache = BlockCache::new(store.clone(), &cfg).unwrap();
+        assert_eq!(cache.tier(&id), Tier::Disk);
+        assert_eq!(cache.get(&id).unwrap(), data);
+        assert_eq!(cache.stats.disk_hits.load(Ordering::Relaxed), 1);
+        assert_eq!(cache.stats.store_fetches.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn prefetch_brings_blocks_into_memory() {
+        let store = Arc::new(MemBlockStore::new());
+        let ids: Vec<BlockId> = (0..5u8)
+            .map(|i| {
+                let d = Bytes::from(vec![i; 1000]);
+                let id = block_id(&d);
+                store.put(&id, d).unwrap();
+                id
+            })
+            .collect();
+        let cache = BlockCache::new(store, &CacheConfig::default()).unwrap();
+        cache.prefetch(ids.clone());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ids.iter().any(|id| cache.tier(id) != Tier::Memory) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prefetch did not finish"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Read-ahead: adaptive sequential prefetch per open file, and frame-sequence prefetch.
+//!
+//! Sequential: each read that starts where the previous one ended doubles the window (from
+//! one chunk up to `readahead_max_bytes`); any other read resets it. The chunks in the
+//! window are handed to the block cache's fetch workers, which fetch them in parallel.
+//!
+//! Sequence: the first read of `shot.1001.exr` looks up `shot.1002.exr` … (the last run of
+//! digits in the name, same width) in the same directory and prefetches the first
+//! `readahead_max_bytes` of each of the next `sequence_depth` frames, so playback of an
+//! image sequence finds the next frames in memory.
+
+use super::Fs;
+use meridian_proto::{CHUNK_SIZE, Caller, InodeId, Layout};
+
+/// Per-file sequential state.
+#[derive(Debug, Default)]
+pub struct ReadAhead {
+    next: u64,
+    window: u64,
+    reads: u64,
+}
+
+/// Chunks to prefetch, `from_chunk..to_chunk`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub from_chunk: u64,
+    pub to_chunk: u64,
+    pub first_read: bool,
+}
+
+impl ReadAhead {
+    /// Updates the state for a read and says what to prefetch.
+    pub fn on_read(&mut self, offset: u64, len: u64, max: u64) -> Option<Plan> {
+        let first_read = self.reads == 0;
+        self.reads += 1;
+        let sequential = offset == self.next || (first_read && offset == 0);
+        self.next = offset + len;
+        if !sequential {
+            self.window = 0;
+            return None;
+        }
+        self.window = (self.window * 2).clamp(CHUNK_SIZE, max.max(CHUNK_SIZE));
+        let from_chunk = self.next.div_ceil(CHUNK_SIZE).max(offset / CHUNK_SIZE);
+        Some(Plan {
+            from_chunk,
+            to_chunk: (self.next + self.window).div_ceil(CHUNK_SIZE),
+            first_read,
+        })
+    }
+}
+
+/// The names of the `depth` frames after `name` (`a.0009.exr` → `a.0010.exr` …), if `name`
+/// has a frame number.
+pub fn next_frames(name: &[u8], depth: u32) -> Vec<Vec<u8>> {
+    let Some(end) = name.iter().rposition(u8::is_ascii_digit).map(|i| i + 1) else {
+        return Vec::new();
+    };
+    let start = name[..end]
+        .iter()
+        .rposition(|b| !b.is_ascii_digit())
+        .map_or(0, |i| i + 1);
+    let digits = &name[start..end];
+    if digits.len() > 18 {
+        return Vec::new();
+    }
+    let Ok(frame) = std::str::from_utf8(digits).unwrap_or("x").parse::<u64>() else {
+        return Vec::new();
+    };
+    (1..=depth as u64)
+        .map(|k| {
+            let mut n = name[..start].to_vec();
+            n.extend(format!("{:0width$}", frame + k, width = digits.len()).bytes());
+            n.extend_from_slice(&name[end..]);
+            n
+        })
+        .collect()
+}
+
+impl Fs {
+    /// Prefetches the next frames of the sequence `ino` belongs to.
+    pub(super) fn prefetch_sequence(&self, ino: InodeId) {
+        if self.cfg.sequence_depth == 0 {
+            return;
+        }
+        let Some((parent, name)) = self.names.lock().get(&ino).cloned() else {
+            return;
+        };
+        let chunks = self.cfg.readahead_max_bytes.div_ceil(CHUNK_SIZE);
+        for frame in next_frames(&name, self.cfg.sequence_depth) {
+            let Ok(attr) = self.ns.lookup(&Caller::root(), parent, &frame) else {
+                break;
+            };
+            if let Ok((Layout::Chunks(map), _)) = self.ns.layout(attr.ino) {
+                self.cache.prefetch(map.range(0..chunks).map(|(_, r)| r.id));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_names() {
+        assert_eq!(
+            next_frames(b"shot.1001.exr", 2),
+            vec![b"shot.1002.exr".to_vec(), b"shot.1003.exr".to_vec()]
+        );
+        assert_eq!(
+            next_frames(b"a_v002.0099.dpx", 1),
+            vec![b"a_v002.0100.dpx".to_vec()]
+        );
+        assert_eq!(next_frames(b"f9", 1), vec![b"f10".to_vec()]);
+        assert!(next_frames(b"notes.txt", 3).is_empty());
+    }
+
+    #[test]
+    fn window_grows_on_sequential_reads_and_resets_on_seeks() {
+        let mut ra = ReadAhead::default();
+        let max = 16 * CHUNK_SIZE;
+        let p = ra.on_read(0, 1 << 20, max).unwrap();
+        assert!(p.first_read);
+        assert_eq!((p.from_chunk, p.to_chunk), (1, 2));
+        let mut last = p;
+        for k in 1..8u64 {
+            last = ra.on_read(k << 20, 1 << 20, max).unwrap();
+        }
+        assert!(last.to_chunk - last.from_chunk >= 8, "{last:?}");
+        assert!(ra.on_read(100 << 20, 4096, max).is_none(), "a seek resets");
+        assert_eq!(ra.window, 0);
+    }
+}

@@ -1,0 +1,99 @@
+//! Background uploads: a chunk that a sequential writer has filled is hashed and stored by a
+//! pool of workers while the application keeps writing.
+//!
+//! Owns: the worker threads and their bounded job queue. The queue is the backpressure: a
+//! writer that gets more than `2 × workers` chunks ahead of the store waits in `submit`, so
+//! buffered memory stays bounded. Each job reports through its [`Pending`] slot; the flush
+//! path waits for every slot of a file before committing (so fsync and close still return
+//! only when the blocks are stored).
+
+use crate::cache::BlockCache;
+use crate::error::FsResult;
+use bytes::Bytes;
+use meridian_proto::BlockRef;
+use parking_lot::{Condvar, Mutex};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+/// The outcome of one background upload, once known.
+#[derive(Default)]
+pub struct Pending {
+    result: Mutex<Option<FsResult<BlockRef>>>,
+    ready: Condvar,
+}
+
+impl Pending {
+    /// Waits for the upload to finish.
+    pub fn wait(&self) -> FsResult<BlockRef> {
+        let mut r = self.result.lock();
+        while r.is_none() {
+            self.ready.wait(&mut r);
+        }
+        match r.as_ref().expect("set above") {
+            Ok(b) => Ok(*b),
+            Err(e) => Err(crate::error::FsError::Upload(e.to_string())),
+        }
+    }
+
+    fn finish(&self, r: FsResult<BlockRef>) {
+        *self.result.lock() = Some(r);
+        self.ready.notify_all();
+    }
+}
+
+struct Job {
+    data: Arc<Vec<u8>>,
+    slot: Arc<Pending>,
+}
+
+pub struct Uploader {
+    queue: SyncSender<Job>,
+}
+
+impl Uploader {
+    pub fn new(cache: Arc<BlockCache>, workers: usize) -> Self {
+        let workers = workers.max(1);
+        let (tx, rx) = sync_channel::<Job>(workers * 2);
+        let rx = Arc::new(Mutex::new(rx));
+        for n in 0..workers {
+            let (rx, cache) = (rx.clone(), cache.clone());
+            std::thread::Builder::new()
+                .name(format!("meridian-upload-{n}"))
+                .spawn(move || work(rx, cache))
+                .expect("starting upload workers");
+        }
+        Uploader { queue: tx }
+    }
+
+    /// Queues `data` for upload (waiting while the queue is full) and returns its slot.
+    pub fn submit(&self, data: Arc<Vec<u8>>) -> Arc<Pending> {
+        let slot = Arc::new(Pending::default());
+        let job = Job {
+            data,
+            slot: slot.clone(),
+        };
+        if let Err(e) = self.queue.send(job) {
+            // Workers are gone (shutting down): upload in this thread instead.
+            e.0.slot.finish(Err(crate::error::FsError::Upload(
+                "the upload workers have stopped".into(),
+            )));
+        }
+        slot
+    }
+}
+
+fn work(rx: Arc<Mutex<Receiver<Job>>>, cache: Arc<BlockCache>) {
+    loop {
+        let next = rx.lock().recv();
+        let Ok(Job { data, slot }) = next else { return };
+        let id = crate::blocks::block_id(&data);
+        let r = cache
+            .put(&id, Bytes::copy_from_slice(&data))
+            .map(|_| BlockRef {
+                id,
+                len: data.len() as u32,
+            })
+            .map_err(Into::into);
+        slot.finish(r);
+    }
+}
