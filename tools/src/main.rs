@@ -6,6 +6,7 @@
 
 mod admin;
 mod config;
+mod data;
 mod mount;
 mod open;
 
@@ -30,6 +31,19 @@ enum Cmd {
     Umount(admin::UmountArgs),
     /// Delete blocks that no file references (run while the namespace is not mounted)
     Gc(admin::GcArgs),
+    /// Read files, directories or frame ranges (shot.[1001-1100].exr) into the caches
+    Warmup(data::WarmupArgs),
+    /// Show the disk cache's usage, or empty it with --evict
+    Cache(data::CacheArgs),
+    /// Measure things; `meridian bench s3` gives the bucket's own PUT and GET rates
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// PUT and GET 4 MiB objects in parallel: the ceiling for cold reads and durable writes
+    S3(data::BenchS3Args),
 }
 
 fn main() {
@@ -46,6 +60,9 @@ fn main() {
         Cmd::Mount(a) => mount::run(a),
         Cmd::Umount(a) => admin::umount(a),
         Cmd::Gc(a) => admin::gc(a),
+        Cmd::Warmup(a) => data::warmup(a),
+        Cmd::Cache(a) => data::cache(a),
+        Cmd::Bench(BenchCmd::S3(a)) => data::bench_s3(a),
     };
     if let Err(e) = result {
         eprintln!("meridian: {e:#}");

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Runs the Meridian fio suite against several directories in one run and prints one table.
+
+    benches/fio/run.py --size 1G raw=/mnt/nvme/bench meridian=/mnt/meridian/bench \\
+        [juicefs=/mnt/jfs/bench] [--before-read meridian='meridian umount ... && meridian mount ...']
+
+The first target is the baseline (normally the raw local disk): every other column gets a
+ratio against it. Before each read phase the page cache is dropped (as root) and the
+target's --before-read command runs (e.g. a remount, to empty a client's memory cache so
+reads come from its disk cache). See docs/benchmarking.md for how to read the table.
+"""
+import argparse, json, os, shutil, subprocess, sys, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# (job file, metric name, how to read it from fio's JSON, unit, higher is better)
+def bw(side):
+    return lambda j: j[side]["bw_bytes"] / 2**20
+def p50_us(side):
+    return lambda j: j[side]["clat_ns"]["percentile"]["50.000000"] / 1000
+def iops(side):
+    return lambda j: j[side]["iops"]
+def fps(side):
+    return lambda j: j[side]["bw_bytes"] / (50 * 2**20)
+
+PHASES = [
+    ("seq-write.fio", [("seq write 1M + fsync", bw("write"), "MiB/s", True)], False),
+    ("seq-read.fio", [("seq read 1M", bw("read"), "MiB/s", True)], True),
+    ("rand-read-qd1.fio", [("rand read 4k QD1 p50", p50_us("read"), "us", False),
+                           ("rand read 4k QD1", iops("read"), "IOPS", True)], False),
+    ("rand-read-qd16.fio", [("rand read 4k QD16", iops("read"), "IOPS", True)], False),
+    ("small-files.fio", [("create+write 64k files", iops("write"), "files/s", True)], False),
+    ("exr-write.fio", [("EXR frames write", bw("write"), "MiB/s", True)], False),
+    ("exr-playback.fio", [("EXR playback (24 wanted)", fps("read"), "fps", True)], True),
+]
+
+
+def drop_caches():
+    if os.geteuid() == 0:
+        subprocess.run(["sync"], check=False)
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+
+
+def run_fio(job, target, size, runtime):
+    env = dict(os.environ, TARGET=target, SIZE=size, RUNTIME=str(runtime))
+    os.makedirs(os.path.join(target, "small"), exist_ok=True)
+    os.makedirs(os.path.join(target, "exr"), exist_ok=True)
+    out = subprocess.run(["fio", "--output-format=json", os.path.join(HERE, job)],
+                         env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"fio {job} on {target} failed: {out.stderr.strip() or out.stdout[-2000:]}")
+    data = json.loads(out.stdout[out.stdout.index("{"):])
+    return data["jobs"][0]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("targets", nargs="+", help="NAME=DIRECTORY, the first is the baseline")
+    ap.add_argument("--size", default="1G", help="size of the large file (fio syntax) [1G]")
+    ap.add_argument("--runtime", type=int, default=15, help="seconds per random-read job [15]")
+    ap.add_argument("--before-read", action="append", default=[], metavar="NAME=CMD",
+                    help="shell command run before each read phase of target NAME")
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=METRIC=VALUE=UNIT",
+                    help="an extra figure measured elsewhere in the same run (e.g. Garage's own GET rate)")
+    ap.add_argument("--json", help="also write the raw figures to this file")
+    a = ap.parse_args()
+    targets = [t.split("=", 1) for t in a.targets]
+    hooks = dict(h.split("=", 1) for h in a.before_read)
+    results = {name: {} for name, _ in targets}
+    units, better = {}, {}
+    for name, d in targets:
+        os.makedirs(d, exist_ok=True)
+        for job, metrics, is_read in PHASES:
+            if is_read:
+                drop_caches()
+                if name in hooks:
+                    subprocess.run(hooks[name], shell=True, check=True)
+            t0 = time.time()
+            j = run_fio(job, d, a.size, a.runtime)
+            for metric, get, unit, hi in metrics:
+                results[name][metric] = get(j)
+                units[metric], better[metric] = unit, hi
+            print(f"  {name:>10} {job:<20} {time.time() - t0:6.1f}s", file=sys.stderr)
+        for sub in ("small", "exr"):
+            shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
+        try:
+            os.remove(os.path.join(d, "meridian-bench-seq"))
+        except FileNotFoundError:
+            pass
+    for e in a.extra:
+        name, metric, value, unit = e.split("=", 3)
+        results.setdefault(name, {})[metric] = float(value)
+        units[metric], better[metric] = unit, True
+    print_table(results, units, better, [n for n, _ in targets])
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+def print_table(results, units, better, order):
+    names = order + [n for n in results if n not in order]
+    base = order[0]
+    head = ["metric", "unit"] + names + [f"{n}/{base}" for n in names[1:]]
+    rows = []
+    for metric in units:
+        row = [metric, units[metric]]
+        for n in names:
+            v = results[n].get(metric)
+            row.append("" if v is None else f"{v:,.1f}")
+        b = results[base].get(metric)
+        for n in names[1:]:
+            v = results[n].get(metric)
+            row.append("" if v is None or not b else f"{v / b:.2f}x")
+        rows.append(row)
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
+    print(line(head))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(line(r))
+    print("(ratios: higher is better except for latency rows, where lower is better)")
+
+
+if __name__ == "__main__":
+    main()
