@@ -13,7 +13,16 @@ pub fn namespace(cfg: &FileConfig) -> Result<Arc<Meta<RedbStore>>> {
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let path = dir.join("namespace.redb");
-    let store = RedbStore::open(&path).map_err(|e| anyhow!("{e}"))?;
+    // A mount that was just unmounted may still be exiting: give it a moment to let go.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let store = loop {
+        match RedbStore::open(&path) {
+            Err(e) if e.to_string().contains("already open") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => break other.map_err(|e| anyhow!("{e}"))?,
+        }
+    };
     let meta_cfg = MetaConfig {
         root_uid: nix::unistd::getuid().as_raw(),
         root_gid: nix::unistd::getgid().as_raw(),

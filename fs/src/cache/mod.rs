@@ -6,7 +6,9 @@
 //! Invariants:
 //! - Every block returned was verified against its BLAKE3 name, whichever tier served it.
 //! - Concurrent requests for one block share one fetch (moka's `try_get_with`).
-//! - A fetch from the store fills the disk tier and the memory tier on the way back.
+//! - A fetch from the store fills the memory tier on the way back, and the disk tier through
+//!   one background writer (so a slow or busy cache disk never delays a read or an upload;
+//!   when the writer falls behind, blocks are simply not cached on disk).
 //! - Prefetch never blocks the caller: requests beyond the queue depth are dropped.
 
 mod disk;
@@ -49,6 +51,13 @@ impl Default for CacheConfig {
     }
 }
 
+/// Work for the disk writer: a block to cache, or a request to report when all before it
+/// are done.
+enum Fill {
+    Block(BlockId, Bytes),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
 /// Where a block was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tier {
@@ -73,6 +82,7 @@ pub struct BlockCache {
     disk: Option<DiskCache>,
     queue: SyncSender<BlockId>,
     queued: Mutex<HashSet<BlockId>>,
+    disk_fill: Option<SyncSender<Fill>>,
     pub stats: CacheStats,
 }
 
@@ -96,14 +106,29 @@ impl BlockCache {
         };
         let workers = cfg.fetch_concurrency.max(1);
         let (tx, rx) = sync_channel(workers * 16);
+        let (fill_tx, fill_rx) = match disk.is_some() {
+            true => {
+                let (t, r) = sync_channel::<Fill>(32);
+                (Some(t), Some(r))
+            }
+            false => (None, None),
+        };
         let cache = Arc::new(BlockCache {
             store,
             memory,
             disk,
             queue: tx,
             queued: Mutex::new(HashSet::new()),
+            disk_fill: fill_tx,
             stats: CacheStats::default(),
         });
+        if let Some(rx) = fill_rx {
+            let weak = Arc::downgrade(&cache);
+            std::thread::Builder::new()
+                .name("meridian-cache-fill".into())
+                .spawn(move || disk_writer(weak, rx))
+                .map_err(|e| BlockError::Io { what: "starting the cache writer".into(), source: e })?;
+        }
         let rx = Arc::new(Mutex::new(rx));
         for n in 0..workers {
             let weak = Arc::downgrade(&cache);
@@ -172,11 +197,29 @@ impl BlockCache {
     /// Stores a new block durably, then keeps it in both tiers.
     pub fn put(&self, id: &BlockId, data: Bytes) -> Result<(), BlockError> {
         self.store.put(id, data.clone())?;
-        if let Some(d) = &self.disk {
-            d.put(id, &data);
-        }
+        self.fill_disk(id, &data);
         self.memory.insert(*id, data);
         Ok(())
+    }
+
+    /// Hands a block to the disk writer, unless it is busy.
+    fn fill_disk(&self, id: &BlockId, data: &Bytes) {
+        if let Some(tx) = &self.disk_fill
+            && self.disk.as_ref().is_some_and(|d| !d.contains(id))
+        {
+            let _ = tx.try_send(Fill::Block(*id, data.clone()));
+        }
+    }
+
+    /// Waits until the disk writer has stored everything handed to it so far (tests, and
+    /// orderly shutdown).
+    pub fn flush_disk(&self) {
+        if let Some(tx) = &self.disk_fill {
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            if tx.send(Fill::Flush(done_tx)).is_ok() {
+                let _ = done_rx.recv();
+            }
+        }
     }
 
     /// Asks the workers to bring blocks into memory ahead of use.
@@ -193,6 +236,23 @@ impl BlockCache {
                 return; // queue full: the reader is ahead of the store; try again later
             }
             self.stats.prefetches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Writes blocks handed to it into the disk tier, in order.
+fn disk_writer(cache: std::sync::Weak<BlockCache>, rx: Receiver<Fill>) {
+    while let Ok(fill) = rx.recv() {
+        match fill {
+            Fill::Block(id, data) => {
+                let Some(cache) = cache.upgrade() else { return };
+                if let Some(d) = &cache.disk {
+                    d.put(&id, &data);
+                }
+            }
+            Fill::Flush(done) => {
+                let _ = done.send(());
+            }
         }
     }
 }
@@ -231,6 +291,7 @@ mod tests {
         assert_eq!(cache.get(&id).unwrap(), data);
         assert_eq!(cache.stats.store_fetches.load(Ordering::Relaxed), 1);
         assert_eq!(cache.tier(&id), Tier::Memory);
+        cache.flush_disk();
         // A new cache over the same directory: the block comes from disk, not the store.
         drop(cache);
         let cache = BlockCache::new(store.clone(), &cfg).unwrap();

@@ -82,13 +82,22 @@ impl Uploader {
     }
 }
 
+/// A chunk buffer shared with the file state, viewed as bytes without a copy.
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 fn work(rx: Arc<Mutex<Receiver<Job>>>, cache: Arc<BlockCache>) {
     loop {
         let next = rx.lock().recv();
         let Ok(Job { data, slot }) = next else { return };
         let id = crate::blocks::block_id(&data);
         let r = cache
-            .put(&id, Bytes::copy_from_slice(&data))
+            .put(&id, Bytes::from_owner(Shared(data.clone())))
             .map(|_| BlockRef {
                 id,
                 len: data.len() as u32,

@@ -1,0 +1,71 @@
+//! Criterion benchmarks of the client's hot paths: block hashing (every upload and every
+//! verified fetch), a memory-cache hit, a 1 MiB read through an open file's layout, and the
+//! chunk lookup read-ahead does on a 100 GB file.
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use meridian_fs::blocks::{block_id, BlockStore, MemBlockStore};
+use meridian_fs::cache::{BlockCache, CacheConfig};
+use meridian_fs::core::file::{ChunkSource, FileState};
+use meridian_fs::FsResult;
+use meridian_proto::{BlockId, BlockRef, InodeId, Layout, CHUNK_SIZE};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+
+fn hashing(c: &mut Criterion) {
+    let mut g = c.benchmark_group("blake3");
+    for size in [64 << 10, 4 << 20] {
+        let data = vec![7u8; size];
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(size), &data, |b, d| b.iter(|| block_id(black_box(d))));
+    }
+    g.finish();
+}
+
+struct Cached(Arc<BlockCache>);
+impl ChunkSource for Cached {
+    fn block(&self, id: &BlockId) -> FsResult<Bytes> {
+        Ok(self.0.get(id)?)
+    }
+}
+
+fn cache_and_reads(c: &mut Criterion) {
+    let store = Arc::new(MemBlockStore::new());
+    let mut map = BTreeMap::new();
+    for i in 0..8u64 {
+        let data = Bytes::from(vec![i as u8; CHUNK_SIZE as usize]);
+        let id = block_id(&data);
+        store.put(&id, data).unwrap();
+        map.insert(i, BlockRef { id, len: CHUNK_SIZE as u32 });
+    }
+    let cache = BlockCache::new(store, &CacheConfig { memory_bytes: 1 << 30, ..Default::default() }).unwrap();
+    let first = map[&0].id;
+    cache.get(&first).unwrap();
+    c.bench_function("cache hit (memory)", |b| b.iter(|| cache.get(black_box(&first)).unwrap()));
+
+    let state = FileState::new(InodeId(2), Layout::Chunks(map), 8 * CHUNK_SIZE);
+    let src = Cached(cache);
+    for ref_ in 0..8 {
+        let _ = state.read(&src, ref_ * CHUNK_SIZE, 1);
+    }
+    let mut g = c.benchmark_group("file read (blocks in memory)");
+    g.throughput(Throughput::Bytes(1 << 20));
+    g.bench_function("1 MiB across a chunk boundary", |b| {
+        b.iter(|| state.read(&src, black_box(CHUNK_SIZE - (512 << 10)), 1 << 20).unwrap())
+    });
+    g.finish();
+}
+
+fn extent_lookup(c: &mut Criterion) {
+    let chunks = (100u64 << 30) / CHUNK_SIZE;
+    let map: BTreeMap<u64, BlockRef> =
+        (0..chunks).map(|i| (i, BlockRef { id: BlockId([(i % 251) as u8; 32]), len: CHUNK_SIZE as u32 })).collect();
+    let state = FileState::new(InodeId(2), Layout::Chunks(map), chunks * CHUNK_SIZE);
+    c.bench_function("read-ahead lookup of 16 chunks in a 100 GB file", |b| {
+        b.iter(|| state.chunk_ids(black_box(12_345), black_box(12_361)))
+    });
+}
+
+criterion_group!(benches, hashing, cache_and_reads, extent_lookup);
+criterion_main!(benches);

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One-run comparison on one machine: the raw local disk, Meridian (blocks in an S3 bucket,
+# NVMe cache on the same disk) and, if installed, JuiceFS (SQLite metadata, same bucket
+# server, default options). Prints the bucket's own PUT/GET rates, then two tables:
+#   warm: reads after a remount (memory caches empty, disk caches full, page cache dropped)
+#   cold: reads after a remount with every disk cache emptied (blocks come from the bucket)
+#
+#   S3_ENDPOINT=http://127.0.0.1:3900 S3_BUCKET=bench S3_KEY=GK... S3_SECRET=... \
+#   [JFS_BUCKET=jfs JUICEFS=/path/to/juicefs] [SIZE=1G] benches/fio/compare.sh /scratch/dir
+#
+# Run as root (drops the page cache between phases). See docs/benchmarking.md.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+work=${1:?usage: compare.sh SCRATCH_DIR}
+size=${SIZE:-1G}
+meridian=${MERIDIAN:-$here/../../target/release/meridian}
+: "${S3_ENDPOINT:?}" "${S3_BUCKET:?}" "${S3_KEY:?}" "${S3_SECRET:?}"
+s3=(--bucket "$S3_BUCKET" --endpoint "$S3_ENDPOINT" --access-key-id "$S3_KEY" --secret-access-key "$S3_SECRET")
+
+mkdir -p "$work/raw" "$work/mnt-meridian" "$work/meridian-data"
+m_mount="$meridian mount $work/mnt-meridian --data-dir $work/meridian-data ${s3[*]} --cache-memory-bytes $((256 << 20)) >/dev/null"
+m_umount="$meridian umount $work/mnt-meridian"
+eval "$m_mount"
+trap 'eval "$m_umount" || true' EXIT
+
+targets=(raw="$work/raw" meridian="$work/mnt-meridian/bench")
+warm_hooks=(--before-read "meridian=$m_umount && sleep 0.5 && $m_mount")
+cold_hooks=(--before-read "meridian=$m_umount && $meridian cache --data-dir $work/meridian-data ${s3[*]} --evict >/dev/null && sleep 0.5 && $m_mount")
+
+if [[ -n "${JUICEFS:-}" && -n "${JFS_BUCKET:-}" ]]; then
+  mkdir -p "$work/mnt-jfs" "$work/jfs-meta" "$work/jfs-cache"
+  rm -f "$work/jfs-meta/jfs.db"
+  "$JUICEFS" format --storage s3 --bucket "$S3_ENDPOINT/$JFS_BUCKET" --access-key "$S3_KEY" \
+    --secret-key "$S3_SECRET" "sqlite3://$work/jfs-meta/jfs.db" bench >/dev/null 2>&1
+  j_mount="$JUICEFS mount -d --cache-dir $work/jfs-cache sqlite3://$work/jfs-meta/jfs.db $work/mnt-jfs >/dev/null 2>&1"
+  j_umount="$JUICEFS umount $work/mnt-jfs"
+  eval "$j_mount"
+  trap 'eval "$m_umount" || true; eval "$j_umount" || true' EXIT
+  targets+=(juicefs="$work/mnt-jfs/bench")
+  warm_hooks+=(--before-read "juicefs=$j_umount && $j_mount")
+  cold_hooks+=(--before-read "juicefs=$j_umount && rm -rf $work/jfs-cache/* && $j_mount")
+fi
+
+echo "== the bucket itself (same server, same run)"
+"$meridian" bench s3 "${s3[@]}" --mib 1024 --parallel 8
+"$meridian" bench s3 "${s3[@]}" --mib 512 --parallel 1
+echo "== warm (disk caches full, memory caches and page cache empty)"
+python3 "$here/run.py" --size "$size" "${targets[@]}" "${warm_hooks[@]}"
+echo "== cold (every cache empty: reads come from the bucket)"
+python3 "$here/run.py" --size "$size" "${targets[@]}" "${cold_hooks[@]}"
