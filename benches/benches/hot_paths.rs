@@ -3,12 +3,12 @@
 //! chunk lookup read-ahead does on a 100 GB file.
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use meridian_fs::blocks::{block_id, BlockStore, MemBlockStore};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use meridian_fs::FsResult;
+use meridian_fs::blocks::{BlockStore, MemBlockStore, block_id};
 use meridian_fs::cache::{BlockCache, CacheConfig};
 use meridian_fs::core::file::{ChunkSource, FileState};
-use meridian_fs::FsResult;
-use meridian_proto::{BlockId, BlockRef, InodeId, Layout, CHUNK_SIZE};
+use meridian_proto::{BlockId, BlockRef, CHUNK_SIZE, InodeId, Layout};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -18,7 +18,9 @@ fn hashing(c: &mut Criterion) {
     for size in [64 << 10, 4 << 20] {
         let data = vec![7u8; size];
         g.throughput(Throughput::Bytes(size as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(size), &data, |b, d| b.iter(|| block_id(black_box(d))));
+        g.bench_with_input(BenchmarkId::from_parameter(size), &data, |b, d| {
+            b.iter(|| block_id(black_box(d)))
+        });
     }
     g.finish();
 }
@@ -37,12 +39,27 @@ fn cache_and_reads(c: &mut Criterion) {
         let data = Bytes::from(vec![i as u8; CHUNK_SIZE as usize]);
         let id = block_id(&data);
         store.put(&id, data).unwrap();
-        map.insert(i, BlockRef { id, len: CHUNK_SIZE as u32 });
+        map.insert(
+            i,
+            BlockRef {
+                id,
+                len: CHUNK_SIZE as u32,
+            },
+        );
     }
-    let cache = BlockCache::new(store, &CacheConfig { memory_bytes: 1 << 30, ..Default::default() }).unwrap();
+    let cache = BlockCache::new(
+        store,
+        &CacheConfig {
+            memory_bytes: 1 << 30,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let first = map[&0].id;
     cache.get(&first).unwrap();
-    c.bench_function("cache hit (memory)", |b| b.iter(|| cache.get(black_box(&first)).unwrap()));
+    c.bench_function("cache hit (memory)", |b| {
+        b.iter(|| cache.get(black_box(&first)).unwrap())
+    });
 
     let state = FileState::new(InodeId(2), Layout::Chunks(map), 8 * CHUNK_SIZE);
     let src = Cached(cache);
@@ -52,15 +69,28 @@ fn cache_and_reads(c: &mut Criterion) {
     let mut g = c.benchmark_group("file read (blocks in memory)");
     g.throughput(Throughput::Bytes(1 << 20));
     g.bench_function("1 MiB across a chunk boundary", |b| {
-        b.iter(|| state.read(&src, black_box(CHUNK_SIZE - (512 << 10)), 1 << 20).unwrap())
+        b.iter(|| {
+            state
+                .read(&src, black_box(CHUNK_SIZE - (512 << 10)), 1 << 20)
+                .unwrap()
+        })
     });
     g.finish();
 }
 
 fn extent_lookup(c: &mut Criterion) {
     let chunks = (100u64 << 30) / CHUNK_SIZE;
-    let map: BTreeMap<u64, BlockRef> =
-        (0..chunks).map(|i| (i, BlockRef { id: BlockId([(i % 251) as u8; 32]), len: CHUNK_SIZE as u32 })).collect();
+    let map: BTreeMap<u64, BlockRef> = (0..chunks)
+        .map(|i| {
+            (
+                i,
+                BlockRef {
+                    id: BlockId([(i % 251) as u8; 32]),
+                    len: CHUNK_SIZE as u32,
+                },
+            )
+        })
+        .collect();
     let state = FileState::new(InodeId(2), Layout::Chunks(map), chunks * CHUNK_SIZE);
     c.bench_function("read-ahead lookup of 16 chunks in a 100 GB file", |b| {
         b.iter(|| state.chunk_ids(black_box(12_345), black_box(12_361)))

@@ -31,7 +31,7 @@ if [[ -n "${JUICEFS:-}" && -n "${JFS_BUCKET:-}" ]]; then
   mkdir -p "$work/mnt-jfs" "$work/jfs-meta" "$work/jfs-cache"
   rm -f "$work/jfs-meta/jfs.db"
   "$JUICEFS" format --storage s3 --bucket "$S3_ENDPOINT/$JFS_BUCKET" --access-key "$S3_KEY" \
-    --secret-key "$S3_SECRET" "sqlite3://$work/jfs-meta/jfs.db" bench >/dev/null 2>&1
+    --secret-key "$S3_SECRET" "sqlite3://$work/jfs-meta/jfs.db" "bench$(date +%s)" >/dev/null
   j_mount="$JUICEFS mount -d --cache-dir $work/jfs-cache sqlite3://$work/jfs-meta/jfs.db $work/mnt-jfs >/dev/null 2>&1"
   j_umount="$JUICEFS umount $work/mnt-jfs"
   eval "$j_mount"

@@ -4,7 +4,7 @@
 
 use crate::config::StoreFlags;
 use crate::open;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Read;
@@ -24,13 +24,29 @@ pub struct WarmupArgs {
 
 /// Expands `name.[A-B].ext` into each frame, zero-padded to the width of A.
 pub fn expand_frames(path: &str) -> Result<Vec<PathBuf>> {
-    let (Some(open), Some(close)) = (path.rfind('['), path.rfind(']')) else { return Ok(vec![path.into()]) };
-    let Some((a, b)) = path[open + 1..close].split_once('-') else { return Ok(vec![path.into()]) };
-    let (Ok(first), Ok(last)) = (a.parse::<u64>(), b.parse::<u64>()) else { return Ok(vec![path.into()]) };
+    let (Some(open), Some(close)) = (path.rfind('['), path.rfind(']')) else {
+        return Ok(vec![path.into()]);
+    };
+    let Some((a, b)) = path[open + 1..close].split_once('-') else {
+        return Ok(vec![path.into()]);
+    };
+    let (Ok(first), Ok(last)) = (a.parse::<u64>(), b.parse::<u64>()) else {
+        return Ok(vec![path.into()]);
+    };
     if last < first || last - first > 1_000_000 {
         bail!("frame range [{a}-{b}] in {path} is empty or too large");
     }
-    Ok((first..=last).map(|n| format!("{}{n:0w$}{}", &path[..open], &path[close + 1..], w = a.len()).into()).collect())
+    Ok((first..=last)
+        .map(|n| {
+            format!(
+                "{}{n:0w$}{}",
+                &path[..open],
+                &path[close + 1..],
+                w = a.len()
+            )
+            .into()
+        })
+        .collect())
 }
 
 fn collect(path: &Path, out: &mut Vec<(PathBuf, u64)>) -> Result<()> {
@@ -55,9 +71,11 @@ pub fn warmup(args: WarmupArgs) -> Result<()> {
     }
     let total: u64 = files.iter().map(|f| f.1).sum();
     let bar = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template("{spinner} warmup [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} warmup [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     let next = AtomicUsize::new(0);
     let errors = AtomicU64::new(0);
@@ -67,10 +85,12 @@ pub fn warmup(args: WarmupArgs) -> Result<()> {
             s.spawn(|| {
                 let mut buf = vec![0u8; 1 << 20];
                 while let Some((path, _)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let read = std::fs::File::open(path).and_then(|mut f| loop {
-                        match f.read(&mut buf)? {
-                            0 => return Ok(()),
-                            n => bar.inc(n as u64),
+                    let read = std::fs::File::open(path).and_then(|mut f| {
+                        loop {
+                            match f.read(&mut buf)? {
+                                0 => return Ok(()),
+                                n => bar.inc(n as u64),
+                            }
                         }
                     });
                     if let Err(e) = read {
@@ -105,7 +125,9 @@ pub struct CacheArgs {
 }
 
 fn walk(dir: &Path) -> (u64, u64) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return (0, 0) };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
     rd.flatten().fold((0, 0), |(n, b), e| match e.file_type() {
         Ok(t) if t.is_dir() => {
             let (n2, b2) = walk(&e.path());
@@ -121,17 +143,28 @@ pub fn cache(args: CacheArgs) -> Result<()> {
     let cfg = args.store.resolve()?;
     let cc = cfg.cache_config()?;
     let Some(dir) = cc.disk_dir else {
-        println!("cache: no disk cache (blocks are local, or [cache] disk = false); memory {} bytes", cc.memory_bytes);
+        println!(
+            "cache: no disk cache (blocks are local, or [cache] disk = false); memory {} bytes",
+            cc.memory_bytes
+        );
         return Ok(());
     };
     let (n, bytes) = walk(&dir);
     if args.evict {
-        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?.flatten() {
+        for e in std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .flatten()
+        {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
-                std::fs::remove_dir_all(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
+                std::fs::remove_dir_all(e.path())
+                    .with_context(|| format!("removing {}", e.path().display()))?;
             }
         }
-        println!("cache: evicted {n} blocks ({:.1} MiB) from {}", bytes as f64 / 1048576.0, dir.display());
+        println!(
+            "cache: evicted {n} blocks ({:.1} MiB) from {}",
+            bytes as f64 / 1048576.0,
+            dir.display()
+        );
     } else {
         println!(
             "cache: {} holds {n} blocks, {:.1} MiB of {:.1} MiB ({:.1}%); memory tier {:.0} MiB",
@@ -168,9 +201,14 @@ pub fn bench_s3(args: BenchS3Args) -> Result<()> {
     let blocks: Vec<(meridian_proto::BlockId, Bytes)> = (0..count)
         .map(|i| {
             let mut data = vec![0u8; 4 << 20];
-            let seed = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ std::process::id() as u64;
+            let seed =
+                (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ std::process::id() as u64;
             for (k, chunk) in data.chunks_mut(8).enumerate() {
-                chunk.copy_from_slice(&(seed ^ k as u64).wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+                chunk.copy_from_slice(
+                    &(seed ^ k as u64)
+                        .wrapping_mul(0x2545_f491_4f6c_dd1d)
+                        .to_le_bytes(),
+                );
             }
             let data = Bytes::from(data);
             (meridian_fs::blocks::block_id(&data), data)
@@ -193,16 +231,31 @@ pub fn bench_s3(args: BenchS3Args) -> Result<()> {
                     })
                 })
                 .collect();
-            workers.into_iter().try_for_each(|w| w.join().expect("bench worker panicked"))
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().expect("bench worker panicked"))
         })?;
         Ok((count * 4) as f64 / start.elapsed().as_secs_f64())
     };
-    let put = run(&|i| store.put(&blocks[i].0, blocks[i].1.clone()).map_err(|e| anyhow!("{e}")))?;
-    let get = run(&|i| store.get(&blocks[i].0).map(drop).map_err(|e| anyhow!("{e}")))?;
+    let put = run(&|i| {
+        store
+            .put(&blocks[i].0, blocks[i].1.clone())
+            .map_err(|e| anyhow!("{e}"))
+    })?;
+    let get = run(&|i| {
+        store
+            .get(&blocks[i].0)
+            .map(drop)
+            .map_err(|e| anyhow!("{e}"))
+    })?;
     for (id, _) in &blocks {
         store.delete(id).map_err(|e| anyhow!("{e}"))?;
     }
-    println!("s3 {}: PUT {put:.1} MiB/s, GET {get:.1} MiB/s ({count} x 4 MiB, {} in flight)", store.describe(), args.parallel);
+    println!(
+        "s3 {}: PUT {put:.1} MiB/s, GET {get:.1} MiB/s ({count} x 4 MiB, {} in flight)",
+        store.describe(),
+        args.parallel
+    );
     Ok(())
 }
 
@@ -214,8 +267,19 @@ mod tests {
     fn frame_ranges_expand_with_padding() {
         let v = expand_frames("/m/shot.[0998-1001].exr").unwrap();
         let names: Vec<String> = v.iter().map(|p| p.display().to_string()).collect();
-        assert_eq!(names, ["/m/shot.0998.exr", "/m/shot.0999.exr", "/m/shot.1000.exr", "/m/shot.1001.exr"]);
-        assert_eq!(expand_frames("/m/plain.exr").unwrap(), vec![PathBuf::from("/m/plain.exr")]);
+        assert_eq!(
+            names,
+            [
+                "/m/shot.0998.exr",
+                "/m/shot.0999.exr",
+                "/m/shot.1000.exr",
+                "/m/shot.1001.exr"
+            ]
+        );
+        assert_eq!(
+            expand_frames("/m/plain.exr").unwrap(),
+            vec![PathBuf::from("/m/plain.exr")]
+        );
         assert!(expand_frames("/m/x.[9-1].exr").is_err());
     }
 }

@@ -17,7 +17,10 @@ pub fn namespace(cfg: &FileConfig) -> Result<Arc<Meta<RedbStore>>> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let store = loop {
         match RedbStore::open(&path) {
-            Err(e) if e.to_string().contains("already open") && std::time::Instant::now() < deadline => {
+            Err(e)
+                if e.to_string().contains("already open")
+                    && std::time::Instant::now() < deadline =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
             other => break other.map_err(|e| anyhow!("{e}"))?,

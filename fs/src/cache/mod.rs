@@ -127,7 +127,10 @@ impl BlockCache {
             std::thread::Builder::new()
                 .name("meridian-cache-fill".into())
                 .spawn(move || disk_writer(weak, rx))
-                .map_err(|e| BlockError::Io { what: "starting the cache writer".into(), source: e })?;
+                .map_err(|e| BlockError::Io {
+                    what: "starting the cache writer".into(),
+                    source: e,
+                })?;
         }
         let rx = Arc::new(Mutex::new(rx));
         for n in 0..workers {

@@ -77,39 +77,30 @@ fn scan_table<T: ReadableTable<&'static [u8], &'static [u8]>>(
 struct RRead(redb::ReadTransaction);
 struct RWrite(redb::WriteTransaction);
 
-impl ReadTxn for RRead {
-    fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
-        let t = self.0.open_table(def(table)).map_err(err)?;
-        Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
-    }
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> MetaResult<Vec<Pair>> {
-        let t = self.0.open_table(def(table)).map_err(err)?;
-        scan_table(&t, prefix, after, limit)
-    }
+/// Both transaction kinds read alike; only the table type behind `open_table` differs.
+macro_rules! impl_read_txn {
+    ($txn:ty) => {
+        impl ReadTxn for $txn {
+            fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
+                let t = self.0.open_table(def(table)).map_err(err)?;
+                Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+            }
+            fn scan(
+                &self,
+                table: Table,
+                prefix: &[u8],
+                after: Option<&[u8]>,
+                limit: usize,
+            ) -> MetaResult<Vec<Pair>> {
+                let t = self.0.open_table(def(table)).map_err(err)?;
+                scan_table(&t, prefix, after, limit)
+            }
+        }
+    };
 }
 
-impl ReadTxn for RWrite {
-    fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
-        let t = self.0.open_table(def(table)).map_err(err)?;
-        Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
-    }
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> MetaResult<Vec<Pair>> {
-        let t = self.0.open_table(def(table)).map_err(err)?;
-        scan_table(&t, prefix, after, limit)
-    }
-}
+impl_read_txn!(RRead);
+impl_read_txn!(RWrite);
 
 impl WriteTxn for RWrite {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> MetaResult<()> {
