@@ -236,3 +236,32 @@ fn gc_removes_only_unreferenced_blocks() {
         "gc must never remove a live file's blocks"
     );
 }
+
+#[test]
+fn corrupted_disk_cache_blocks_are_refetched_not_served() {
+    let mut m = Mount::new(Backend::Garage);
+    let data: Vec<u8> = (0..9 * MIB).map(|i| (i * 7 % 255) as u8).collect();
+    std::fs::write(m.path("frame.exr"), &data).unwrap();
+    m.unmount();
+    // Flip a byte in every cached block (the NVMe tier lives in DATA_DIR/cache).
+    let cache = m.data_dir.join("cache");
+    let flipped = sh(&format!(
+        "n=0; for f in $(find '{}' -type f ! -name '*.cv'); do printf '\\xff' | dd of=\"$f\" bs=1 seek=70000 conv=notrunc status=none; n=$((n+1)); done; echo $n",
+        cache.display()
+    ));
+    assert!(
+        flipped.trim().parse::<u32>().unwrap() >= 3,
+        "the disk tier should hold the file's blocks: {flipped}"
+    );
+    m.start();
+    // A small read is served piecewise from the disk tier: the corrupted piece is caught.
+    let f = File::open(m.path("frame.exr")).unwrap();
+    let mut small = vec![0u8; 4096];
+    let at = 4 * MIB + 70000 - 100;
+    f.read_exact_at(&mut small, at).unwrap();
+    assert_eq!(&small[..], &data[at as usize..][..4096]);
+    assert!(
+        std::fs::read(m.path("frame.exr")).unwrap() == data,
+        "whole-file reads refetch corrupted blocks"
+    );
+}

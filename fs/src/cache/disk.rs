@@ -15,8 +15,11 @@
 //! - Nothing is written when the filesystem holding the directory has less free space than
 //!   `min_free_ratio`.
 
+use super::pieces::{PIECE, cvs_match, piece_cv, piece_cvs};
 use super::uring;
 use crate::blocks::block_id;
+use blake3::hazmat::ChainingValue;
+use bytes::Bytes;
 use meridian_proto::BlockId;
 use moka::notification::RemovalCause;
 use std::path::{Path, PathBuf};
@@ -26,6 +29,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct DiskCache {
     dir: PathBuf,
     index: moka::sync::Cache<BlockId, u32>,
+    /// Piece chaining values already checked against their block's name.
+    verified: moka::sync::Cache<BlockId, Arc<Vec<ChainingValue>>>,
     min_free_ratio: f64,
     tmp_seq: AtomicU64,
 }
@@ -33,6 +38,21 @@ pub struct DiskCache {
 fn path_in(dir: &Path, id: &BlockId) -> PathBuf {
     let hex = id.to_hex();
     dir.join(&hex[..2]).join(hex)
+}
+
+/// Bytes a cached block takes on disk: the block and its piece values.
+fn on_disk_size(len: u32) -> u32 {
+    let len_usize = len as usize;
+    if len_usize > PIECE {
+        len + (len_usize.div_ceil(PIECE) * 32) as u32
+    } else {
+        len
+    }
+}
+
+/// The file beside a block that holds its pieces' chaining values.
+fn cv_path(block: &Path) -> PathBuf {
+    block.with_extension("cv")
 }
 
 impl DiskCache {
@@ -43,16 +63,19 @@ impl DiskCache {
         let listener_dir = owned.clone();
         let index = moka::sync::Cache::builder()
             .max_capacity(capacity)
-            .weigher(|_: &BlockId, len: &u32| *len)
+            .weigher(|_: &BlockId, len: &u32| on_disk_size(*len))
             .eviction_listener(move |id: Arc<BlockId>, _len, cause| {
                 if cause != RemovalCause::Replaced {
-                    let _ = std::fs::remove_file(path_in(&listener_dir, &id));
+                    let path = path_in(&listener_dir, &id);
+                    let _ = std::fs::remove_file(cv_path(&path));
+                    let _ = std::fs::remove_file(path);
                 }
             })
             .build();
         let cache = DiskCache {
             dir: dir.to_path_buf(),
             index,
+            verified: moka::sync::Cache::new(4096),
             min_free_ratio,
             tmp_seq: AtomicU64::new(0),
         };
@@ -71,6 +94,9 @@ impl DiskCache {
             for f in std::fs::read_dir(sub.path())? {
                 let f = f?;
                 let name = f.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".cv") {
+                    continue;
+                }
                 match BlockId::from_hex(&name) {
                     Some(id) => {
                         let md = f.metadata()?;
@@ -109,6 +135,52 @@ impl DiskCache {
         }
     }
 
+    /// `len` bytes at `start` of a cached block, reading and verifying only the pieces that
+    /// cover them (see [`super::pieces`]). `None` if not cached or if anything fails its
+    /// check (the block is then dropped).
+    pub fn get_range(&self, id: &BlockId, start: usize, len: usize) -> Option<Bytes> {
+        let size = self.index.get(id)? as usize;
+        let end = (start + len).min(size);
+        if size <= PIECE || start >= end {
+            let whole = self.get(id)?;
+            return Some(Bytes::from(whole).slice(start.min(end)..end));
+        }
+        let path = path_in(&self.dir, id);
+        let cvs = match self.verified.get(id) {
+            Some(c) => c,
+            None => {
+                let raw = std::fs::read(cv_path(&path)).ok()?;
+                let cvs: Vec<ChainingValue> = raw
+                    .chunks_exact(32)
+                    .map(|c| c.try_into().expect("32 bytes"))
+                    .collect();
+                if cvs.len() != size.div_ceil(PIECE) || !cvs_match(id, &cvs) {
+                    return self.drop_bad(id, "piece values do not match the block name");
+                }
+                let cvs = Arc::new(cvs);
+                self.verified.insert(*id, cvs.clone());
+                cvs
+            }
+        };
+        let (k0, k1) = (start / PIECE, (end - 1) / PIECE);
+        let from = k0 * PIECE;
+        let to = ((k1 + 1) * PIECE).min(size);
+        let bytes = uring::read_at(&path, from as u64, to - from).ok()?;
+        for (k, piece) in (k0..=k1).zip(bytes.chunks(PIECE)) {
+            if piece_cv(k, piece) != cvs[k] {
+                return self.drop_bad(id, "a piece failed its BLAKE3 check");
+            }
+        }
+        Some(Bytes::from(bytes).slice(start - from..end - from))
+    }
+
+    fn drop_bad<T>(&self, id: &BlockId, why: &str) -> Option<T> {
+        tracing::warn!(block = %id.to_hex(), "cached block dropped: {why}");
+        self.index.invalidate(id);
+        self.verified.invalidate(id);
+        None
+    }
+
     pub fn contains(&self, id: &BlockId) -> bool {
         self.index.contains_key(id)
     }
@@ -122,7 +194,15 @@ impl DiskCache {
         let path = path_in(&self.dir, id);
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self.dir.join(format!(".tmp.{}.{seq}", std::process::id()));
+        let cvs: Vec<u8> = piece_cvs(data).concat();
         let written = std::fs::create_dir_all(path.parent().expect("has a parent"))
+            .and_then(|_| {
+                if cvs.is_empty() {
+                    Ok(())
+                } else {
+                    std::fs::write(cv_path(&path), &cvs)
+                }
+            })
             .and_then(|_| uring::write_file(&tmp, data))
             .and_then(|_| std::fs::rename(&tmp, &path));
         match written {
@@ -149,6 +229,7 @@ impl DiskCache {
 
     /// Drops every cached block.
     pub fn clear(&self) {
+        self.verified.invalidate_all();
         self.index.invalidate_all();
         self.index.run_pending_tasks();
     }
@@ -199,6 +280,34 @@ mod tests {
             !path_in(dir.path(), &id).exists(),
             "and its file is removed"
         );
+    }
+
+    #[test]
+    fn ranges_are_served_piecewise_and_corrupt_pieces_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(4 << 20) - 123)
+            .map(|i: usize| (i * 13 % 251) as u8)
+            .collect();
+        let id = block_id(&data);
+        let c = DiskCache::open(dir.path(), 1 << 30, 0.0).unwrap();
+        c.put(&id, &data);
+        for (start, len) in [
+            (0, 4096),
+            (PIECE - 10, 20),
+            (3 * PIECE + 5, 2 * PIECE),
+            (data.len() - 100, 500),
+        ] {
+            let got = c.get_range(&id, start, len).unwrap();
+            let end = (start + len).min(data.len());
+            assert_eq!(&got[..], &data[start..end], "range {start}+{len}");
+        }
+        // Flip one byte inside piece 5 on disk: a read there is refused, the block dropped.
+        let path = path_in(dir.path(), &id);
+        let mut bad = std::fs::read(&path).unwrap();
+        bad[5 * PIECE + 7] ^= 0x40;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(c.get_range(&id, 5 * PIECE, 100).is_none());
+        assert!(!c.contains(&id));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - Prefetch never blocks the caller: requests beyond the queue depth are dropped.
 
 mod disk;
+pub mod pieces;
 pub mod uring;
 
 pub use disk::DiskCache;
@@ -49,6 +50,14 @@ impl Default for CacheConfig {
             fetch_concurrency: 8,
         }
     }
+}
+
+/// Reads shorter than this are served piecewise from the disk tier.
+const SMALL_READ: usize = 256 << 10;
+
+fn slice(b: &Bytes, start: usize, len: usize) -> Bytes {
+    let end = (start + len).min(b.len());
+    b.slice(start.min(end)..end)
 }
 
 /// Work for the disk writer: a block to cache, or a request to report when all before it
@@ -167,6 +176,24 @@ impl BlockCache {
                 Ok(e) => e,
                 Err(shared) => BlockError::Shared(shared),
             })
+    }
+
+    /// `len` bytes at `start` of a block. A block that is only on disk is not brought into
+    /// memory for a small read: the disk tier serves (and verifies) just the pieces that
+    /// cover the range, so random reads cost a few KiB of I/O, not a whole block.
+    pub fn get_range(&self, id: &BlockId, start: usize, len: usize) -> Result<Bytes, BlockError> {
+        if let Some(b) = self.memory.get(id) {
+            self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(slice(&b, start, len));
+        }
+        if len < SMALL_READ
+            && let Some(d) = &self.disk
+            && let Some(piece) = d.get_range(id, start, len)
+        {
+            self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(piece);
+        }
+        Ok(slice(&self.get(id)?, start, len))
     }
 
     /// Below memory: the disk tier, then the store (filling the disk tier).

@@ -98,6 +98,29 @@ pub fn read_file(path: &Path, len: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Reads `len` bytes at `offset` of `path` (a range wholly inside the file).
+pub fn read_at(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let fd = types::Fd(file.as_raw_fd());
+    let mut buf = vec![0u8; len];
+    let ptr = buf.as_mut_ptr();
+    let done = with_ring(|ring| {
+        run_segments(ring, len, |off, n| {
+            // SAFETY: off + n <= len, inside `buf`, which lives until this function returns.
+            opcode::Read::new(fd, unsafe { ptr.add(off) }, n as u32)
+                .offset(offset + off as u64)
+                .build()
+        })
+    })?;
+    if done.iter().sum::<usize>() != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("short read of {}", path.display()),
+        ));
+    }
+    Ok(buf)
+}
+
 /// Writes `data` as the whole content of a new file at `path`.
 pub fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
     let file = File::create(path)?;

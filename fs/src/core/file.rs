@@ -20,6 +20,12 @@ use std::sync::Arc;
 /// Fetches block bytes (verified) for reads and merges.
 pub trait ChunkSource {
     fn block(&self, id: &BlockId) -> FsResult<Bytes>;
+    /// `len` bytes at `start` of a block (a cache may serve this without the whole block).
+    fn block_range(&self, id: &BlockId, start: usize, len: usize) -> FsResult<Bytes> {
+        let b = self.block(id)?;
+        let end = (start + len).min(b.len());
+        Ok(b.slice(start.min(end)..end))
+    }
 }
 
 /// Chunk buffers to upload (chunk index, bytes).
@@ -27,6 +33,67 @@ pub type ChunkBufs = Vec<(u64, Vec<u8>)>;
 
 /// What a commit needs first: chunk buffers to upload, or the whole file's inline bytes.
 pub type Prepared = (ChunkBufs, Option<Vec<u8>>);
+
+/// One part of a planned read.
+#[derive(Clone, Debug)]
+pub enum Piece {
+    /// Bytes copied from buffers or inline data.
+    Copied(Bytes),
+    /// `len` bytes at `start` of a stored block.
+    Block {
+        id: BlockId,
+        start: usize,
+        len: usize,
+    },
+    /// A hole.
+    Zeros(usize),
+}
+
+/// Fetches the blocks a plan names and joins the pieces; a read within one piece costs no
+/// copy.
+pub fn assemble(src: &dyn ChunkSource, pieces: Vec<Piece>) -> FsResult<Bytes> {
+    let fetch = |p: Piece| -> FsResult<Bytes> {
+        Ok(match p {
+            Piece::Copied(b) => b,
+            Piece::Block { id, start, len } => src.block_range(&id, start, len)?,
+            Piece::Zeros(n) => Bytes::from(vec![0u8; n]),
+        })
+    };
+    if pieces.len() == 1 {
+        return fetch(pieces.into_iter().next().expect("one piece"));
+    }
+    let mut out = Vec::with_capacity(pieces.iter().map(Piece::len).sum());
+    for p in pieces {
+        match p {
+            Piece::Zeros(n) => out.resize(out.len() + n, 0),
+            other => out.extend_from_slice(&fetch(other)?),
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Copies up to `take` bytes at `within` of `buf` into a piece; returns how many there were.
+fn copy_piece(pieces: &mut Vec<Piece>, buf: &[u8], within: usize, take: usize) -> usize {
+    let have = buf.len().saturating_sub(within).min(take);
+    if have > 0 {
+        pieces.push(Piece::Copied(Bytes::copy_from_slice(
+            &buf[within..within + have],
+        )));
+    }
+    have
+}
+
+impl Piece {
+    pub fn len(&self) -> usize {
+        match self {
+            Piece::Copied(b) => b.len(),
+            Piece::Block { len, .. } | Piece::Zeros(len) => *len,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 pub struct FileState {
     pub ino: InodeId,
@@ -100,30 +167,46 @@ impl FileState {
 
     /// Reads up to `len` bytes at `offset`, stopping at the end of file.
     pub fn read(&self, src: &dyn ChunkSource, offset: u64, len: u64) -> FsResult<Vec<u8>> {
+        Ok(assemble(src, self.plan_read(offset, len))?.to_vec())
+    }
+
+    /// What a read of `len` bytes at `offset` consists of, decided under the file's lock:
+    /// buffered bytes are copied out, committed bytes are named by block (immutable, so they
+    /// can be fetched after the lock is released), holes are counted.
+    pub fn plan_read(&self, offset: u64, len: u64) -> Vec<Piece> {
         let end = offset.saturating_add(len).min(self.size);
-        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        let mut pieces = Vec::new();
         let mut pos = offset;
         while pos < end {
             let i = pos / CHUNK_SIZE;
             let within = (pos - chunk_start(i)) as usize;
             let take = (end.min(chunk_start(i + 1)) - pos) as usize;
-            let base;
-            let bytes: &[u8] = match (self.dirty.get(&i), self.uploading.get(&i)) {
-                (Some(buf), _) => buf,
-                (None, Some((buf, _))) => buf,
-                (None, None) => {
-                    base = self.base_chunk(src, i)?;
-                    &base
+            let have = match (self.dirty.get(&i), self.uploading.get(&i), &self.layout) {
+                (Some(buf), _, _) => copy_piece(&mut pieces, buf, within, take),
+                (None, Some((buf, _)), _) => copy_piece(&mut pieces, buf, within, take),
+                (None, None, Layout::Inline(bytes)) if i == 0 => {
+                    copy_piece(&mut pieces, bytes, within, take)
                 }
+                (None, None, Layout::Chunks(map)) => match map.get(&i) {
+                    Some(r) => {
+                        let have = (r.len as usize).saturating_sub(within).min(take);
+                        pieces.push(Piece::Block {
+                            id: r.id,
+                            start: within,
+                            len: have,
+                        });
+                        have
+                    }
+                    None => 0,
+                },
+                (None, None, Layout::Inline(_)) => 0,
             };
-            let have = bytes.len().saturating_sub(within).min(take);
-            if have > 0 {
-                out.extend_from_slice(&bytes[within..within + have]);
+            if take > have {
+                pieces.push(Piece::Zeros(take - have));
             }
-            out.resize(out.len() + (take - have), 0);
             pos += take as u64;
         }
-        Ok(out)
+        pieces
     }
 
     /// Writes `data` at `offset` into dirty buffers, merging committed bytes on first touch.

@@ -52,7 +52,7 @@ impl Default for FsConfig {
         FsConfig {
             inline_max: DEFAULT_INLINE_MAX,
             max_dirty_bytes: 64 << 20,
-            upload_concurrency: 8,
+            upload_concurrency: 16,
             capacity_bytes: 1 << 50,
             readahead_max_bytes: 64 << 20,
             sequence_depth: 4,
@@ -114,6 +114,9 @@ pub struct Fs {
 impl ChunkSource for Fs {
     fn block(&self, id: &BlockId) -> FsResult<Bytes> {
         Ok(self.cache.get(id)?)
+    }
+    fn block_range(&self, id: &BlockId, start: usize, len: usize) -> FsResult<Bytes> {
+        Ok(self.cache.get_range(id, start, len)?)
     }
 }
 

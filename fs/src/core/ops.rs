@@ -2,8 +2,9 @@
 //! kernel references), file data goes through the open inode's [`FileState`].
 
 use super::{Fs, Handle, OpenInode, OpenMode};
-use crate::core::file::FileState;
+use crate::core::file::{FileState, assemble};
 use crate::error::{FsError, FsResult};
+use bytes::Bytes;
 use meridian_proto::*;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -158,21 +159,25 @@ impl Fs {
         }))
     }
 
-    pub fn read(&self, fh: u64, offset: u64, len: u32) -> FsResult<Vec<u8>> {
+    /// Reads through the open file; blocks are fetched after the file's lock is released,
+    /// so concurrent readers (and the kernel's parallel read-ahead) do not queue behind I/O.
+    pub fn read(&self, fh: u64, offset: u64, len: u32) -> FsResult<Bytes> {
         let (ino, _, oi) = self.file_handle(fh)?;
         let ahead = oi
             .readahead
             .lock()
             .on_read(offset, len as u64, self.cfg.readahead_max_bytes);
-        let st = oi.state.lock();
-        if let Some(plan) = ahead {
-            self.cache
-                .prefetch(st.chunk_ids(plan.from_chunk, plan.to_chunk));
-            if plan.first_read {
-                self.prefetch_sequence(ino);
+        let plan = {
+            let st = oi.state.lock();
+            if let Some(p) = &ahead {
+                self.cache.prefetch(st.chunk_ids(p.from_chunk, p.to_chunk));
             }
+            st.plan_read(offset, len as u64)
+        };
+        if ahead.as_ref().is_some_and(|p| p.first_read) {
+            self.prefetch_sequence(ino);
         }
-        st.read(self, offset, len as u64)
+        assemble(self, plan)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {

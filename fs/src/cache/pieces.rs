@@ -1,0 +1,96 @@
+//! Verifying part of a block against the block's BLAKE3 name.
+//!
+//! BLAKE3 is a tree hash over 1 KiB chunks, left-full: every aligned run of 2^k chunks that
+//! lies inside the input is a complete subtree, and so is the final remainder. With pieces
+//! of [`PIECE`] bytes (64 chunks), the chaining values of the pieces therefore merge, in the
+//! same left-full shape, into the block's root hash. The disk cache keeps the pieces'
+//! chaining values beside each block; a list that merges to the block's name authenticates
+//! every piece, and one piece is then checked by hashing only that piece. So a 4 KiB random
+//! read reads and hashes 64 KiB, not 4 MiB, and still never serves a corrupted byte.
+
+use blake3::hazmat::{
+    ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root,
+};
+use meridian_proto::BlockId;
+
+/// Bytes per verified piece (a power of two, at least 1 KiB).
+pub const PIECE: usize = 64 << 10;
+
+/// The chaining value of piece `k` (its bytes `data`) of a block with more than one piece.
+pub fn piece_cv(k: usize, data: &[u8]) -> ChainingValue {
+    let mut h = blake3::Hasher::new();
+    h.set_input_offset((k * PIECE) as u64);
+    h.update(data);
+    h.finalize_non_root()
+}
+
+/// The chaining values of every piece of `block` (empty for a single-piece block, whose
+/// name is simply its hash).
+pub fn piece_cvs(block: &[u8]) -> Vec<ChainingValue> {
+    if block.len() <= PIECE {
+        return Vec::new();
+    }
+    block
+        .chunks(PIECE)
+        .enumerate()
+        .map(|(k, p)| piece_cv(k, p))
+        .collect()
+}
+
+/// The largest power of two strictly below `n` (n >= 2).
+fn left_len(n: usize) -> usize {
+    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+}
+
+fn merge(cvs: &[ChainingValue]) -> ChainingValue {
+    if cvs.len() == 1 {
+        return cvs[0];
+    }
+    let l = left_len(cvs.len());
+    merge_subtrees_non_root(&merge(&cvs[..l]), &merge(&cvs[l..]), Mode::Hash)
+}
+
+/// Whether `cvs` (two or more) are the piece chaining values of the block named `id`.
+pub fn cvs_match(id: &BlockId, cvs: &[ChainingValue]) -> bool {
+    if cvs.len() < 2 {
+        return false;
+    }
+    let l = left_len(cvs.len());
+    *merge_subtrees_root(&merge(&cvs[..l]), &merge(&cvs[l..]), Mode::Hash).as_bytes() == id.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocks::block_id;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn piece_values_merge_to_the_block_name(len in (PIECE + 1)..(4 * 1024 * 1024 + 1), seed in any::<u8>()) {
+            let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+            let id = block_id(&data);
+            let cvs = piece_cvs(&data);
+            prop_assert!(cvs_match(&id, &cvs));
+            let mut bad = cvs.clone();
+            bad[len / PIECE / 2][0] ^= 1;
+            prop_assert!(!cvs_match(&id, &bad));
+        }
+    }
+
+    #[test]
+    fn exact_sizes() {
+        for len in [
+            PIECE + 1,
+            2 * PIECE,
+            3 * PIECE,
+            4 << 20,
+            (4 << 20) - 1,
+            5 * PIECE + 1000,
+        ] {
+            let data = vec![7u8; len];
+            assert!(cvs_match(&block_id(&data), &piece_cvs(&data)), "{len}");
+        }
+    }
+}
