@@ -133,6 +133,10 @@ fn walk(dir: &Path) -> (u64, u64) {
             let (n2, b2) = walk(&e.path());
             (n + n2, b + b2)
         }
+        // A block's piece-value file (.cv) counts toward the bytes, not the blocks.
+        Ok(_) if e.file_name().to_string_lossy().ends_with(".cv") => {
+            (n, b + e.metadata().map_or(0, |m| m.len()))
+        }
         Ok(_) => (n + 1, b + e.metadata().map_or(0, |m| m.len())),
         Err(_) => (n, b),
     })
