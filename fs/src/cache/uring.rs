@@ -76,26 +76,7 @@ fn run_segments(
 
 /// Reads the whole of `path` (expected to be `len` bytes long).
 pub fn read_file(path: &Path, len: usize) -> io::Result<Vec<u8>> {
-    let file = File::open(path)?;
-    let fd = types::Fd(file.as_raw_fd());
-    let mut buf = vec![0u8; len];
-    let ptr = buf.as_mut_ptr();
-    let done = with_ring(|ring| {
-        run_segments(ring, len, |off, n| {
-            // SAFETY: off + n <= len, inside `buf`, which lives until this function returns.
-            opcode::Read::new(fd, unsafe { ptr.add(off) }, n as u32)
-                .offset(off as u64)
-                .build()
-        })
-    })?;
-    let total: usize = done.iter().sum();
-    if total != len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("{} is {total} bytes, not {len}", path.display()),
-        ));
-    }
-    Ok(buf)
+    read_at(path, 0, len)
 }
 
 /// Reads `len` bytes at `offset` of `path` (a range wholly inside the file).
