@@ -7,8 +7,12 @@ use std::time::{Duration, Instant};
 
 /// Runs `meridian ARGS`, expecting failure with exactly one line that contains every `needle`.
 fn fails_with(args: &[&str], needles: &[&str]) {
+    fails_with_cmd(meridian(), args, needles)
+}
+
+fn fails_with_cmd(cmd: &str, args: &[&str], needles: &[&str]) {
     let start = Instant::now();
-    let out = run(meridian(), args);
+    let out = run(cmd, args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(
@@ -157,5 +161,35 @@ fn bad_config_file_names_the_file_and_key() {
     fails_with(
         &["mount", &mp, "--config", &conf.display().to_string()],
         &["site.toml", "attr_ttl"],
+    );
+}
+
+#[test]
+fn fstab_helper_translates_and_refuses_unknown_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    let helper = tmp.path().join("mount.meridian");
+    std::os::unix::fs::symlink(meridian(), &helper).unwrap();
+    let mp = tmp.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let helper = helper.display().to_string();
+    let mp_s = mp.display().to_string();
+    fails_with_cmd(
+        &helper,
+        &["studio", &mp_s, "-o", "rw,colour=blue"],
+        &["unknown option 'colour=blue'", &mp_s],
+    );
+    let data = format!("rw,_netdev,data_dir={}", tmp.path().join("data").display());
+    let out = run(&helper, &["studio", &mp_s, "-o", &data]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(is_mounted(&mp));
+    let out = run(meridian(), &["umount", &mp_s]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

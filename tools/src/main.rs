@@ -7,6 +7,7 @@
 mod admin;
 mod config;
 mod data;
+mod fstab;
 mod mount;
 mod open;
 
@@ -47,6 +48,13 @@ enum BenchCmd {
 }
 
 fn main() {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "mount.meridian")
+    {
+        fstab::main();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
