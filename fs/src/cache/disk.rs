@@ -18,6 +18,7 @@
 use super::pieces::{PIECE, cvs_match, piece_cv, piece_cvs};
 use super::uring;
 use crate::blocks::block_id;
+pub use blake3::hazmat::ChainingValue as PieceValue;
 use blake3::hazmat::ChainingValue;
 use bytes::Bytes;
 use meridian_proto::BlockId;
@@ -188,13 +189,22 @@ impl DiskCache {
     /// Stores a block (already verified by the caller). Best effort: a cache that cannot
     /// write only logs.
     pub fn put(&self, id: &BlockId, data: &[u8]) {
+        self.put_with_pieces(id, data, None)
+    }
+
+    /// Like [`DiskCache::put`], with the pieces' chaining values if the caller has them
+    /// (from [`super::pieces::hash_with_pieces`]), saving a second pass over the bytes.
+    pub fn put_with_pieces(&self, id: &BlockId, data: &[u8], cvs: Option<&[PieceValue]>) {
         if self.index.contains_key(id) || !self.has_room() {
             return;
         }
         let path = path_in(&self.dir, id);
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self.dir.join(format!(".tmp.{}.{seq}", std::process::id()));
-        let cvs: Vec<u8> = piece_cvs(data).concat();
+        let cvs: Vec<u8> = match cvs {
+            Some(c) if data.len() > PIECE => c.concat(),
+            _ => piece_cvs(data).concat(),
+        };
         let written = std::fs::create_dir_all(path.parent().expect("has a parent"))
             .and_then(|_| {
                 if cvs.is_empty() {

@@ -1,6 +1,6 @@
 //! The client's block cache: memory → local NVMe → the block store, with prefetch.
 //!
-//! Owns: the memory tier (moka, weighed in bytes, TinyLFU), the optional disk tier
+//! Owns: the memory tier (moka, weighed in bytes, LRU), the optional disk tier
 //! ([`disk::DiskCache`]), a pool of fetch workers for read-ahead, and hit counters.
 //!
 //! Invariants:
@@ -15,7 +15,7 @@ mod disk;
 pub mod pieces;
 pub mod uring;
 
-pub use disk::DiskCache;
+pub use disk::{DiskCache, PieceValue};
 
 use crate::blocks::{BlockError, BlockStore, fetch_verified};
 use bytes::Bytes;
@@ -63,7 +63,7 @@ fn slice(b: &Bytes, start: usize, len: usize) -> Bytes {
 /// Work for the disk writer: a block to cache, or a request to report when all before it
 /// are done.
 enum Fill {
-    Block(BlockId, Bytes),
+    Block(BlockId, Bytes, Vec<PieceValue>),
     Flush(std::sync::mpsc::Sender<()>),
 }
 
@@ -98,9 +98,13 @@ pub struct BlockCache {
 impl BlockCache {
     /// Builds the cache and starts its fetch workers.
     pub fn new(store: Arc<dyn BlockStore>, cfg: &CacheConfig) -> Result<Arc<Self>, BlockError> {
+        // LRU, not TinyLFU, in memory: read-ahead inserts blocks just before they are read,
+        // and a frequency filter would refuse them in favour of blocks already read (and
+        // so counted) several times — every streamed block would be fetched twice.
         let memory = moka::sync::Cache::builder()
             .weigher(|_: &BlockId, v: &Bytes| v.len().try_into().unwrap_or(u32::MAX))
             .max_capacity(cfg.memory_bytes)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .build();
         let disk = match &cfg.disk_dir {
             Some(dir) => Some(
@@ -224,20 +228,21 @@ impl BlockCache {
         }
     }
 
-    /// Stores a new block durably, then keeps it in both tiers.
-    pub fn put(&self, id: &BlockId, data: Bytes) -> Result<(), BlockError> {
+    /// Stores a new block durably, then keeps it in both tiers. `cvs` are its pieces'
+    /// chaining values if the caller computed them with its name.
+    pub fn put(&self, id: &BlockId, data: Bytes, cvs: Vec<PieceValue>) -> Result<(), BlockError> {
         self.store.put(id, data.clone())?;
-        self.fill_disk(id, &data);
+        self.fill_disk(id, &data, cvs);
         self.memory.insert(*id, data);
         Ok(())
     }
 
     /// Hands a block to the disk writer, unless it is busy.
-    fn fill_disk(&self, id: &BlockId, data: &Bytes) {
+    fn fill_disk(&self, id: &BlockId, data: &Bytes, cvs: Vec<PieceValue>) {
         if let Some(tx) = &self.disk_fill
             && self.disk.as_ref().is_some_and(|d| !d.contains(id))
         {
-            let _ = tx.try_send(Fill::Block(*id, data.clone()));
+            let _ = tx.try_send(Fill::Block(*id, data.clone(), cvs));
         }
     }
 
@@ -274,10 +279,14 @@ impl BlockCache {
 fn disk_writer(cache: std::sync::Weak<BlockCache>, rx: Receiver<Fill>) {
     while let Ok(fill) = rx.recv() {
         match fill {
-            Fill::Block(id, data) => {
+            Fill::Block(id, data, cvs) => {
                 let Some(cache) = cache.upgrade() else { return };
                 if let Some(d) = &cache.disk {
-                    d.put(&id, &data);
+                    d.put_with_pieces(
+                        &id,
+                        &data,
+                        Some(&cvs).filter(|c| !c.is_empty()).map(|c| c.as_slice()),
+                    );
                 }
             }
             Fill::Flush(done) => {

@@ -37,6 +37,18 @@ pub fn piece_cvs(block: &[u8]) -> Vec<ChainingValue> {
         .collect()
 }
 
+/// The block's name and its pieces' chaining values, in one pass over the bytes (the same
+/// work as hashing the block once).
+pub fn hash_with_pieces(block: &[u8]) -> (BlockId, Vec<ChainingValue>) {
+    let cvs = piece_cvs(block);
+    if cvs.is_empty() {
+        return (BlockId(*blake3::hash(block).as_bytes()), cvs);
+    }
+    let l = left_len(cvs.len());
+    let root = merge_subtrees_root(&merge(&cvs[..l]), &merge(&cvs[l..]), Mode::Hash);
+    (BlockId(*root.as_bytes()), cvs)
+}
+
 /// The largest power of two strictly below `n` (n >= 2).
 fn left_len(n: usize) -> usize {
     1 << (usize::BITS - 1 - (n - 1).leading_zeros())
@@ -73,6 +85,7 @@ mod tests {
             let id = block_id(&data);
             let cvs = piece_cvs(&data);
             prop_assert!(cvs_match(&id, &cvs));
+            prop_assert_eq!(hash_with_pieces(&data), (id, cvs.clone()));
             let mut bad = cvs.clone();
             bad[len / PIECE / 2][0] ^= 1;
             prop_assert!(!cvs_match(&id, &bad));

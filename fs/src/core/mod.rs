@@ -223,8 +223,8 @@ impl Fs {
                     .iter()
                     .map(|(i, buf)| {
                         s.spawn(move || {
-                            let id = crate::blocks::block_id(buf);
-                            self.cache.put(&id, Bytes::copy_from_slice(buf))?;
+                            let (id, cvs) = crate::cache::pieces::hash_with_pieces(buf);
+                            self.cache.put(&id, Bytes::copy_from_slice(buf), cvs)?;
                             Ok((
                                 *i,
                                 BlockRef {

@@ -95,9 +95,9 @@ fn work(rx: Arc<Mutex<Receiver<Job>>>, cache: Arc<BlockCache>) {
     loop {
         let next = rx.lock().recv();
         let Ok(Job { data, slot }) = next else { return };
-        let id = crate::blocks::block_id(&data);
+        let (id, cvs) = crate::cache::pieces::hash_with_pieces(&data);
         let r = cache
-            .put(&id, Bytes::from_owner(Shared(data.clone())))
+            .put(&id, Bytes::from_owner(Shared(data.clone())), cvs)
             .map(|_| BlockRef {
                 id,
                 len: data.len() as u32,
