@@ -77,3 +77,20 @@ fn kill9_during_writes_with_local_blocks() {
 fn kill9_during_writes_with_garage() {
     crash_during_writes(Backend::Garage);
 }
+
+/// Name changes are durable once a directory is fsynced (or within the sync interval, or
+/// at the next close of a written file), even if the mount is killed right after.
+#[test]
+fn fsynced_directories_survive_kill9() {
+    let mut m = Mount::new(Backend::LocalDir);
+    let d = m.path("published");
+    sh(&format!(
+        "mkdir -p '{d}/SH010' && mv '{d}/SH010' '{d}/SH020' && touch '{d}/SH020/empty.clip' && \
+         python3 -c \"import os; fd=os.open('{d}', os.O_RDONLY); os.fsync(fd); fd2=os.open('{d}/SH020', os.O_RDONLY); os.fsync(fd2)\"",
+        d = d.display()
+    ));
+    m.kill9();
+    m.start();
+    assert!(m.path("published/SH020/empty.clip").exists());
+    assert!(!m.path("published/SH010").exists());
+}

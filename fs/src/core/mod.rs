@@ -284,7 +284,7 @@ impl Fs {
         }
     }
 
-    /// Flushes every open file (on unmount).
+    /// Flushes every open file and makes every namespace change durable (on unmount).
     pub fn flush_all(&self) -> FsResult<()> {
         let open: Vec<Arc<OpenInode>> = self.inodes.lock().values().cloned().collect();
         let mut first_err = None;
@@ -293,6 +293,10 @@ impl Fs {
                 tracing::error!(error = %e, "flush at unmount failed");
                 first_err.get_or_insert(e);
             }
+        }
+        if let Err(e) = self.ns.sync() {
+            tracing::error!(error = %e, "could not make namespace changes durable at unmount");
+            first_err.get_or_insert(e.into());
         }
         first_err.map_or(Ok(()), Err)
     }

@@ -224,6 +224,17 @@ impl Fs {
         self.flush_state(&mut st)
     }
 
+    /// fsync: commits pending writes and makes every earlier namespace change durable.
+    pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        self.flush(fh)?;
+        Ok(self.ns.sync()?)
+    }
+
+    /// fsync of a directory: makes every completed namespace change durable.
+    pub fn sync_namespace(&self) -> FsResult<()> {
+        Ok(self.ns.sync()?)
+    }
+
     /// Closes a handle; the last handle of an inode commits and drops its open state.
     pub fn release(&self, fh: u64) -> FsResult<()> {
         let Some(h) = self.handles.lock().remove(&fh) else {

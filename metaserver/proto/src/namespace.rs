@@ -3,6 +3,8 @@
 //! Implementations: `meridian_metaserver::Meta` (the POSIX rules over a transactional store,
 //! embedded in the client or served by a site's metaserver). Contract:
 //! - every mutating call is atomic: it happens completely or not at all;
+//! - `commit` is durable when it returns, together with every change before it; other
+//!   changes become durable within a short interval or at the next `commit` or `sync`;
 //! - every call checks the caller's permissions as POSIX says; a caller with uid 0 passes
 //!   every permission check except execute on a file with no execute bit;
 //! - an inode whose last name is removed while it is open (see [`Namespace::open`]) stays
@@ -146,4 +148,6 @@ pub trait Namespace: Send + Sync {
     fn removexattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<()>;
 
     fn statfs(&self) -> MetaResult<StatFs>;
+    /// Makes every completed change durable (fsync of a directory).
+    fn sync(&self) -> MetaResult<()>;
 }

@@ -5,7 +5,11 @@
 //! release, layouts and commits).
 //!
 //! Invariants:
-//! - Every public operation runs in one store transaction (`Store::write` or `Store::read`).
+//! - Every public operation runs in one store transaction (`Store::write_with` or
+//!   `Store::read`). Data commits are immediately durable and carry every earlier change
+//!   with them; other changes are deferred (durable within the store's sync interval, or
+//!   at the next data commit or `sync`), so a crash loses at most that interval of name
+//!   changes, never a closed file's data and never consistency.
 //! - A directory's nlink is 2 plus its number of subdirectories; the root is its own parent.
 //! - An inode whose nlink reaches 0 while open is marked in the orphan table and purged on
 //!   its last release, or at the next start if the process died first.
@@ -24,7 +28,7 @@ mod rename;
 mod tests;
 
 use crate::records::{DentryRec, InodeRec, NEXT_INO, Records, Writer};
-use crate::store::{ReadTxn, Store, Table};
+use crate::store::{Durability, ReadTxn, Store, Table};
 use meridian_proto::*;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -158,8 +162,18 @@ impl<S: Store> Meta<S> {
         self.store.read(f)
     }
 
+    /// Namespace changes: durable within the store's sync interval, or at the next data
+    /// commit or `sync` (as a local filesystem's journal commits metadata).
     fn write<T>(&self, f: impl FnOnce(&mut Writer<'_>) -> MetaResult<T>) -> MetaResult<T> {
-        self.store.write(|txn| f(&mut Writer::new(txn)))
+        self.store
+            .write_with(Durability::Deferred, |txn| f(&mut Writer::new(txn)))
+    }
+
+    /// Data commits (flush, fsync, close): durable, with every namespace change before them,
+    /// when this returns.
+    fn write_durable<T>(&self, f: impl FnOnce(&mut Writer<'_>) -> MetaResult<T>) -> MetaResult<T> {
+        self.store
+            .write_with(Durability::Immediate, |txn| f(&mut Writer::new(txn)))
     }
 }
 
@@ -386,7 +400,7 @@ impl<S: Store> Namespace for Meta<S> {
     }
 
     fn commit(&self, ino: InodeId, commit: &Commit) -> MetaResult<Attr> {
-        self.write(|w| data::commit(w, ino, commit))
+        self.write_durable(|w| data::commit(w, ino, commit))
     }
 
     fn getxattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<Vec<u8>> {
@@ -410,6 +424,10 @@ impl<S: Store> Namespace for Meta<S> {
 
     fn removexattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<()> {
         self.write(|w| attr::removexattr(w, who, ino, name))
+    }
+
+    fn sync(&self) -> MetaResult<()> {
+        self.store.sync()
     }
 
     fn statfs(&self) -> MetaResult<StatFs> {

@@ -99,7 +99,15 @@ impl Store for MemStore {
         f(&MemRead(&tables))
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut dyn WriteTxn) -> MetaResult<T>) -> MetaResult<T> {
+    fn sync(&self) -> MetaResult<()> {
+        Ok(()) // nothing outlives the process
+    }
+
+    fn write_with<T>(
+        &self,
+        _durability: super::Durability,
+        f: impl FnOnce(&mut dyn WriteTxn) -> MetaResult<T>,
+    ) -> MetaResult<T> {
         let mut tables = self.tables.write();
         let mut txn = MemWrite {
             tables: &mut tables,

@@ -3,7 +3,8 @@
 //! Contract for implementations (checked by [`suite`], run against every backend):
 //! - `write` runs its closure in one transaction: if the closure returns `Err`, nothing it
 //!   wrote is visible afterwards; if it returns `Ok`, everything is, durably, once `write`
-//!   returns.
+//!   returns. `write_with(Deferred, …)` is the same except that durability may come later
+//!   (see [`Durability`]); a crash then rolls back whole transactions, newest first.
 //! - Transactions are serializable: a `write` sees no interleaving writes of another.
 //! - `scan` returns keys that start with the prefix, in byte order, strictly after
 //!   `prefix ++ after` when `after` is given.
@@ -77,10 +78,32 @@ pub trait WriteTxn: ReadTxn {
     fn delete(&mut self, table: Table, key: &[u8]) -> MetaResult<()>;
 }
 
+/// How soon a committed write must be on stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Before `write` returns.
+    Immediate,
+    /// Within the store's sync interval, or at the next `Immediate` write or `sync`,
+    /// whichever comes first. A crash loses at most the deferred writes since then, whole
+    /// transactions only: the store stays consistent.
+    Deferred,
+}
+
 /// A transactional store.
 pub trait Store: Send + Sync + 'static {
     fn read<T>(&self, f: impl FnOnce(&dyn ReadTxn) -> MetaResult<T>) -> MetaResult<T>;
-    fn write<T>(&self, f: impl FnOnce(&mut dyn WriteTxn) -> MetaResult<T>) -> MetaResult<T>;
+    fn write_with<T>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&mut dyn WriteTxn) -> MetaResult<T>,
+    ) -> MetaResult<T>;
+    /// Makes every deferred write durable.
+    fn sync(&self) -> MetaResult<()>;
+
+    /// A write that is durable when this returns.
+    fn write<T>(&self, f: impl FnOnce(&mut dyn WriteTxn) -> MetaResult<T>) -> MetaResult<T> {
+        self.write_with(Durability::Immediate, f)
+    }
 }
 
 /// The exclusive upper bound of keys starting with `prefix` (None if unbounded).

@@ -9,6 +9,8 @@ use super::{Pair, ReadTxn, Store, Table, WriteTxn, prefix_end, scan_start};
 use meridian_proto::{MetaError, MetaResult};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
@@ -29,9 +31,16 @@ fn err(e: impl std::fmt::Display) -> MetaError {
     MetaError::Store(e.to_string())
 }
 
+/// Deferred writes reach the disk at least this often.
+pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A namespace kept in one redb database file.
 pub struct RedbStore {
-    db: Database,
+    db: Arc<Database>,
+    /// Deferred commits not yet followed by an immediate one.
+    unsynced: Arc<AtomicBool>,
+    /// A background syncer runs; without one every write is immediate.
+    syncer: bool,
 }
 
 impl RedbStore {
@@ -49,7 +58,36 @@ impl RedbStore {
             txn.open_table(def(t)).map_err(err)?;
         }
         txn.commit().map_err(err)?;
-        Ok(RedbStore { db })
+        let mut store = RedbStore {
+            db: Arc::new(db),
+            unsynced: Arc::new(AtomicBool::new(false)),
+            syncer: false,
+        };
+        store.syncer = store.start_syncer();
+        Ok(store)
+    }
+
+    /// A thread that makes deferred commits durable every [`SYNC_INTERVAL`]; it ends with
+    /// the store.
+    fn start_syncer(&self) -> bool {
+        let (db, unsynced) = (Arc::downgrade(&self.db), self.unsynced.clone());
+        let spawned = std::thread::Builder::new().name("meridian-redb-sync".into()).spawn(move || loop {
+            std::thread::sleep(SYNC_INTERVAL);
+            let Some(db) = db.upgrade() else { return };
+            if unsynced.swap(false, Ordering::AcqRel)
+                && let Err(e) = sync_db(&db)
+            {
+                unsynced.store(true, Ordering::Release);
+                tracing::error!(error = %e, "could not make namespace changes durable; retrying");
+            }
+        });
+        match spawned {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "no background sync thread: every write will be immediate");
+                false
+            }
+        }
     }
 }
 
@@ -115,17 +153,48 @@ impl WriteTxn for RWrite {
     }
 }
 
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.sync() {
+            tracing::error!(error = %e, "could not make the last namespace changes durable");
+        }
+    }
+}
+
+/// An empty immediate commit: makes every deferred commit before it durable.
+fn sync_db(db: &Database) -> MetaResult<()> {
+    db.begin_write().map_err(err)?.commit().map_err(err)
+}
+
 impl Store for RedbStore {
+    fn sync(&self) -> MetaResult<()> {
+        if self.unsynced.swap(false, Ordering::AcqRel) {
+            sync_db(&self.db).inspect_err(|_| self.unsynced.store(true, Ordering::Release))?;
+        }
+        Ok(())
+    }
+
     fn read<T>(&self, f: impl FnOnce(&dyn ReadTxn) -> MetaResult<T>) -> MetaResult<T> {
         let txn = self.db.begin_read().map_err(err)?;
         f(&RRead(txn))
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut dyn WriteTxn) -> MetaResult<T>) -> MetaResult<T> {
+    fn write_with<T>(
+        &self,
+        durability: super::Durability,
+        f: impl FnOnce(&mut dyn WriteTxn) -> MetaResult<T>,
+    ) -> MetaResult<T> {
         let mut txn = RWrite(self.db.begin_write().map_err(err)?);
+        let deferred = durability == super::Durability::Deferred && self.syncer;
+        if deferred {
+            txn.0.set_durability(redb::Durability::None).map_err(err)?;
+        }
         match f(&mut txn) {
             Ok(v) => {
                 txn.0.commit().map_err(err)?;
+                if deferred {
+                    self.unsynced.store(true, Ordering::Release);
+                }
                 Ok(v)
             }
             Err(e) => {
@@ -144,6 +213,38 @@ mod tests {
     fn store_suite() {
         let dir = tempfile::tempdir().unwrap();
         super::super::suite::run_all(&RedbStore::open(&dir.path().join("ns.redb")).unwrap());
+    }
+
+    #[test]
+    fn deferred_writes_are_durable_after_sync_and_after_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ns.redb");
+        {
+            let s = RedbStore::open(&path).unwrap();
+            s.write_with(crate::store::Durability::Deferred, |t| {
+                t.put(Table::Meta, b"a", b"1")
+            })
+            .unwrap();
+            s.sync().unwrap();
+            s.write_with(crate::store::Durability::Deferred, |t| {
+                t.put(Table::Meta, b"b", b"2")
+            })
+            .unwrap();
+            std::thread::sleep(SYNC_INTERVAL * 3);
+            assert!(
+                !s.unsynced.load(Ordering::Acquire),
+                "the syncer made it durable"
+            );
+        }
+        let s = RedbStore::open(&path).unwrap();
+        assert_eq!(
+            s.read(|t| t.get(Table::Meta, b"a")).unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(
+            s.read(|t| t.get(Table::Meta, b"b")).unwrap(),
+            Some(b"2".to_vec())
+        );
     }
 
     #[test]

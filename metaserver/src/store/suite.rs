@@ -1,6 +1,6 @@
 //! The store contract as one test suite, run against every backend (as JuiceFS's testMeta).
 
-use super::{Store, Table};
+use super::{Durability, Store, Table};
 use meridian_proto::MetaError;
 
 pub(crate) fn run_all<S: Store>(s: &S) {
@@ -8,6 +8,26 @@ pub(crate) fn run_all<S: Store>(s: &S) {
     failed_transaction_leaves_no_trace(s);
     scan_respects_prefix_cursor_and_limit(s);
     tables_are_separate(s);
+    deferred_writes_are_visible_at_once(s);
+}
+
+fn deferred_writes_are_visible_at_once<S: Store>(s: &S) {
+    s.write_with(Durability::Deferred, |t| t.put(Table::Meta, b"soon", b"1"))
+        .unwrap();
+    assert_eq!(
+        s.read(|t| t.get(Table::Meta, b"soon")).unwrap(),
+        Some(b"1".to_vec())
+    );
+    let r: Result<(), _> = s.write_with(Durability::Deferred, |t| {
+        t.put(Table::Meta, b"soon", b"2")?;
+        Err(MetaError::Exists)
+    });
+    assert!(r.is_err());
+    assert_eq!(
+        s.read(|t| t.get(Table::Meta, b"soon")).unwrap(),
+        Some(b"1".to_vec())
+    );
+    s.sync().unwrap();
 }
 
 fn put_get_delete<S: Store>(s: &S) {
