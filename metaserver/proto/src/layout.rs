@@ -50,7 +50,8 @@ pub struct BlockRef {
 /// A regular file's data description.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Layout {
-    Inline(Vec<u8>),
+    /// Encoded as one byte string, not a sequence of numbers (64 KiB in one copy).
+    Inline(#[serde(with = "serde_bytes")] Vec<u8>),
     Chunks(BTreeMap<u64, BlockRef>),
 }
 

@@ -60,6 +60,7 @@ pub enum XattrMode {
 pub struct Commit {
     pub chunks: Vec<(u64, Option<BlockRef>)>,
     /// Replace the whole layout with these inline bytes (then `chunks` must be empty).
+    #[serde(with = "serde_bytes")]
     pub inline: Option<Vec<u8>>,
     pub size: u64,
     pub mtime: Timestamp,
