@@ -214,53 +214,25 @@ impl Fs {
         self.lookups.lock().get(&ino).copied().unwrap_or(0)
     }
 
-    /// Uploads blocks in parallel (at most `upload_concurrency` at once).
-    fn upload(&self, bufs: &[(u64, Vec<u8>)]) -> FsResult<Vec<(u64, BlockRef)>> {
-        let mut refs = Vec::with_capacity(bufs.len());
-        for group in bufs.chunks(self.cfg.upload_concurrency.max(1)) {
-            let results: Vec<FsResult<(u64, BlockRef)>> = std::thread::scope(|s| {
-                let tasks: Vec<_> = group
-                    .iter()
-                    .map(|(i, buf)| {
-                        s.spawn(move || {
-                            let (id, cvs) = crate::cache::pieces::hash_with_pieces(buf);
-                            self.cache.put(&id, Bytes::copy_from_slice(buf), cvs)?;
-                            Ok((
-                                *i,
-                                BlockRef {
-                                    id,
-                                    len: buf.len() as u32,
-                                },
-                            ))
-                        })
-                    })
-                    .collect();
-                tasks
-                    .into_iter()
-                    .map(|t| t.join().expect("upload thread panicked"))
-                    .collect()
-            });
-            for r in results {
-                refs.push(r?);
-            }
+    /// Hands chunk buffers to the upload workers; they upload in parallel with each other
+    /// and with whatever is already in flight.
+    fn submit(&self, st: &mut FileState, bufs: Vec<(u64, Vec<u8>)>) {
+        for (i, buf) in bufs {
+            let data = Arc::new(buf);
+            let slot = self.uploader.submit(data.clone());
+            st.add_uploading(i, data, slot);
         }
-        Ok(refs)
     }
 
     /// Uploads and commits everything pending for one open inode.
     fn flush_state(&self, st: &mut FileState) -> FsResult<()> {
-        st.settle()?;
         let Some((bufs, inline)) = st.prepare_commit(self, self.cfg.inline_max)? else {
             return Ok(());
         };
-        let refs = match self.upload(&bufs) {
-            Ok(r) => r,
-            Err(e) => {
-                st.restore(bufs);
-                return Err(e);
-            }
-        };
-        let commit = st.commit_for(refs, inline.clone());
+        // The last chunks go out beside those still in flight; then wait for all of them.
+        self.submit(st, bufs);
+        st.settle()?;
+        let commit = st.commit_for(Vec::new(), inline.clone());
         self.ns.commit(st.ino, &commit)?;
         st.committed(inline);
         Ok(())
@@ -268,20 +240,11 @@ impl Fs {
 
     /// Uploads early when a file buffers more than its share of memory.
     fn relieve(&self, st: &mut FileState) -> FsResult<()> {
-        if st.dirty_bytes() <= self.cfg.max_dirty_bytes {
-            return Ok(());
+        if st.dirty_bytes() > self.cfg.max_dirty_bytes {
+            let bufs = st.take_for_early_upload();
+            self.submit(st, bufs);
         }
-        let bufs = st.take_for_early_upload();
-        match self.upload(&bufs) {
-            Ok(refs) => {
-                st.uploaded(refs);
-                Ok(())
-            }
-            Err(e) => {
-                st.restore(bufs);
-                Err(e)
-            }
-        }
+        Ok(())
     }
 
     /// Flushes every open file and makes every namespace change durable (on unmount).
