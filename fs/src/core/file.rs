@@ -230,17 +230,26 @@ impl FileState {
             if !self.dirty.contains_key(&i) {
                 let whole = within == 0 && take == CHUNK_SIZE as usize;
                 let buf = if whole || !self.has_base(i) {
-                    Vec::new()
+                    // A streaming writer fills the chunk: size it once, not by doubling.
+                    Vec::with_capacity(if take >= 64 << 10 {
+                        CHUNK_SIZE as usize
+                    } else {
+                        0
+                    })
                 } else {
                     self.base_chunk(src, i)?.to_vec()
                 };
                 self.dirty.insert(i, buf);
             }
             let buf = self.dirty.get_mut(&i).expect("inserted above");
-            if buf.len() < within + take {
-                buf.resize(within + take, 0);
+            if within == buf.len() {
+                buf.extend_from_slice(&rest[..take]); // appending: one pass, no zero fill
+            } else {
+                if buf.len() < within + take {
+                    buf.resize(within + take, 0);
+                }
+                buf[within..within + take].copy_from_slice(&rest[..take]);
             }
-            buf[within..within + take].copy_from_slice(&rest[..take]);
             rest = &rest[take..];
             pos += take as u64;
         }
@@ -395,13 +404,6 @@ impl FileState {
             inline: None,
             size: self.size,
             mtime,
-        }
-    }
-
-    /// Puts back buffers whose upload failed, so a later flush retries them.
-    pub fn restore(&mut self, bufs: ChunkBufs) {
-        for (i, b) in bufs {
-            self.dirty.entry(i).or_insert(b);
         }
     }
 
