@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 pub const NEXT_INO: &[u8] = b"next_ino";
 pub const FILES: &[u8] = b"files";
 pub const BYTES: &[u8] = b"bytes";
+/// The on-disk format of the records; bumped whenever an encoding changes.
+pub const FORMAT: &[u8] = b"format";
+pub const FORMAT_VERSION: u64 = 1;
 
 /// One inode as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

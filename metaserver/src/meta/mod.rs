@@ -27,7 +27,7 @@ mod rename;
 #[cfg(test)]
 mod tests;
 
-use crate::records::{DentryRec, InodeRec, NEXT_INO, Records, Writer};
+use crate::records::{DentryRec, FORMAT, FORMAT_VERSION, InodeRec, NEXT_INO, Records, Writer};
 use crate::store::{Durability, ReadTxn, Store, Table};
 use meridian_proto::*;
 use parking_lot::Mutex;
@@ -91,8 +91,16 @@ impl<S: Store> Meta<S> {
         self.store.write(|txn| {
             let mut w = Writer::new(txn);
             if w.try_inode(ROOT)?.is_some() {
+                let format = w.counter(FORMAT)?;
+                if format != FORMAT_VERSION {
+                    return Err(MetaError::Corrupt(format!(
+                        "the namespace is in format {format}, this build reads format {FORMAT_VERSION}: \
+                         use the Meridian release that wrote it"
+                    )));
+                }
                 return Ok(());
             }
+            w.set_counter(FORMAT, FORMAT_VERSION)?;
             let now = Timestamp::now();
             let attr = Attr {
                 ino: ROOT,

@@ -603,3 +603,20 @@ fn orphans_are_purged_at_next_start() {
     assert_eq!(meta.getattr(ino), Err(MetaError::NotFound));
     assert_eq!(meta.statfs().unwrap().files, 1);
 }
+
+#[test]
+fn a_namespace_in_another_format_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.redb");
+    drop(Meta::open(RedbStore::open(&path).unwrap(), MetaConfig::default()).unwrap());
+    {
+        let raw = RedbStore::open(&path).unwrap();
+        let seven = postcard::to_allocvec(&7u64).unwrap();
+        raw.write(|t| t.put(crate::store::Table::Meta, crate::records::FORMAT, &seven))
+            .unwrap();
+    }
+    match Meta::open(RedbStore::open(&path).unwrap(), MetaConfig::default()) {
+        Err(MetaError::Corrupt(m)) => assert!(m.contains("format 7"), "{m}"),
+        other => panic!("expected a format error, got {:?}", other.map(|_| ())),
+    }
+}
