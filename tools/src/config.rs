@@ -33,6 +33,8 @@ pub struct MountSection {
     pub max_dirty_bytes: u64,
     pub readahead_max_bytes: u64,
     pub sequence_depth: u32,
+    /// Stage blocks on local disk and upload in the background (the weaker guarantee).
+    pub write_back: bool,
 }
 
 impl Default for MountSection {
@@ -49,6 +51,7 @@ impl Default for MountSection {
             max_dirty_bytes: fs.max_dirty_bytes,
             readahead_max_bytes: fs.readahead_max_bytes,
             sequence_depth: fs.sequence_depth,
+            write_back: false,
         }
     }
 }

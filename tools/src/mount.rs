@@ -8,6 +8,7 @@
 use crate::config::{FileConfig, StoreFlags};
 use crate::open;
 use anyhow::{Context, Result, anyhow, bail};
+use meridian_fs::blocks::WriteBackStore;
 use meridian_fs::cache::BlockCache;
 use meridian_fs::fuse::FuseOptions;
 use meridian_fs::{Fs, FsConfig};
@@ -42,9 +43,14 @@ pub struct MountArgs {
     /// FUSE worker threads [default: 8]
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Memory for the block cache, in bytes [default: 268435456]
+    /// Memory for the block cache, in bytes [default: 536870912]
     #[arg(long)]
     pub cache_memory_bytes: Option<u64>,
+    /// close and fsync return once blocks are staged on local disk; uploads continue in the
+    /// background and resume after a crash (weaker: until uploaded, only this machine has
+    /// the data)
+    #[arg(long)]
+    pub write_back: bool,
 }
 
 /// Checks the mountpoint: exists, is a directory, is not a stale or live mount.
@@ -137,7 +143,15 @@ fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
         cfg.cache.memory_bytes = m;
     }
     let data_dir = cfg.data_dir()?;
-    let blocks = open::blocks(&cfg)?;
+    let mut blocks = open::blocks(&cfg)?;
+    if args.write_back || cfg.mount.write_back {
+        if cfg.s3.is_none() {
+            bail!("--write-back needs a bucket: blocks are already on local disk without one");
+        }
+        let staging = data_dir.join("staging");
+        blocks = WriteBackStore::open(&staging, blocks, cfg.mount.upload_concurrency)
+            .map_err(|e| anyhow!("{e}"))?;
+    }
     let cache_cfg = cfg.cache_config()?;
     let cache = BlockCache::new(blocks.clone(), &cache_cfg).map_err(|e| anyhow!("{e}"))?;
     let ns = open::namespace(&cfg)?;

@@ -100,7 +100,17 @@ impl BlockStore for LocalDirStore {
                 let Some(id) = parse_block_key(&key) else {
                     continue;
                 };
-                let md = f.metadata().map_err(io(format!("stat {key}")))?;
+                let md = match f.metadata() {
+                    Ok(md) => md,
+                    // Deleted (collected, or uploaded from staging) while listing.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        return Err(BlockError::Io {
+                            what: format!("stat {key}"),
+                            source: e,
+                        });
+                    }
+                };
                 out.push(BlockInfo {
                     id,
                     size: md.len(),

@@ -16,10 +16,12 @@ mod mem;
 mod s3;
 #[cfg(test)]
 mod suite;
+mod writeback;
 
 pub use local::LocalDirStore;
 pub use mem::MemBlockStore;
 pub use s3::{S3Config, S3Store};
+pub use writeback::WriteBackStore;
 
 use bytes::Bytes;
 use meridian_proto::BlockId;
