@@ -50,24 +50,26 @@ fn scan(
         .collect()
 }
 
-impl ReadTxn for MemRead<'_> {
-    fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
-        Ok(get(self.0, table, key))
-    }
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> MetaResult<Vec<Pair>> {
-        Ok(scan(self.0, table, prefix, after, limit))
+/// Both transaction kinds read the same tables the same way.
+trait View {
+    fn tables(&self) -> &Tables;
+}
+
+impl View for MemRead<'_> {
+    fn tables(&self) -> &Tables {
+        self.0
     }
 }
 
-impl ReadTxn for MemWrite<'_> {
+impl View for MemWrite<'_> {
+    fn tables(&self) -> &Tables {
+        self.tables
+    }
+}
+
+impl<V: View> ReadTxn for V {
     fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
-        Ok(get(self.tables, table, key))
+        Ok(get(self.tables(), table, key))
     }
     fn scan(
         &self,
@@ -76,7 +78,7 @@ impl ReadTxn for MemWrite<'_> {
         after: Option<&[u8]>,
         limit: usize,
     ) -> MetaResult<Vec<Pair>> {
-        Ok(scan(self.tables, table, prefix, after, limit))
+        Ok(scan(self.tables(), table, prefix, after, limit))
     }
 }
 
