@@ -265,3 +265,35 @@ fn corrupted_disk_cache_blocks_are_refetched_not_served() {
         "whole-file reads refetch corrupted blocks"
     );
 }
+
+#[test]
+fn prometheus_metrics_count_reads_and_writes() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let m = Mount::with_args(Backend::Garage, &["--metrics", &addr]);
+    std::fs::write(m.path("f"), vec![1u8; 5 * MIB as usize]).unwrap();
+    let scrape = || {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        s
+    };
+    let text = scrape();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.split(' ').nth(1))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(value("meridian_store_puts_total") >= 2, "{text}");
+    assert!(value("meridian_store_put_bytes_total") >= 5 * MIB, "{text}");
+}

@@ -8,6 +8,7 @@ mod admin;
 mod config;
 mod data;
 mod fstab;
+mod metrics;
 mod mount;
 mod open;
 

@@ -51,6 +51,9 @@ pub struct MountArgs {
     /// the data)
     #[arg(long)]
     pub write_back: bool,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464
+    #[arg(long)]
+    pub metrics: Option<String>,
 }
 
 /// Checks the mountpoint: exists, is a directory, is not a stale or live mount.
@@ -154,6 +157,9 @@ fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
     }
     let cache_cfg = cfg.cache_config()?;
     let cache = BlockCache::new(blocks.clone(), &cache_cfg).map_err(|e| anyhow!("{e}"))?;
+    if let Some(addr) = &args.metrics {
+        crate::metrics::serve(addr, cache.clone())?;
+    }
     let ns = open::namespace(&cfg)?;
     let fs = Arc::new(Fs::new(ns, cache, fs_config(&cfg)));
     let opts = FuseOptions {

@@ -60,6 +60,83 @@ fn slice(b: &Bytes, start: usize, len: usize) -> Bytes {
     b.slice(start.min(end)..end)
 }
 
+impl BlockCache {
+    /// The counters in Prometheus's text format.
+    pub fn prometheus(&self) -> String {
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let s = &self.stats;
+        let (disk_bytes, disk_blocks) = self.disk.as_ref().map_or((0, 0), |d| d.usage());
+        let mut out = String::new();
+        for (name, help, kind, v) in [
+            (
+                "meridian_cache_memory_hits_total",
+                "Block reads served from memory",
+                "counter",
+                c(&s.memory_hits),
+            ),
+            (
+                "meridian_cache_disk_hits_total",
+                "Block reads served from the NVMe tier",
+                "counter",
+                c(&s.disk_hits),
+            ),
+            (
+                "meridian_store_fetches_total",
+                "Blocks fetched from the block store",
+                "counter",
+                c(&s.store_fetches),
+            ),
+            (
+                "meridian_store_fetch_bytes_total",
+                "Bytes fetched from the block store",
+                "counter",
+                c(&s.store_bytes),
+            ),
+            (
+                "meridian_store_puts_total",
+                "Blocks stored",
+                "counter",
+                c(&s.store_puts),
+            ),
+            (
+                "meridian_store_put_bytes_total",
+                "Bytes stored",
+                "counter",
+                c(&s.store_put_bytes),
+            ),
+            (
+                "meridian_prefetches_total",
+                "Blocks queued for read-ahead",
+                "counter",
+                c(&s.prefetches),
+            ),
+            (
+                "meridian_cache_memory_bytes",
+                "Bytes in the memory tier",
+                "gauge",
+                self.memory.weighted_size(),
+            ),
+            (
+                "meridian_cache_disk_bytes",
+                "Bytes in the NVMe tier",
+                "gauge",
+                disk_bytes,
+            ),
+            (
+                "meridian_cache_disk_blocks",
+                "Blocks in the NVMe tier",
+                "gauge",
+                disk_blocks,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
+        }
+        out
+    }
+}
+
 /// Work for the disk writer: a block to cache, or a request to report when all before it
 /// are done.
 enum Fill {
@@ -83,6 +160,8 @@ pub struct CacheStats {
     pub store_fetches: AtomicU64,
     pub store_bytes: AtomicU64,
     pub prefetches: AtomicU64,
+    pub store_puts: AtomicU64,
+    pub store_put_bytes: AtomicU64,
 }
 
 pub struct BlockCache {
@@ -232,6 +311,10 @@ impl BlockCache {
     /// chaining values if the caller computed them with its name.
     pub fn put(&self, id: &BlockId, data: Bytes, cvs: Vec<PieceValue>) -> Result<(), BlockError> {
         self.store.put(id, data.clone())?;
+        self.stats.store_puts.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .store_put_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.fill_disk(id, &data, cvs);
         self.memory.insert(*id, data);
         Ok(())
