@@ -297,3 +297,77 @@ fn prometheus_metrics_count_reads_and_writes() {
     assert!(value("meridian_store_puts_total") >= 2, "{text}");
     assert!(value("meridian_store_put_bytes_total") >= 5 * MIB, "{text}");
 }
+
+#[test]
+fn passthrough_serves_fully_cached_files_and_steps_aside_for_writers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut m = Mount::with_args(Backend::Garage, &["--metrics", &addr]);
+    let data: Vec<u8> = (0..20 * MIB).map(|i| (i * 3 % 251) as u8).collect();
+    std::fs::write(m.path("plate.dpx"), &data).unwrap();
+    m.remount();
+    let hits = || {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        s.lines()
+            .filter(|l| {
+                l.starts_with("meridian_cache_memory_hits_total")
+                    || l.starts_with("meridian_cache_disk_hits_total")
+            })
+            .map(|l| l.split(' ').nth(1).unwrap().parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
+    assert!(
+        std::fs::read(m.path("plate.dpx")).unwrap() == data,
+        "first read, through the mount"
+    );
+    let copies = m.data_dir.join("passthrough");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&copies).map_or(0, |d| {
+        d.filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count()
+    }) == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no passthrough copy was assembled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    sh("sync && echo 3 > /proc/sys/vm/drop_caches");
+    let before = hits();
+    assert!(
+        std::fs::read(m.path("plate.dpx")).unwrap() == data,
+        "passthrough read"
+    );
+    assert_eq!(
+        hits(),
+        before,
+        "a passthrough read does not reach the mount"
+    );
+
+    // A writer in this mount: readers must see its writes, so no passthrough for them.
+    let w = OpenOptions::new()
+        .write(true)
+        .open(m.path("plate.dpx"))
+        .unwrap();
+    w.write_all_at(b"NEW", 1000).unwrap();
+    let mut buf = [0u8; 3];
+    File::open(m.path("plate.dpx"))
+        .unwrap()
+        .read_exact_at(&mut buf, 1000)
+        .unwrap();
+    assert_eq!(&buf, b"NEW");
+}

@@ -50,6 +50,10 @@ impl Default for FuseOptions {
 pub struct FuseFs {
     fs: Arc<Fs>,
     ttl: Duration,
+    /// The kernel accepted FUSE passthrough and opening backing files works.
+    passthrough: std::sync::atomic::AtomicBool,
+    /// Backing files registered with the kernel, by handle; dropping one unregisters it.
+    backing: parking_lot::Mutex<std::collections::HashMap<u64, BackingId>>,
 }
 
 const GEN: Generation = Generation(0);
@@ -59,6 +63,8 @@ impl FuseFs {
         FuseFs {
             fs,
             ttl: opts.attr_ttl,
+            passthrough: false.into(),
+            backing: Default::default(),
         }
     }
 }
@@ -221,6 +227,18 @@ impl Filesystem for FuseFs {
         let _ = config
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        if self.fs.config().passthrough_dir.is_some() {
+            // Kernels before 6.9 lack passthrough: then every read goes through this process.
+            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            self.passthrough
+                .store(ok, std::sync::atomic::Ordering::Relaxed);
+            if !ok {
+                tracing::info!(
+                    "the kernel does not offer FUSE passthrough; reads go through the mount"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -410,17 +428,34 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(&caller(req), ino(i), open_mode(flags.0)) {
-            Ok((fh, keep)) => reply.opened(
-                FileHandle(fh),
-                if keep {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
-                },
-            ),
-            Err(e) => reply.error(errno(&e)),
+        let mode = open_mode(flags.0);
+        let (fh, keep) = match self.fs.open(&caller(req), ino(i), mode) {
+            Ok(r) => r,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        if !mode.write
+            && self.passthrough.load(std::sync::atomic::Ordering::Relaxed)
+            && let Some(file) = self.fs.passthrough_file(ino(i))
+        {
+            match reply.open_backing(&file) {
+                Ok(id) => {
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                    self.backing.lock().insert(fh, id);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "FUSE passthrough refused; reads go through the mount");
+                    self.passthrough
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
         }
+        let flags = if keep {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        reply.opened(FileHandle(fh), flags)
     }
 
     fn read(
@@ -479,6 +514,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.backing.lock().remove(&fh.0);
         self.empty(self.fs.release(fh.0), reply)
     }
 

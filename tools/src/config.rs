@@ -35,6 +35,10 @@ pub struct MountSection {
     pub sequence_depth: u32,
     /// Stage blocks on local disk and upload in the background (the weaker guarantee).
     pub write_back: bool,
+    /// FUSE passthrough for files whose blocks are all in the NVMe tier (default: on when
+    /// the NVMe tier is).
+    pub passthrough: Option<bool>,
+    pub passthrough_bytes: u64,
 }
 
 impl Default for MountSection {
@@ -52,6 +56,8 @@ impl Default for MountSection {
             readahead_max_bytes: fs.readahead_max_bytes,
             sequence_depth: fs.sequence_depth,
             write_back: false,
+            passthrough: None,
+            passthrough_bytes: fs.passthrough_bytes,
         }
     }
 }

@@ -122,15 +122,22 @@ pub fn run(args: MountArgs) -> Result<()> {
     mount_foreground(args, mp)
 }
 
-fn fs_config(cfg: &FileConfig) -> FsConfig {
-    FsConfig {
+fn fs_config(cfg: &FileConfig, cache: &meridian_fs::cache::CacheConfig) -> Result<FsConfig> {
+    let passthrough = cfg.mount.passthrough.unwrap_or(cache.disk_dir.is_some());
+    Ok(FsConfig {
         inline_max: cfg.mount.inline_max_bytes,
         max_dirty_bytes: cfg.mount.max_dirty_bytes,
         upload_concurrency: cfg.mount.upload_concurrency,
         capacity_bytes: cfg.mount.capacity_bytes,
         readahead_max_bytes: cfg.mount.readahead_max_bytes,
         sequence_depth: cfg.mount.sequence_depth,
-    }
+        passthrough_dir: if passthrough {
+            Some(cfg.data_dir()?.join("passthrough"))
+        } else {
+            None
+        },
+        passthrough_bytes: cfg.mount.passthrough_bytes,
+    })
 }
 
 fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
@@ -161,7 +168,7 @@ fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
         crate::metrics::serve(addr, cache.clone())?;
     }
     let ns = open::namespace(&cfg)?;
-    let fs = Arc::new(Fs::new(ns, cache, fs_config(&cfg)));
+    let fs = Arc::new(Fs::new(ns, cache, fs_config(&cfg, &cache_cfg)?));
     let opts = FuseOptions {
         attr_ttl: Duration::from_millis(args.attr_ttl_ms.unwrap_or(cfg.mount.attr_ttl_ms)),
         allow_other: args.allow_other || cfg.mount.allow_other,

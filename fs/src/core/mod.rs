@@ -16,6 +16,7 @@
 mod dir;
 pub mod file;
 mod ops;
+mod passthrough;
 mod readahead;
 pub mod upload;
 
@@ -45,6 +46,10 @@ pub struct FsConfig {
     /// Frames of a numbered sequence (`shot.1001.exr` → `shot.1002.exr` …) fetched ahead
     /// when a frame is first read; 0 turns it off.
     pub sequence_depth: u32,
+    /// Where whole-file copies for FUSE passthrough live; `None` turns passthrough off.
+    pub passthrough_dir: Option<std::path::PathBuf>,
+    /// Bytes of passthrough copies kept (oldest removed first).
+    pub passthrough_bytes: u64,
 }
 
 impl Default for FsConfig {
@@ -56,6 +61,8 @@ impl Default for FsConfig {
             capacity_bytes: 1 << 50,
             readahead_max_bytes: 64 << 20,
             sequence_depth: 4,
+            passthrough_dir: None,
+            passthrough_bytes: 16 << 30,
         }
     }
 }
@@ -63,6 +70,8 @@ impl Default for FsConfig {
 /// An open regular file, shared by all its handles.
 pub(crate) struct OpenInode {
     pub(crate) handles: AtomicU64,
+    /// Handles open for writing (passthrough is refused while any is).
+    pub(crate) writers: AtomicU64,
     pub(crate) state: Mutex<FileState>,
     pub(crate) readahead: Mutex<readahead::ReadAhead>,
 }
@@ -109,6 +118,8 @@ pub struct Fs {
     /// (mtime, size) of each file when this mount last closed it: an open that finds the
     /// same keeps the kernel's page cache.
     seen: Mutex<HashMap<InodeId, (Timestamp, u64)>>,
+    /// Inodes whose passthrough copy is being assembled.
+    assembling: Arc<Mutex<std::collections::HashSet<InodeId>>>,
 }
 
 impl ChunkSource for Fs {
@@ -133,6 +144,7 @@ impl Fs {
             lookups: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            assembling: Default::default(),
         }
     }
 

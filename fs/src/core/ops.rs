@@ -129,12 +129,14 @@ impl Fs {
     /// Joins (or creates) the open state of `ino` and returns a new handle on it. The
     /// namespace has already counted the open.
     fn attach(&self, ino: InodeId, open: OpenMode) -> FsResult<u64> {
+        let writer = u64::from(open.write);
         let joined = self
             .inodes
             .lock()
             .get(&ino)
             .inspect(|oi| {
                 oi.handles.fetch_add(1, Ordering::SeqCst);
+                oi.writers.fetch_add(writer, Ordering::SeqCst);
             })
             .cloned();
         let oi = match joined {
@@ -143,12 +145,14 @@ impl Fs {
                 let (layout, size) = self.ns.layout(ino)?;
                 let fresh = Arc::new(OpenInode {
                     handles: 0.into(),
+                    writers: 0.into(),
                     state: FileState::new(ino, layout, size).into(),
                     readahead: Default::default(),
                 });
                 let mut map = self.inodes.lock();
                 let oi = map.entry(ino).or_insert(fresh).clone();
                 oi.handles.fetch_add(1, Ordering::SeqCst);
+                oi.writers.fetch_add(writer, Ordering::SeqCst);
                 oi
             }
         };
@@ -240,9 +244,12 @@ impl Fs {
         let Some(h) = self.handles.lock().remove(&fh) else {
             return Err(FsError::BadHandle(fh));
         };
-        let Handle::File { ino, inode, .. } = h else {
+        let Handle::File { ino, inode, write } = h else {
             return Ok(());
         };
+        if write {
+            inode.writers.fetch_sub(1, Ordering::SeqCst);
+        }
         let flushed = {
             let mut st = inode.state.lock();
             let r = self.flush_state(&mut st);

@@ -1,0 +1,124 @@
+//! Whole-file copies for FUSE passthrough: reads of a file whose blocks are all in the NVMe
+//! tier can go straight from the kernel to a local file, bypassing this process.
+//!
+//! Owns: the passthrough directory (`<ino>-<mtime s>-<mtime ns>-<size>` files, so a changed
+//! file never matches an old copy), its budget, and background assembly. A copy is built
+//! from blocks verified against their BLAKE3 names, written under a temporary name and
+//! renamed, so a complete name is a complete, verified copy. The kernel then reads it without
+//! further checks (as it would its page cache): corruption of the copy after assembly is not
+//! detected, which is why the feature is a mount option.
+//!
+//! Safety: a copy is used only for read-only opens of a file that no handle of this mount
+//! has open for writing and that has nothing uncommitted; a reader keeps the version it
+//! opened (close-to-open), as readers on other mounts do.
+
+use super::Fs;
+use meridian_proto::{Attr, CHUNK_SIZE, InodeId, Layout};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+/// Smallest file worth a copy.
+const MIN_SIZE: u64 = 4 << 20;
+
+fn copy_name(attr: &Attr) -> String {
+    format!(
+        "{}-{}-{}-{}",
+        attr.ino.0, attr.mtime.secs, attr.mtime.nanos, attr.size
+    )
+}
+
+/// Removes the oldest copies until the directory holds at most `budget` bytes.
+fn trim(dir: &Path, budget: u64) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let md = e.metadata().ok()?;
+            Some((md.modified().ok()?, md.len(), e.path()))
+        })
+        .collect();
+    files.sort();
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    for (_, len, path) in files {
+        if total <= budget {
+            break;
+        }
+        let _ = std::fs::remove_file(path);
+        total -= len;
+    }
+}
+
+impl Fs {
+    /// A local copy of `ino` for a read-only open, if one is ready; otherwise starts
+    /// assembling one in the background when every block is in the NVMe tier.
+    pub fn passthrough_file(&self, ino: InodeId) -> Option<File> {
+        let dir = self.cfg.passthrough_dir.as_ref()?;
+        if let Some(oi) = self.open_inode(ino) {
+            let writers = oi.writers.load(Ordering::SeqCst) > 0;
+            if writers || oi.state.lock().pending_mtime().is_some() {
+                return None;
+            }
+        }
+        let attr = self.ns.getattr(ino).ok()?;
+        if attr.size < MIN_SIZE {
+            return None;
+        }
+        let path = dir.join(copy_name(&attr));
+        if let Ok(f) = File::open(&path) {
+            return Some(f);
+        }
+        self.assemble_later(attr, dir.clone());
+        None
+    }
+
+    /// Builds the copy of `attr`'s file on a worker thread, if all its blocks are on disk.
+    fn assemble_later(&self, attr: Attr, dir: PathBuf) {
+        let Ok((Layout::Chunks(map), _)) = self.ns.layout(attr.ino) else {
+            return;
+        };
+        let cache = self.cache.clone();
+        if map
+            .values()
+            .any(|r| cache.tier(&r.id) == crate::cache::Tier::Store)
+        {
+            return; // not all local: passthrough would only move the fetch, not save it
+        }
+        if !self.assembling.lock().insert(attr.ino) {
+            return;
+        }
+        let budget = self.cfg.passthrough_bytes;
+        let assembling = self.assembling.clone();
+        let ino = attr.ino;
+        let spawned = std::thread::Builder::new()
+            .name("meridian-passthrough".into())
+            .spawn(move || {
+                let result = (|| -> std::io::Result<()> {
+                    std::fs::create_dir_all(&dir)?;
+                    let tmp = dir.join(format!(".tmp-{}", copy_name(&attr)));
+                    let f = File::create(&tmp)?;
+                    f.set_len(attr.size)?;
+                    for (i, r) in &map {
+                        let block = cache.get(&r.id).map_err(std::io::Error::other)?;
+                        let len = (r.len as usize)
+                            .min(block.len())
+                            .min((attr.size - i * CHUNK_SIZE) as usize);
+                        f.write_all_at(&block[..len], i * CHUNK_SIZE)?;
+                    }
+                    std::fs::rename(&tmp, dir.join(copy_name(&attr)))?;
+                    trim(&dir, budget);
+                    Ok(())
+                })();
+                if let Err(e) = result {
+                    tracing::debug!(ino = attr.ino.0, error = %e, "no passthrough copy");
+                }
+                assembling.lock().remove(&attr.ino);
+            });
+        if spawned.is_err() {
+            self.assembling.lock().remove(&ino);
+        }
+    }
+}
