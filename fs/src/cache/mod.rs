@@ -17,7 +17,7 @@ pub mod uring;
 
 pub use disk::{DiskCache, PieceValue};
 
-use crate::blocks::{BlockError, BlockStore, fetch_verified};
+use crate::blocks::{BlockError, BlockStore};
 use bytes::Bytes;
 use meridian_proto::BlockId;
 use parking_lot::Mutex;
@@ -285,14 +285,17 @@ impl BlockCache {
             self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Bytes::from(data));
         }
-        let data = fetch_verified(self.store.as_ref(), id)?;
+        let data = self.store.get(id)?;
+        // One pass gives the name (to verify) and the piece values the disk tier keeps.
+        let (name, cvs) = pieces::hash_with_pieces(&data);
+        if name != *id {
+            return Err(BlockError::Corrupt(*id));
+        }
         self.stats.store_fetches.fetch_add(1, Ordering::Relaxed);
         self.stats
             .store_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        if let Some(d) = &self.disk {
-            d.put(id, &data);
-        }
+        self.fill_disk(id, &data, cvs, true);
         Ok(data)
     }
 
@@ -315,17 +318,25 @@ impl BlockCache {
         self.stats
             .store_put_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.fill_disk(id, &data, cvs);
+        self.fill_disk(id, &data, cvs, false);
         self.memory.insert(*id, data);
         Ok(())
     }
 
-    /// Hands a block to the disk writer, unless it is busy.
-    fn fill_disk(&self, id: &BlockId, data: &Bytes, cvs: Vec<PieceValue>) {
+    /// Hands a block to the disk writer. A block fetched from the store waits for room in
+    /// the writer's queue (fetches are what the disk tier is for, and fetch workers run
+    /// ahead of readers); a block just written is dropped when the writer is busy, so a
+    /// slow cache disk never slows durable writes.
+    fn fill_disk(&self, id: &BlockId, data: &Bytes, cvs: Vec<PieceValue>, wait: bool) {
         if let Some(tx) = &self.disk_fill
             && self.disk.as_ref().is_some_and(|d| !d.contains(id))
         {
-            let _ = tx.try_send(Fill::Block(*id, data.clone(), cvs));
+            let fill = Fill::Block(*id, data.clone(), cvs);
+            let _ = if wait {
+                tx.send(fill).map_err(|_| ())
+            } else {
+                tx.try_send(fill).map_err(|_| ())
+            };
         }
     }
 
