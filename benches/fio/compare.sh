@@ -42,6 +42,7 @@ if [[ -n "${JUICEFS:-}" && -n "${JFS_BUCKET:-}" ]]; then
 fi
 
 echo "== the bucket itself (same server, same run)"
+"$meridian" bench s3 "${s3[@]}" --mib 1024 --parallel 16
 "$meridian" bench s3 "${s3[@]}" --mib 1024 --parallel 8
 "$meridian" bench s3 "${s3[@]}" --mib 512 --parallel 1
 echo "== warm (disk caches full, memory caches and page cache empty)"

@@ -26,6 +26,9 @@ def fps(side):
 PHASES = [
     ("seq-write.fio", [("seq write 1M + fsync", bw("write"), "MiB/s", True)], False),
     ("seq-read.fio", [("seq read 1M", bw("read"), "MiB/s", True)], True),
+    # The same read again (after the same hook): what a second playback or fio run sees,
+    # e.g. once Meridian has a passthrough copy of a file whose blocks are all local.
+    ("seq-read.fio", [("seq read 1M, 2nd run", bw("read"), "MiB/s", True)], True),
     ("rand-read-qd1.fio", [("rand read 4k QD1 p50", p50_us("read"), "us", False),
                            ("rand read 4k QD1", iops("read"), "IOPS", True)], False),
     ("rand-read-qd16.fio", [("rand read 4k QD16", iops("read"), "IOPS", True)], False),
