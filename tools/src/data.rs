@@ -164,8 +164,14 @@ pub fn cache(args: CacheArgs) -> Result<()> {
                     .with_context(|| format!("removing {}", e.path().display()))?;
             }
         }
+        // Passthrough copies are made from cached blocks: they go too.
+        let copies = cfg.data_dir()?.join("passthrough");
+        if copies.exists() {
+            std::fs::remove_dir_all(&copies)
+                .with_context(|| format!("removing {}", copies.display()))?;
+        }
         println!(
-            "cache: evicted {n} blocks ({:.1} MiB) from {}",
+            "cache: evicted {n} blocks ({:.1} MiB) from {}, and the passthrough copies",
             bytes as f64 / 1048576.0,
             dir.display()
         );
