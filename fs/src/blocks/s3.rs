@@ -63,8 +63,13 @@ where
             let status = se.raw().status().as_u16();
             match (code, status) {
                 ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied", _) | (_, 403) => {
+                    let code = if code.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {code}")
+                    };
                     format!(
-                        "{where_} refused the credentials (HTTP {status} {code}) — check the access key and secret"
+                        "{where_} refused the credentials (HTTP {status}{code}) — check the access key and secret"
                     )
                 }
                 ("NoSuchBucket", _) | ("NotFound", _) if op == "HeadBucket" => {
