@@ -117,7 +117,7 @@ fn unescape(s: &str) -> String {
 pub fn run(args: MountArgs) -> Result<()> {
     let mp = check_mountpoint(&args.mountpoint)?;
     if !args.foreground && std::env::var_os("MERIDIAN_CHILD").is_none() {
-        return spawn_background(&args);
+        return spawn_background();
     }
     mount_foreground(args, mp)
 }
@@ -242,7 +242,7 @@ fn redirect_output(data_dir: &Path) -> Result<()> {
 }
 
 /// Starts the mount as a detached child and waits for its verdict.
-fn spawn_background(_args: &MountArgs) -> Result<()> {
+fn spawn_background() -> Result<()> {
     let exe = std::env::current_exe().context("finding the meridian executable")?;
     let mut child = Command::new(exe)
         .args(std::env::args_os().skip(1))

@@ -378,8 +378,9 @@ impl FileState {
         Ok(Some((bufs, None)))
     }
 
-    /// The commit that publishes `refs` (just uploaded) and every early upload.
-    pub fn commit_for(&mut self, refs: Vec<(u64, BlockRef)>, inline: Option<Vec<u8>>) -> Commit {
+    /// The commit that publishes every uploaded chunk (their references are in the layout,
+    /// see [`FileState::uploaded`]), or the whole file inline.
+    pub fn commit_for(&mut self, inline: Option<Vec<u8>>) -> Commit {
         let mtime = self.changed.unwrap_or_else(Timestamp::now);
         if let Some(bytes) = inline {
             return Commit {
@@ -389,10 +390,17 @@ impl FileState {
                 mtime,
             };
         }
-        self.uploaded(refs);
         let map = match &self.layout {
             Layout::Chunks(m) => m,
-            Layout::Inline(_) => unreachable!("uploaded() made the layout chunked"),
+            // Still inline (only grown by fallocate): nothing uploaded, the size says it all.
+            Layout::Inline(_) => {
+                return Commit {
+                    chunks: Vec::new(),
+                    inline: None,
+                    size: self.size,
+                    mtime,
+                };
+            }
         };
         let chunks = self
             .uncommitted
@@ -442,7 +450,8 @@ mod tests {
                 (i, BlockRef { id, len })
             })
             .collect();
-        let c = st.commit_for(refs, inline.clone());
+        st.uploaded(refs);
+        let c = st.commit_for(inline.clone());
         st.committed(inline);
         c
     }

@@ -244,7 +244,7 @@ impl Fs {
         // The last chunks go out beside those still in flight; then wait for all of them.
         self.submit(st, bufs);
         st.settle()?;
-        let commit = st.commit_for(Vec::new(), inline.clone());
+        let commit = st.commit_for(inline.clone());
         self.ns.commit(st.ino, &commit)?;
         st.committed(inline);
         Ok(())
