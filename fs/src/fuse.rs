@@ -248,11 +248,32 @@ impl Filesystem for FuseFs {
         }
     }
 
+    /// A missing name is answered as a negative entry (node id 0) cached for the attribute
+    /// TTL, so a create or a repeated stat of a missing name costs no second round trip.
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry(
-            self.fs.lookup(&caller(req), ino(parent), name.as_bytes()),
-            reply,
-        )
+        match self.fs.lookup(&caller(req), ino(parent), name.as_bytes()) {
+            Err(e) if e.errno() == libc::ENOENT => {
+                let negative = FileAttr {
+                    ino: INodeNo(0),
+                    size: 0,
+                    blocks: 0,
+                    atime: SystemTime::UNIX_EPOCH,
+                    mtime: SystemTime::UNIX_EPOCH,
+                    ctime: SystemTime::UNIX_EPOCH,
+                    crtime: SystemTime::UNIX_EPOCH,
+                    kind: fuser::FileType::RegularFile,
+                    perm: 0,
+                    nlink: 0,
+                    uid: 0,
+                    gid: 0,
+                    rdev: 0,
+                    blksize: 0,
+                    flags: 0,
+                };
+                reply.entry(&self.ttl, &negative, GEN)
+            }
+            r => self.entry(r, reply),
+        }
     }
 
     fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {

@@ -43,7 +43,8 @@ impl<S: Store> Meta<S> {
             }
             last
         };
-        if !last {
+        let unlinked = self.read(|t| Ok(t.try_inode(ino)?.is_some_and(|r| r.attr.nlink == 0)))?;
+        if !last || !unlinked {
             return Ok(());
         }
         self.write(|w| match w.try_inode(ino)? {

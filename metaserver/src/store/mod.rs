@@ -9,13 +9,14 @@
 //! - `scan` returns keys that start with the prefix, in byte order, strictly after
 //!   `prefix ++ after` when `after` is given.
 
+pub mod journal;
 mod mem;
 mod redb_store;
 #[cfg(test)]
 pub(crate) mod suite;
 
 pub use mem::MemStore;
-pub use redb_store::RedbStore;
+pub use redb_store::{RedbStore, journal_path};
 
 use meridian_proto::MetaResult;
 
