@@ -242,6 +242,11 @@ fn corrupted_disk_cache_blocks_are_refetched_not_served() {
     let mut m = Mount::new(Backend::Garage);
     let data: Vec<u8> = (0..9 * MIB).map(|i| (i * 7 % 255) as u8).collect();
     std::fs::write(m.path("frame.exr"), &data).unwrap();
+    // A write fills the disk tier only when its writer keeps up (never slowing the write);
+    // a read after a remount fills it for sure.
+    m.remount();
+    let _ = std::fs::remove_dir_all(m.data_dir.join("passthrough"));
+    assert!(std::fs::read(m.path("frame.exr")).unwrap() == data);
     m.unmount();
     // Flip a byte in every cached block (the NVMe tier lives in DATA_DIR/cache).
     let cache = m.data_dir.join("cache");
@@ -253,6 +258,8 @@ fn corrupted_disk_cache_blocks_are_refetched_not_served() {
         flipped.trim().parse::<u32>().unwrap() >= 3,
         "the disk tier should hold the file's blocks: {flipped}"
     );
+    // Reads must go through the mount, not a passthrough copy written at close.
+    let _ = std::fs::remove_dir_all(m.data_dir.join("passthrough"));
     m.start();
     // A small read is served piecewise from the disk tier: the corrupted piece is caught.
     let f = File::open(m.path("frame.exr")).unwrap();
@@ -298,19 +305,17 @@ fn prometheus_metrics_count_reads_and_writes() {
     assert!(value("meridian_store_put_bytes_total") >= 5 * MIB, "{text}");
 }
 
-#[test]
-fn passthrough_serves_fully_cached_files_and_steps_aside_for_writers() {
+/// A mount with metrics on a free port, and a function summing its cache hits (reads that
+/// reached the mount).
+fn mount_with_hits() -> (Mount, impl Fn() -> u64) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let mut m = Mount::with_args(Backend::Garage, &["--metrics", &addr]);
-    let data: Vec<u8> = (0..20 * MIB).map(|i| (i * 3 % 251) as u8).collect();
-    std::fs::write(m.path("plate.dpx"), &data).unwrap();
-    m.remount();
-    let hits = || {
+    let m = Mount::with_args(Backend::Garage, &["--metrics", &addr]);
+    let hits = move || {
         let mut c = std::net::TcpStream::connect(&addr).unwrap();
         c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
         let mut s = String::new();
@@ -323,23 +328,88 @@ fn passthrough_serves_fully_cached_files_and_steps_aside_for_writers() {
             .map(|l| l.split(' ').nth(1).unwrap().parse::<u64>().unwrap())
             .sum::<u64>()
     };
+    (m, hits)
+}
+
+/// The passthrough copies in a mount's data directory (names not starting with '.').
+fn copies(m: &Mount) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(m.data_dir.join("passthrough"))
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn files_written_here_get_a_passthrough_copy_at_close() {
+    let (mut m, hits) = mount_with_hits();
+    const MIB: usize = 1 << 20;
+    // Streamed, then overwritten in the middle, extended past a hole and cut back:
+    // every way a writer shapes a file must be in the copy.
+    let mut data: Vec<u8> = (0..9 * MIB).map(|i| (i * 7 % 253) as u8).collect();
+    {
+        let mut f = File::create(m.path("render.exr")).unwrap();
+        f.write_all(&data).unwrap();
+        f.write_all_at(b"patched", 5 * (MIB as u64) + 3).unwrap();
+        data[5 * MIB + 3..5 * MIB + 10].copy_from_slice(b"patched");
+        f.set_len(14 * (MIB as u64)).unwrap();
+        f.write_all_at(b"tail", 13 * (MIB as u64)).unwrap();
+        f.set_len(13 * (MIB as u64) + 2).unwrap();
+        data.resize(13 * MIB + 2, 0);
+        data[13 * MIB..].copy_from_slice(b"ta");
+    }
+    // A file that had data before this mount opened it is not copied through.
+    std::fs::write(m.path("small.txt"), b"x").unwrap();
+    m.remount();
+    OpenOptions::new()
+        .append(true)
+        .open(m.path("small.txt"))
+        .unwrap()
+        .write_all(&vec![1u8; 6 * MIB])
+        .unwrap();
+    m.remount();
+    let found = copies(&m);
+    assert_eq!(found.len(), 1, "one copy, of render.exr: {found:?}");
+    assert!(
+        std::fs::read(&found[0]).unwrap() == data,
+        "the copy is the file"
+    );
+    sh("sync && echo 3 > /proc/sys/vm/drop_caches");
+    let before = hits();
+    assert!(std::fs::read(m.path("render.exr")).unwrap() == data);
+    assert_eq!(
+        hits(),
+        before,
+        "the first read after the write is passthrough"
+    );
+
+    // After a crash the copies are not trusted (their bytes may not have reached the disk).
+    m.kill9();
+    m.start();
+    assert!(copies(&m).is_empty(), "copies survived an unclean stop");
+    assert!(std::fs::read(m.path("render.exr")).unwrap() == data);
+}
+
+#[test]
+fn passthrough_serves_fully_cached_files_and_steps_aside_for_writers() {
+    let (mut m, hits) = mount_with_hits();
+    let data: Vec<u8> = (0..20 * MIB).map(|i| (i * 3 % 251) as u8).collect();
+    std::fs::write(m.path("plate.dpx"), &data).unwrap();
+    m.unmount();
+    // No copy written through (as for a file written on another machine): one is assembled
+    // from the NVMe tier after a read through the mount.
+    let _ = std::fs::remove_dir_all(m.data_dir.join("passthrough"));
+    m.start();
     assert!(
         std::fs::read(m.path("plate.dpx")).unwrap() == data,
         "first read, through the mount"
     );
-    let copies = m.data_dir.join("passthrough");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::fs::read_dir(&copies).map_or(0, |d| {
-        d.filter(|e| {
-            !e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with('.')
-        })
-        .count()
-    }) == 0
-    {
+    while copies(&m).is_empty() {
+        // Each read-only open whose blocks are all local starts an assembly.
+        drop(File::open(m.path("plate.dpx")).unwrap());
         assert!(
             std::time::Instant::now() < deadline,
             "no passthrough copy was assembled"
@@ -357,6 +427,21 @@ fn passthrough_serves_fully_cached_files_and_steps_aside_for_writers() {
         before,
         "a passthrough read does not reach the mount"
     );
+
+    // Readers open at once share the copy; a writer meanwhile is refused (the kernel cannot
+    // take an inode out of passthrough while it is open), and welcome once they close.
+    let (r1, r2) = (
+        File::open(m.path("plate.dpx")).unwrap(),
+        File::open(m.path("plate.dpx")).unwrap(),
+    );
+    let mut a = vec![0u8; 4096];
+    r1.read_exact_at(&mut a, 7 * MIB).unwrap();
+    r2.read_exact_at(&mut a, 9 * MIB).unwrap();
+    assert_eq!(&a[..], &data[9 * MIB as usize..][..4096]);
+    let busy = OpenOptions::new().write(true).open(m.path("plate.dpx"));
+    assert_eq!(busy.unwrap_err().raw_os_error(), Some(libc::ETXTBSY));
+    assert_eq!(hits(), before, "both readers were passthrough");
+    drop((r1, r2));
 
     // A writer in this mount: readers must see its writes, so no passthrough for them.
     let w = OpenOptions::new()

@@ -24,6 +24,10 @@ pub enum FsError {
     Unsupported(&'static str),
     #[error("block upload failed: {0}")]
     Upload(String),
+    #[error(
+        "inode {0} is open in passthrough by readers; it cannot be opened for writing until they close it (or mount with passthrough = false)"
+    )]
+    PassthroughBusy(u64),
 }
 
 pub type FsResult<T> = Result<T, FsError>;
@@ -62,6 +66,7 @@ impl FsError {
             FsError::Range => ERANGE,
             FsError::Unsupported(_) => EOPNOTSUPP,
             FsError::Upload(_) => EIO,
+            FsError::PassthroughBusy(_) => ETXTBSY,
         }
     }
 }

@@ -10,7 +10,7 @@
 //! - A flush returns only after its blocks are stored and the layout is committed.
 //! - An inode's open state lives from its first open to its last release.
 //!
-//! Lock order: `handles` → `inodes` → one `OpenInode::state`; `lookups` alone. No lock is
+//! Lock order: `handles` → `inodes` → one `OpenInode::state` → its `tee`; `lookups` alone. No lock is
 //! held across a call that takes an earlier one.
 
 mod dir;
@@ -18,6 +18,7 @@ pub mod file;
 mod ops;
 mod passthrough;
 mod readahead;
+mod tee;
 pub mod upload;
 
 use crate::cache::BlockCache;
@@ -74,6 +75,8 @@ pub(crate) struct OpenInode {
     pub(crate) writers: AtomicU64,
     pub(crate) state: Mutex<FileState>,
     pub(crate) readahead: Mutex<readahead::ReadAhead>,
+    /// The write-through passthrough copy (see [`tee`]).
+    pub(crate) tee: Mutex<tee::Tee>,
 }
 
 /// What a handle refers to.
@@ -120,6 +123,8 @@ pub struct Fs {
     seen: Mutex<HashMap<InodeId, (Timestamp, u64)>>,
     /// Inodes whose passthrough copy is being assembled.
     assembling: Arc<Mutex<std::collections::HashSet<InodeId>>>,
+    /// The write-through copy writer (with passthrough on).
+    tee_tx: Option<std::sync::mpsc::SyncSender<tee::Job>>,
 }
 
 impl ChunkSource for Fs {
@@ -133,6 +138,13 @@ impl ChunkSource for Fs {
 
 impl Fs {
     pub fn new(ns: Arc<dyn Namespace>, cache: Arc<BlockCache>, cfg: FsConfig) -> Self {
+        if let Some(dir) = &cfg.passthrough_dir {
+            passthrough::open_dir(dir);
+        }
+        let tee_tx = cfg
+            .passthrough_dir
+            .as_ref()
+            .and_then(|_| tee::start_writer());
         Fs {
             ns,
             uploader: upload::Uploader::new(cache.clone(), cfg.upload_concurrency),
@@ -145,6 +157,7 @@ impl Fs {
             names: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             assembling: Default::default(),
+            tee_tx,
         }
     }
 
@@ -228,21 +241,23 @@ impl Fs {
 
     /// Hands chunk buffers to the upload workers; they upload in parallel with each other
     /// and with whatever is already in flight.
-    fn submit(&self, st: &mut FileState, bufs: Vec<(u64, Vec<u8>)>) {
-        for (i, buf) in bufs {
-            let data = Arc::new(buf);
+    fn submit(&self, oi: &OpenInode, st: &mut FileState, bufs: Vec<(u64, Vec<u8>)>) {
+        let bufs: Vec<(u64, Arc<Vec<u8>>)> =
+            bufs.into_iter().map(|(i, b)| (i, Arc::new(b))).collect();
+        self.tee_chunks(oi, st.size(), &bufs);
+        for (i, data) in bufs {
             let slot = self.uploader.submit(data.clone());
             st.add_uploading(i, data, slot);
         }
     }
 
     /// Uploads and commits everything pending for one open inode.
-    fn flush_state(&self, st: &mut FileState) -> FsResult<()> {
+    fn flush_state(&self, oi: &OpenInode, st: &mut FileState) -> FsResult<()> {
         let Some((bufs, inline)) = st.prepare_commit(self, self.cfg.inline_max)? else {
             return Ok(());
         };
         // The last chunks go out beside those still in flight; then wait for all of them.
-        self.submit(st, bufs);
+        self.submit(oi, st, bufs);
         st.settle()?;
         let commit = st.commit_for(inline.clone());
         self.ns.commit(st.ino, &commit)?;
@@ -251,10 +266,10 @@ impl Fs {
     }
 
     /// Uploads early when a file buffers more than its share of memory.
-    fn relieve(&self, st: &mut FileState) -> FsResult<()> {
+    fn relieve(&self, oi: &OpenInode, st: &mut FileState) -> FsResult<()> {
         if st.dirty_bytes() > self.cfg.max_dirty_bytes {
             let bufs = st.take_for_early_upload();
-            self.submit(st, bufs);
+            self.submit(oi, st, bufs);
         }
         Ok(())
     }
@@ -264,7 +279,7 @@ impl Fs {
         let open: Vec<Arc<OpenInode>> = self.inodes.lock().values().cloned().collect();
         let mut first_err = None;
         for oi in open {
-            if let Err(e) = self.flush_state(&mut oi.state.lock()) {
+            if let Err(e) = self.flush_state(&oi, &mut oi.state.lock()) {
                 tracing::error!(error = %e, "flush at unmount failed");
                 first_err.get_or_insert(e);
             }
@@ -272,6 +287,10 @@ impl Fs {
         if let Err(e) = self.ns.sync() {
             tracing::error!(error = %e, "could not make namespace changes durable at unmount");
             first_err.get_or_insert(e.into());
+        }
+        self.tee_drain();
+        if let Some(dir) = &self.cfg.passthrough_dir {
+            passthrough::close_dir(dir);
         }
         first_err.map_or(Ok(()), Err)
     }

@@ -26,10 +26,11 @@ impl Fs {
             return Ok(self.overlay(self.ns.setattr(who, ino, &set)?));
         };
         let mut st = oi.state.lock();
-        self.flush_state(&mut st)?;
+        self.flush_state(&oi, &mut st)?;
         let attr = self.ns.setattr(who, ino, &set)?;
         let (layout, size) = self.ns.layout(ino)?;
         st.reset(layout, size);
+        self.tee_set_len(&oi, size);
         Ok(attr)
     }
 
@@ -146,6 +147,7 @@ impl Fs {
                 let fresh = Arc::new(OpenInode {
                     handles: 0.into(),
                     writers: 0.into(),
+                    tee: self.new_tee(open.write, size).into(),
                     state: FileState::new(ino, layout, size).into(),
                     readahead: Default::default(),
                 });
@@ -197,11 +199,13 @@ impl Fs {
         }
         let mut st = oi.state.lock();
         st.write(self, offset, data, Timestamp::now())?;
-        for (i, buf) in st.take_filled(offset, data.len() as u64) {
+        let filled = st.take_filled(offset, data.len() as u64);
+        self.tee_chunks(&oi, st.size(), &filled);
+        for (i, buf) in filled {
             let slot = self.uploader.submit(buf.clone());
             st.add_uploading(i, buf, slot);
         }
-        self.relieve(&mut st)?;
+        self.relieve(&oi, &mut st)?;
         Ok(data.len() as u32)
     }
 
@@ -216,7 +220,9 @@ impl Fs {
             .filter(|e| *e <= i64::MAX as u64)
             .ok_or(MetaError::FileTooLarge)?;
         if !keep_size {
-            oi.state.lock().extend(end, Timestamp::now());
+            let mut st = oi.state.lock();
+            st.extend(end, Timestamp::now());
+            self.tee_set_len(&oi, st.size());
         }
         Ok(())
     }
@@ -225,7 +231,7 @@ impl Fs {
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let (_, _, oi) = self.file_handle(fh)?;
         let mut st = oi.state.lock();
-        self.flush_state(&mut st)
+        self.flush_state(&oi, &mut st)
     }
 
     /// fsync: commits pending writes and makes every earlier namespace change durable.
@@ -250,21 +256,26 @@ impl Fs {
         if write {
             inode.writers.fetch_sub(1, Ordering::SeqCst);
         }
-        let flushed = {
+        let (flushed, committed) = {
             let mut st = inode.state.lock();
-            let r = self.flush_state(&mut st);
-            if r.is_ok()
-                && let Ok(a) = self.ns.getattr(ino)
-            {
+            let r = self.flush_state(&inode, &mut st);
+            let committed = r.as_ref().ok().and_then(|_| self.ns.getattr(ino).ok());
+            if let Some(a) = &committed {
                 self.seen.lock().insert(ino, (a.mtime, a.size));
             }
-            r
+            (r, committed)
         };
-        {
+        let last = {
             let mut map = self.inodes.lock();
-            if inode.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let last = inode.handles.fetch_sub(1, Ordering::SeqCst) == 1;
+            if last {
                 map.remove(&ino);
             }
+            last
+        };
+        if last {
+            let _st = inode.state.lock();
+            self.tee_finish(&inode, committed);
         }
         let released = self.ns.release(ino);
         flushed?;

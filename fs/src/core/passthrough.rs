@@ -8,6 +8,15 @@
 //! further checks (as it would its page cache): corruption of the copy after assembly is not
 //! detected, which is why the feature is a mount option.
 //!
+//! Copies come from two places: assembled in the background from blocks that are all in the
+//! NVMe tier (here), or written through while this mount writes a file from empty
+//! ([`super::tee`]).
+//!
+//! Crash safety: a copy's name is complete before the kernel has necessarily written its
+//! bytes, so after a crash of the machine a named copy could hold zeros. The directory
+//! therefore carries a marker written at a clean unmount and removed at start; a start that
+//! finds no marker deletes every copy.
+//!
 //! Safety: a copy is used only for read-only opens of a file that no handle of this mount
 //! has open for writing and that has nothing uncommitted; a reader keeps the version it
 //! opened (close-to-open), as readers on other mounts do.
@@ -20,9 +29,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 /// Smallest file worth a copy.
-const MIN_SIZE: u64 = 4 << 20;
+pub(super) const MIN_SIZE: u64 = 4 << 20;
 
-fn copy_name(attr: &Attr) -> String {
+pub(super) fn copy_name(attr: &Attr) -> String {
     format!(
         "{}-{}-{}-{}",
         attr.ino.0, attr.mtime.secs, attr.mtime.nanos, attr.size
@@ -30,7 +39,7 @@ fn copy_name(attr: &Attr) -> String {
 }
 
 /// Removes the oldest copies until the directory holds at most `budget` bytes.
-fn trim(dir: &Path, budget: u64) {
+pub(super) fn trim(dir: &Path, budget: u64) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
@@ -49,6 +58,29 @@ fn trim(dir: &Path, budget: u64) {
         }
         let _ = std::fs::remove_file(path);
         total -= len;
+    }
+}
+
+/// Written at a clean unmount; its absence at start means the copies cannot be trusted.
+const CLEAN: &str = ".clean";
+
+/// At start: keeps the copies only if the last unmount was clean; removes temporaries.
+pub(super) fn open_dir(dir: &Path) {
+    let clean = std::fs::remove_file(dir.join(CLEAN)).is_ok();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if !clean || e.file_name().to_string_lossy().starts_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// At a clean unmount: the copies may be trusted at the next start.
+pub(super) fn close_dir(dir: &Path) {
+    if dir.is_dir() {
+        let _ = File::create(dir.join(CLEAN)).and_then(|f| f.sync_all());
     }
 }
 

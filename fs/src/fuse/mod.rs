@@ -4,8 +4,11 @@
 //! (uid, gid and supplementary groups from `/proc`), and errno through
 //! [`FsError::errno`]. Every decision about files lives in the core.
 //!
-//! Locks: none of its own. POSIX (fcntl) and BSD (flock) locks are left to the kernel,
+//! Locks: `modes` (which opens are passthrough, see [`modes`]), held across an open's
+//! reply and taken with no other lock held. POSIX (fcntl) and BSD (flock) locks are left to the kernel,
 //! which enforces them among all processes using this mount.
+
+mod modes;
 
 use crate::core::{Fs, OpenMode};
 use crate::error::FsError;
@@ -52,8 +55,9 @@ pub struct FuseFs {
     ttl: Duration,
     /// The kernel accepted FUSE passthrough and opening backing files works.
     passthrough: std::sync::atomic::AtomicBool,
-    /// Backing files registered with the kernel, by handle; dropping one unregisters it.
-    backing: parking_lot::Mutex<std::collections::HashMap<u64, BackingId>>,
+    /// Passthrough and cached opens per inode (see [`modes`]); dropping a backing id
+    /// unregisters it.
+    modes: parking_lot::Mutex<modes::Modes<BackingId>>,
 }
 
 const GEN: Generation = Generation(0);
@@ -64,7 +68,7 @@ impl FuseFs {
             fs,
             ttl: opts.attr_ttl,
             passthrough: false.into(),
-            backing: Default::default(),
+            modes: Default::default(),
         }
     }
 }
@@ -454,14 +458,30 @@ impl Filesystem for FuseFs {
             Ok(r) => r,
             Err(e) => return reply.error(errno(&e)),
         };
-        if !mode.write
+        let mut modes = self.modes.lock();
+        let may_passthrough = match modes.mode(i.0, mode.write) {
+            modes::Mode::Busy => {
+                drop(modes);
+                let e = FsError::PassthroughBusy(i.0);
+                tracing::warn!("open for writing refused: {e}");
+                let _ = self.fs.release(fh);
+                return reply.error(errno(&e));
+            }
+            modes::Mode::Passthrough(id) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), id);
+                modes.add_passthrough(i.0, fh, None);
+                return;
+            }
+            modes::Mode::Cached { may_passthrough } => may_passthrough,
+        };
+        if may_passthrough
             && self.passthrough.load(std::sync::atomic::Ordering::Relaxed)
             && let Some(file) = self.fs.passthrough_file(ino(i))
         {
             match reply.open_backing(&file) {
                 Ok(id) => {
                     reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
-                    self.backing.lock().insert(fh, id);
+                    modes.add_passthrough(i.0, fh, Some(id));
                     return;
                 }
                 Err(e) => {
@@ -471,6 +491,7 @@ impl Filesystem for FuseFs {
                 }
             }
         }
+        modes.add_cached(i.0, fh);
         let flags = if keep {
             FopenFlags::FOPEN_KEEP_CACHE
         } else {
@@ -535,7 +556,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.backing.lock().remove(&fh.0);
+        self.modes.lock().release(fh.0);
         self.empty(self.fs.release(fh.0), reply)
     }
 
@@ -738,13 +759,16 @@ impl Filesystem for FuseFs {
             (mode & 0o7777) as u16,
             open_mode(flags),
         ) {
-            Ok((a, fh)) => reply.created(
-                &self.ttl,
-                &to_fuse(&a),
-                GEN,
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+            Ok((a, fh)) => {
+                self.modes.lock().add_cached(a.ino.0, fh);
+                reply.created(
+                    &self.ttl,
+                    &to_fuse(&a),
+                    GEN,
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                )
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
