@@ -1,0 +1,211 @@
+//! FNMATCH: what a pattern means, decided once and compiled into one globset.
+//!
+//! Semantics (documented in docs/objectives.md, tested below):
+//! - PATH is the path relative to the mount root, without a leading `/`:
+//!   `project/PRJ/flame/SH010.clip`. NAME is its last component: `SH010.clip`.
+//! - A pattern's leading `./` or `/` is dropped, and so is a leading share name the
+//!   deployment declares (`./hs-mount/project/...` with share `hs-mount`), so objectives
+//!   written for Hammerspace shares work unchanged.
+//! - `*` matches any run of characters *including* `/`, as fnmatch(3) without FNM_PATHNAME
+//!   does (what Hammerspace evaluates): `project/*/flame/*.clip` matches
+//!   `project/PRJ/flame/SH010.clip` and also clips in folders below `flame`, which is what a
+//!   TD means by it. `**` means the same as `*`. `?` is any one character, `[...]` a class,
+//!   `\` escapes. Matching is case-sensitive and anchored at both ends.
+//!
+//! Owns: [`normalize`] and [`PatternSet`], every pattern of every objective compiled into one
+//! `GlobSet` per subject, so matching a path costs one pass however many rules there are.
+
+use crate::ast::Subject;
+use crate::error::ObjectiveError;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// The pattern as it is matched against a mount-relative path.
+pub fn normalize<'a>(pattern: &'a str, shares: &[String]) -> &'a str {
+    let mut p = pattern;
+    loop {
+        let before = p;
+        p = p.strip_prefix("./").unwrap_or(p);
+        p = p.trim_start_matches('/');
+        if before == p {
+            break;
+        }
+    }
+    for s in shares {
+        if let Some(rest) = p.strip_prefix(s.as_str()).and_then(|r| r.strip_prefix('/')) {
+            return rest;
+        }
+    }
+    p
+}
+
+fn glob(pattern: &str) -> Result<globset::Glob, ObjectiveError> {
+    GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .case_insensitive(false)
+        .build()
+        .map_err(|e| ObjectiveError::Pattern {
+            pattern: pattern.to_string(),
+            why: e.kind().to_string(),
+        })
+}
+
+/// Checks that a pattern compiles.
+pub fn validate(pattern: &str) -> Result<(), ObjectiveError> {
+    glob(pattern).map(|_| ())
+}
+
+/// All patterns, indexed in the order they were added.
+pub struct PatternSet {
+    path: GlobSet,
+    name: GlobSet,
+    /// For each pattern index: its subject and its index inside that subject's set.
+    slots: Vec<(Subject, usize)>,
+}
+
+/// Which patterns a path matched (one bit per pattern index).
+#[derive(Clone, Debug, Default)]
+pub struct Matched(Vec<u64>);
+
+impl Matched {
+    pub fn get(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+    fn set(&mut self, i: usize) {
+        if self.0.len() <= i / 64 {
+            self.0.resize(i / 64 + 1, 0);
+        }
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+}
+
+impl PatternSet {
+    /// Compiles already-normalized patterns.
+    pub fn new(patterns: &[(String, Subject)]) -> Result<PatternSet, ObjectiveError> {
+        let (mut path, mut name) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+        let (mut np, mut nn) = (0, 0);
+        let mut slots = Vec::with_capacity(patterns.len());
+        for (p, s) in patterns {
+            let g = glob(p)?;
+            match s {
+                Subject::Path => {
+                    path.add(g);
+                    slots.push((*s, np));
+                    np += 1;
+                }
+                Subject::Name => {
+                    name.add(g);
+                    slots.push((*s, nn));
+                    nn += 1;
+                }
+            }
+        }
+        let build = |b: GlobSetBuilder| {
+            b.build().map_err(|e| ObjectiveError::Pattern {
+                pattern: String::new(),
+                why: e.to_string(),
+            })
+        };
+        Ok(PatternSet {
+            path: build(path)?,
+            name: build(name)?,
+            slots,
+        })
+    }
+
+    /// Matches `path` (mount-relative) against every pattern at once.
+    pub fn matches(&self, path: &str) -> Matched {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let hits_path = if self.path.is_empty() {
+            Vec::new()
+        } else {
+            self.path.matches(path)
+        };
+        let hits_name = if self.name.is_empty() {
+            Vec::new()
+        } else {
+            self.name.matches(name)
+        };
+        let mut m = Matched(vec![0; self.slots.len().div_ceil(64)]);
+        for (i, (s, k)) in self.slots.iter().enumerate() {
+            let hit = match s {
+                Subject::Path => hits_path.contains(k),
+                Subject::Name => hits_name.contains(k),
+            };
+            if hit {
+                m.set(i);
+            }
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(p: &str, subject: Subject, path: &str) -> bool {
+        let set = PatternSet::new(&[(normalize(p, &["hs-mount".into()]).into(), subject)]).unwrap();
+        set.matches(path).get(0)
+    }
+
+    #[test]
+    fn the_semantics_in_the_docs() {
+        let clip = "./hs-mount/project/*/flame/*.clip";
+        assert!(one(clip, Subject::Path, "project/PRJ/flame/SH010.clip"));
+        assert!(one(
+            clip,
+            Subject::Path,
+            "project/PRJ/flame/SH010/v002/SH010.clip"
+        ));
+        assert!(one(
+            "project/*/flame/*.clip",
+            Subject::Path,
+            "project/PRJ/flame/SH010.clip"
+        ));
+        assert!(!one(
+            clip,
+            Subject::Path,
+            "project/PRJ/flame/SH010.clip.bak"
+        ));
+        assert!(!one(
+            clip,
+            Subject::Path,
+            "old/project/PRJ/flame/SH010.clip"
+        ));
+        assert!(!one(clip, Subject::Path, "project/PRJ/nuke/SH010.clip"));
+        assert!(!one(
+            "project/*/FLAME/*.clip",
+            Subject::Path,
+            "project/PRJ/flame/a.clip"
+        ));
+        assert!(one(
+            "/project/**/*.exr",
+            Subject::Path,
+            "project/PRJ/renders/a.1001.exr"
+        ));
+        assert!(one(
+            "*.exr",
+            Subject::Name,
+            "project/PRJ/renders/a.1001.exr"
+        ));
+        assert!(!one(
+            "renders/*.exr",
+            Subject::Name,
+            "project/PRJ/renders/a.1001.exr"
+        ));
+        assert!(one("shot.100?.exr", Subject::Name, "a/shot.1001.exr"));
+        assert!(one("shot.[0-9]*.dpx", Subject::Name, "a/shot.1001.dpx"));
+        assert!(one("a\\*b", Subject::Name, "x/a*b"));
+        assert!(!one("a\\*b", Subject::Name, "x/axxb"));
+    }
+
+    #[test]
+    fn normalization() {
+        let shares = ["hs-mount".to_string()];
+        assert_eq!(normalize("./hs-mount/p/*.clip", &shares), "p/*.clip");
+        assert_eq!(normalize("/p/x", &shares), "p/x");
+        assert_eq!(normalize("././p", &shares), "p");
+        assert_eq!(normalize("hs-mountain/p", &shares), "hs-mountain/p");
+    }
+}
