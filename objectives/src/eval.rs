@@ -115,6 +115,12 @@ struct Compiled {
     els: Vec<Slo>,
 }
 
+/// The objectives in force for a file, resolved to the engine's indices: nearest level
+/// first, each with its objectives in attachment order. Build it once per directory and
+/// reuse it for every file below.
+#[derive(Clone, Debug, Default)]
+pub struct InForce(Vec<(Level, Vec<usize>)>);
+
 /// Every known objective, compiled.
 pub struct Engine {
     objectives: Vec<Compiled>,
@@ -214,17 +220,27 @@ impl Engine {
         self.by_name.contains_key(name)
     }
 
-    /// The placement of a file. `in_force` lists, nearest level first, each level and the
-    /// names of the objectives attached there in attachment order; unknown names are
-    /// skipped (an objective removed while still attached).
-    pub fn evaluate(&self, facts: &Facts, in_force: &[(Level, Vec<String>)]) -> Placement {
+    /// Resolves attachments: nearest level first, each level with the names of the
+    /// objectives attached there in attachment order. Unknown names are skipped (an
+    /// objective removed while still attached).
+    pub fn in_force(&self, attached: &[(Level, Vec<String>)]) -> InForce {
+        InForce(
+            attached
+                .iter()
+                .map(|(level, names)| {
+                    let ids = names.iter().filter_map(|n| self.by_name.get(n).copied());
+                    (level.clone(), ids.collect())
+                })
+                .collect(),
+        )
+    }
+
+    /// The placement of a file, with its explanation.
+    pub fn evaluate(&self, facts: &Facts, in_force: &InForce) -> Placement {
         let matched = self.patterns.matches(facts.path);
         let mut out = Placement::default();
-        for (level, names) in in_force {
-            for name in names {
-                let Some(&i) = self.by_name.get(name) else {
-                    continue;
-                };
+        for (level, ids) in &in_force.0 {
+            for &i in ids {
                 let o = &self.objectives[i];
                 let (clause, slos) = self.outcome(o, facts, &matched);
                 out.evaluated.push((o.name.clone(), level.clone(), clause));
@@ -246,18 +262,15 @@ impl Engine {
     }
 
     /// Just the SLOs, for hot paths (no explanation is built).
-    pub fn slos(&self, facts: &Facts, in_force: &[(Level, Vec<String>)]) -> Vec<Slo> {
+    pub fn slos(&self, facts: &Facts, in_force: &InForce) -> Vec<&Slo> {
         let matched = self.patterns.matches(facts.path);
-        let mut kept: Vec<Slo> = Vec::new();
-        for (_, names) in in_force {
-            for name in names {
-                let Some(&i) = self.by_name.get(name) else {
-                    continue;
-                };
+        let mut kept: Vec<&Slo> = Vec::new();
+        for (_, ids) in &in_force.0 {
+            for &i in ids {
                 let (_, slos) = self.outcome(&self.objectives[i], facts, &matched);
                 for slo in slos {
-                    if !kept.iter().any(|k| k == slo || k.conflicts(slo)) {
-                        kept.push(slo.clone());
+                    if !kept.iter().any(|k| *k == slo || k.conflicts(slo)) {
+                        kept.push(slo);
                     }
                 }
             }

@@ -22,7 +22,7 @@ pub mod pattern;
 pub mod slo;
 
 pub use error::{ObjectiveError, ParseError, Pos};
-pub use eval::{Clause, Decision, Engine, Facts, Level, Placement};
+pub use eval::{Clause, Decision, Engine, Facts, InForce, Level, Placement};
 pub use slo::{Catalogue, Slo};
 
 /// A named, parsed objective whose SLOs are all known.

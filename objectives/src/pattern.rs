@@ -12,12 +12,17 @@
 //!   TD means by it. `**` means the same as `*`. `?` is any one character, `[...]` a class,
 //!   `\` escapes. Matching is case-sensitive and anchored at both ends.
 //!
-//! Owns: [`normalize`] and [`PatternSet`], every pattern of every objective compiled into one
-//! `GlobSet` per subject, so matching a path costs one pass however many rules there are.
+//! Owns: [`normalize`] and [`PatternSet`]: every pattern of every objective is translated
+//! by globset (so the syntax is globset's) and the translations compiled together into one
+//! multi-pattern automaton per subject, so matching a path is one pass over it however many
+//! rules there are (globset's own `GlobSet` runs one regex per pattern that shares an
+//! extension, which grows with the rules).
 
 use crate::ast::Subject;
 use crate::error::ObjectiveError;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::GlobBuilder;
+use regex_automata::meta::Regex;
+use regex_automata::{Input, MatchKind, PatternSet as Hits};
 
 /// The pattern as it is matched against a mount-relative path.
 pub fn normalize<'a>(pattern: &'a str, shares: &[String]) -> &'a str {
@@ -57,10 +62,12 @@ pub fn validate(pattern: &str) -> Result<(), ObjectiveError> {
 
 /// All patterns, indexed in the order they were added.
 pub struct PatternSet {
-    path: GlobSet,
-    name: GlobSet,
-    /// For each pattern index: its subject and its index inside that subject's set.
-    slots: Vec<(Subject, usize)>,
+    path: Option<Regex>,
+    name: Option<Regex>,
+    /// Pattern index of each regex in the PATH set and in the NAME set.
+    by_path: Vec<usize>,
+    by_name: Vec<usize>,
+    slots: usize,
 }
 
 /// Which patterns a path matched (one bit per pattern index).
@@ -79,63 +86,63 @@ impl Matched {
     }
 }
 
+fn automaton(regexes: &[String]) -> Result<Option<Regex>, ObjectiveError> {
+    if regexes.is_empty() {
+        return Ok(None);
+    }
+    Regex::builder()
+        .configure(Regex::config().match_kind(MatchKind::All))
+        .syntax(regex_automata::util::syntax::Config::new().utf8(false))
+        .build_many(regexes)
+        .map(Some)
+        .map_err(|e| ObjectiveError::Pattern {
+            pattern: String::new(),
+            why: e.to_string(),
+        })
+}
+
+fn hits_into(re: &Option<Regex>, hay: &str, map: &[usize], m: &mut Matched) {
+    let Some(re) = re else { return };
+    let mut hits = Hits::new(re.pattern_len());
+    re.which_overlapping_matches(&Input::new(hay), &mut hits);
+    for k in hits.iter() {
+        m.set(map[k.as_usize()]);
+    }
+}
+
 impl PatternSet {
     /// Compiles already-normalized patterns.
     pub fn new(patterns: &[(String, Subject)]) -> Result<PatternSet, ObjectiveError> {
-        let (mut path, mut name) = (GlobSetBuilder::new(), GlobSetBuilder::new());
-        let (mut np, mut nn) = (0, 0);
-        let mut slots = Vec::with_capacity(patterns.len());
-        for (p, s) in patterns {
-            let g = glob(p)?;
+        let (mut path, mut name) = (Vec::new(), Vec::new());
+        let (mut by_path, mut by_name) = (Vec::new(), Vec::new());
+        for (i, (p, s)) in patterns.iter().enumerate() {
+            let re = glob(p)?.regex().to_string();
             match s {
                 Subject::Path => {
-                    path.add(g);
-                    slots.push((*s, np));
-                    np += 1;
+                    path.push(re);
+                    by_path.push(i);
                 }
                 Subject::Name => {
-                    name.add(g);
-                    slots.push((*s, nn));
-                    nn += 1;
+                    name.push(re);
+                    by_name.push(i);
                 }
             }
         }
-        let build = |b: GlobSetBuilder| {
-            b.build().map_err(|e| ObjectiveError::Pattern {
-                pattern: String::new(),
-                why: e.to_string(),
-            })
-        };
         Ok(PatternSet {
-            path: build(path)?,
-            name: build(name)?,
-            slots,
+            path: automaton(&path)?,
+            name: automaton(&name)?,
+            by_path,
+            by_name,
+            slots: patterns.len(),
         })
     }
 
     /// Matches `path` (mount-relative) against every pattern at once.
     pub fn matches(&self, path: &str) -> Matched {
+        let mut m = Matched(vec![0; self.slots.div_ceil(64)]);
+        hits_into(&self.path, path, &self.by_path, &mut m);
         let name = path.rsplit('/').next().unwrap_or(path);
-        let hits_path = if self.path.is_empty() {
-            Vec::new()
-        } else {
-            self.path.matches(path)
-        };
-        let hits_name = if self.name.is_empty() {
-            Vec::new()
-        } else {
-            self.name.matches(name)
-        };
-        let mut m = Matched(vec![0; self.slots.len().div_ceil(64)]);
-        for (i, (s, k)) in self.slots.iter().enumerate() {
-            let hit = match s {
-                Subject::Path => hits_path.contains(k),
-                Subject::Name => hits_name.contains(k),
-            };
-            if hit {
-                m.set(i);
-            }
-        }
+        hits_into(&self.name, name, &self.by_name, &mut m);
         m
     }
 }

@@ -148,13 +148,13 @@ fn precedence_file_over_directory_over_share() {
     // Share says "not east", the flame directory says clips go east: the nearer level wins.
     let p = e.evaluate(
         &f,
-        &[
+        &e.in_force(&[
             (
                 Level::Directory("project/PRJ/flame".into()),
                 vec!["clips-east".into()],
             ),
             root(&["not-east", "old-shared"]),
-        ],
+        ]),
     );
     let slos: Vec<String> = p.slos.iter().map(|d| d.slo.to_string()).collect();
     assert_eq!(slos, ["place-on-east", "place-on-local-volumes"]);
@@ -164,23 +164,29 @@ fn precedence_file_over_directory_over_share() {
     // The file's own objective beats both.
     let p = e.evaluate(
         &f,
-        &[
+        &e.in_force(&[
             (Level::File, vec!["not-east".into()]),
             (
                 Level::Directory("project/PRJ/flame".into()),
                 vec!["clips-east".into()],
             ),
-        ],
+        ]),
     );
     assert_eq!(p.slos[0].slo.to_string(), "exclude-from-east");
     assert_eq!(p.slos[0].level, Level::File);
     // Same level: the earlier attachment wins; duplicates are kept once.
-    let p = e.evaluate(&f, &[root(&["clips-east", "not-east", "online", "online"])]);
+    let p = e.evaluate(
+        &f,
+        &e.in_force(&[root(&["clips-east", "not-east", "online", "online"])]),
+    );
     let slos: Vec<String> = p.slos.iter().map(|d| d.slo.to_string()).collect();
     assert_eq!(slos, ["place-on-east", "keep-online"]);
     // The fast path agrees with the explained one.
     let fast: Vec<String> = e
-        .slos(&f, &[root(&["clips-east", "not-east", "online"])])
+        .slos(
+            &f,
+            &e.in_force(&[root(&["clips-east", "not-east", "online"])]),
+        )
         .iter()
         .map(ToString::to_string)
         .collect();
@@ -188,7 +194,7 @@ fn precedence_file_over_directory_over_share() {
     // An IF without ELSE that does not hold yields nothing; old files go to shared volumes.
     let mut old = facts("renders/a.exr");
     old.last_modified_age = 31.0 * 86400.0;
-    let p = e.evaluate(&old, &[root(&["clips-east", "old-shared"])]);
+    let p = e.evaluate(&old, &e.in_force(&[root(&["clips-east", "old-shared"])]));
     assert_eq!(p.evaluated[0].2, None);
     assert_eq!(p.slos[0].slo.to_string(), "place-on-shared-object-volumes");
 }
@@ -216,7 +222,7 @@ fn facts_reach_every_condition() {
         &[],
     )
     .unwrap();
-    let all = [root(&["kw", "lb", "dir", "big", "used", "snap"])];
+    let all = e.in_force(&[root(&["kw", "lb", "dir", "big", "used", "snap"])]);
     let kws = vec!["final".to_string()];
     let labels = vec!["hero".to_string()];
     let f = Facts {

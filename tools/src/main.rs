@@ -1,7 +1,8 @@
-//! `meridian`: mount the namespace, unmount it, collect garbage.
+//! `meridian`: mount the namespace, unmount it, collect garbage, manage objectives.
 //!
 //! Layout: `config` (TOML file and flags), `open` (namespace and block store with clear
-//! errors), `mount` (the mount command, background mode, signals), `admin` (umount, gc).
+//! errors), `mount` (the mount command, background mode, signals), `admin` (umount, gc), `data` (warmup, cache, bench), `objective` (objectives,
+//! keywords, labels).
 //! Errors end the process with one line on stderr and exit status 1.
 
 mod admin;
@@ -10,6 +11,7 @@ mod data;
 mod fstab;
 mod metrics;
 mod mount;
+mod objective;
 mod open;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +39,15 @@ enum Cmd {
     Warmup(data::WarmupArgs),
     /// Show the disk cache's usage, or empty it with --evict
     Cache(data::CacheArgs),
+    /// Placement objectives: add, list, remove, apply, detach, explain, check
+    #[command(subcommand)]
+    Objective(objective::ObjectiveCmd),
+    /// Keywords of files and directories (HAS_KEYWORD in objectives)
+    #[command(subcommand)]
+    Keyword(objective::TagCmd),
+    /// Labels of files and directories (HAS_LABEL in objectives)
+    #[command(subcommand)]
+    Label(objective::TagCmd),
     /// Measure things; `meridian bench s3` gives the bucket's own PUT and GET rates
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -72,6 +83,9 @@ fn main() {
         Cmd::Warmup(a) => data::warmup(a),
         Cmd::Cache(a) => data::cache(a),
         Cmd::Bench(BenchCmd::S3(a)) => data::bench_s3(a),
+        Cmd::Objective(c) => objective::run(c),
+        Cmd::Keyword(c) => objective::tags(c, objective::KEYWORDS),
+        Cmd::Label(c) => objective::tags(c, objective::LABELS),
     };
     if let Err(e) = result {
         eprintln!("meridian: {e:#}");

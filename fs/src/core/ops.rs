@@ -147,7 +147,7 @@ impl Fs {
                 let fresh = Arc::new(OpenInode {
                     handles: 0.into(),
                     writers: 0.into(),
-                    tee: self.new_tee(open.write, size).into(),
+                    tee: self.new_tee(open.write, &layout).into(),
                     state: FileState::new(ino, layout, size).into(),
                     readahead: Default::default(),
                 });

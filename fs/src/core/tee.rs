@@ -6,8 +6,8 @@
 //! order they were queued (a FIFO), off the application's write path.
 //!
 //! Invariants:
-//! - A tee exists only for a file that was empty when this mount first opened it for
-//!   writing, so every byte of it passes through this mount.
+//! - A tee exists only for a file that held no data (empty, or only holes) when this mount
+//!   first opened it for writing, so every byte of it passes through this mount.
 //! - Every chunk buffer handed to the uploader holds the whole current content of its chunk
 //!   (up to the file size), so writing each one at its chunk offset, in submission order, and
 //!   mirroring truncates and setting the committed size at the end, reproduces the file. A chunk handed out before the tee started
@@ -21,7 +21,7 @@
 
 use super::passthrough::{MIN_SIZE, copy_name, trim};
 use super::{Fs, OpenInode};
-use meridian_proto::{Attr, CHUNK_SIZE};
+use meridian_proto::{Attr, CHUNK_SIZE, Layout};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -145,9 +145,14 @@ fn finish(c: &Copy, keep: Option<(Attr, PathBuf, u64)>) {
 }
 
 impl Fs {
-    /// The tee a fresh open state starts with.
-    pub(super) fn new_tee(&self, write: bool, size: u64) -> Tee {
-        if write && size == 0 && self.tee_tx.is_some() {
+    /// The tee a fresh open state starts with: mirrored if opened for writing while it
+    /// holds no data (empty, or only holes, as after fio's fallocate).
+    pub(super) fn new_tee(&self, write: bool, layout: &Layout) -> Tee {
+        let no_data = match layout {
+            Layout::Inline(bytes) => bytes.is_empty(),
+            Layout::Chunks(map) => map.is_empty(),
+        };
+        if write && no_data && self.tee_tx.is_some() {
             Tee::Pending { uploaded: false }
         } else {
             Tee::Off
