@@ -344,6 +344,20 @@ fn explain(path: &Path) -> Result<()> {
         let what = c.map_or("nothing (condition false, no ELSE)", clause);
         println!("  evaluated: {name} at {level}: {what}");
     }
+    if let Ok(Some(v)) = xattr::get(&abs, "user.meridian.placement") {
+        let recorded = String::from_utf8_lossy(&v)
+            .lines()
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "  recorded by the metaserver: {}",
+            if recorded.is_empty() {
+                "none"
+            } else {
+                &recorded
+            }
+        );
+    }
     Ok(())
 }
 

@@ -20,10 +20,13 @@ mod attr;
 mod create;
 mod data;
 mod perm;
+pub mod placement;
 mod remove;
 mod rename;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_placement;
 
 use crate::records::{DentryRec, FORMAT, FORMAT_VERSION, InodeRec, NEXT_INO, Records, Writer};
 use crate::store::{Durability, ReadTxn, Store, Table};
@@ -61,6 +64,11 @@ pub struct Meta<S: Store> {
     /// Open counts per inode (the embedded client's opens; clients of a site service keep
     /// theirs in sessions).
     opens: Mutex<HashMap<InodeId, u32>>,
+    /// The compiled objectives and the generation they were built at (see [`placement`]).
+    engine: Mutex<Option<(u64, std::sync::Arc<meridian_objectives::Engine>)>>,
+    /// Directory names by inode (parent, name), for placement paths; cleared on any
+    /// directory rename or removal.
+    dir_names: Mutex<HashMap<InodeId, (InodeId, Vec<u8>)>>,
 }
 
 impl<S: Store> Meta<S> {
@@ -71,6 +79,8 @@ impl<S: Store> Meta<S> {
             store,
             config,
             opens: Mutex::new(HashMap::new()),
+            engine: Mutex::new(None),
+            dir_names: Mutex::new(HashMap::new()),
         };
         meta.init_root()?;
         meta.purge_orphans()?;
@@ -256,7 +266,7 @@ impl<S: Store> Namespace for Meta<S> {
             ));
         }
         self.write(|w| {
-            self.create(
+            let attr = self.create(
                 w,
                 who,
                 parent,
@@ -267,7 +277,9 @@ impl<S: Store> Namespace for Meta<S> {
                     rdev,
                     target: Vec::new(),
                 },
-            )
+            )?;
+            self.place(w, attr.ino, parent, name)?;
+            Ok(attr)
         })
     }
 
@@ -278,7 +290,11 @@ impl<S: Store> Namespace for Meta<S> {
             rdev: 0,
             target: Vec::new(),
         };
-        let attr = self.write(|w| self.create(w, who, parent, name, new))?;
+        let attr = self.write(|w| {
+            let attr = self.create(w, who, parent, name, new)?;
+            self.place(w, attr.ino, parent, name)?;
+            Ok(attr)
+        })?;
         *self.opens.lock().entry(attr.ino).or_insert(0) += 1;
         Ok(attr)
     }
@@ -329,6 +345,7 @@ impl<S: Store> Namespace for Meta<S> {
     }
 
     fn rmdir(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<()> {
+        self.dir_names.lock().clear();
         self.write(|w| self.remove(w, who, parent, name, true))
     }
 
@@ -352,7 +369,8 @@ impl<S: Store> Namespace for Meta<S> {
                     new_name,
                     mode,
                 },
-            )
+            )?;
+            self.after_rename(w, [(parent, name), (new_parent, new_name)])
         })
     }
 
@@ -400,11 +418,21 @@ impl<S: Store> Namespace for Meta<S> {
     }
 
     fn commit(&self, ino: InodeId, commit: &Commit) -> MetaResult<Attr> {
-        self.write(|w| data::commit(w, ino, commit))
+        self.write(|w| {
+            let attr = data::commit(w, ino, commit)?;
+            self.replace(w, ino)?;
+            Ok(attr)
+        })
     }
 
     fn getxattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<Vec<u8>> {
-        self.read(|t| attr::getxattr(&t, who, ino, name))
+        self.read(|t| {
+            if name == placement::PLACEMENT {
+                perm::check(who, &t.inode(ino)?.attr, perm::R)?;
+                return self.placement_text(&t, ino);
+            }
+            attr::getxattr(&t, who, ino, name)
+        })
     }
 
     fn setxattr(
@@ -415,15 +443,31 @@ impl<S: Store> Namespace for Meta<S> {
         value: &[u8],
         mode: XattrMode,
     ) -> MetaResult<()> {
-        self.write(|w| attr::setxattr(w, who, ino, name, value, mode))
+        self.write(|w| {
+            placement::validate(w, ino, name, value)?;
+            attr::setxattr(w, who, ino, name, value, mode)?;
+            self.after_xattr(w, ino, name)
+        })
     }
 
     fn listxattr(&self, who: &Caller, ino: InodeId) -> MetaResult<Vec<Vec<u8>>> {
-        self.read(|t| attr::listxattr(&t, who, ino))
+        // `user.meridian.placement` is virtual, read by name and not listed (as Ceph's
+        // layout attributes), so copy tools do not try to write it elsewhere.
+        self.read(|t| {
+            let mut names = attr::listxattr(&t, who, ino)?;
+            names.retain(|n| !placement::is_internal(n));
+            Ok(names)
+        })
     }
 
     fn removexattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<()> {
-        self.write(|w| attr::removexattr(w, who, ino, name))
+        self.write(|w| {
+            if name == placement::PLACEMENT {
+                return Err(MetaError::NotPermitted);
+            }
+            attr::removexattr(w, who, ino, name)?;
+            self.after_xattr(w, ino, name)
+        })
     }
 
     fn sync(&self) -> MetaResult<()> {

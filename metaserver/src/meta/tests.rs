@@ -34,6 +34,10 @@ fn suite<S: Store>(make: impl Fn() -> S) {
             unlinked_open_file_survives_until_release,
         ),
         ("names_are_checked", names_are_checked),
+        (
+            "objectives_and_placement",
+            super::tests_placement::objectives_and_placement,
+        ),
     ];
     for (name, case) in cases {
         let meta = Meta::open(make(), MetaConfig::default()).unwrap();

@@ -1,0 +1,311 @@
+//! Objectives in the namespace: validation of the `user.meridian.*` attributes, and the
+//! placement the metaserver wants for each file — the record the multi-site capability
+//! moves data from.
+//!
+//! Storage (xattrs, so they persist with the namespace):
+//! - on the root: `user.meridian.objective.<NAME>` (source text) and `user.meridian.places`;
+//! - on any inode: `user.meridian.objectives` (attached names, one per line),
+//!   `user.meridian.keywords`, `user.meridian.labels`;
+//! - per regular file, hidden: `system.meridian.placement`, a [`PlacementRec`] (the name the
+//!   file was last created or renamed as, the objectives generation it was evaluated at,
+//!   and its SLOs). Users read it as `user.meridian.placement` (read-only, virtual:
+//!   not listed, so copy tools do not carry it).
+//!
+//! Invariants: an objective that does not parse, an attachment of an unknown objective, or a
+//! place with a bad name is refused (EINVAL) when written. A file is re-evaluated in the
+//! transaction that creates it, renames it, commits new data to it, or changes its keywords,
+//! labels or attachments. A change of the catalogue, of a directory's attachments or a
+//! directory rename bumps the objectives generation instead (one counter, not a walk of the
+//! tree); a record older than the generation is re-evaluated when read.
+
+use super::Meta;
+use crate::records::{Records, Writer};
+use crate::store::Store;
+use meridian_objectives::{Catalogue, Engine, Facts, Level, Objective, valid_name};
+use meridian_proto::*;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub const OBJECTIVE_PREFIX: &[u8] = b"user.meridian.objective.";
+pub const PLACES: &[u8] = b"user.meridian.places";
+pub const ATTACHED: &[u8] = b"user.meridian.objectives";
+pub const KEYWORDS: &[u8] = b"user.meridian.keywords";
+pub const LABELS: &[u8] = b"user.meridian.labels";
+/// What users read: the file's SLOs, one per line.
+pub const PLACEMENT: &[u8] = b"user.meridian.placement";
+/// Where the record is kept (not listed, not writable through the filesystem).
+const RECORD: &[u8] = b"system.meridian.placement";
+/// Counter bumped by every change that can alter placements beyond one file.
+const GENERATION: &[u8] = b"objectives_generation";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementRec {
+    pub parent: InodeId,
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    pub generation: u64,
+    pub slos: Vec<String>,
+}
+
+fn lines(v: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(v)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn invalid(msg: String) -> MetaError {
+    MetaError::Invalid(msg)
+}
+
+/// Whether an xattr name is internal (hidden from listings, refused to users).
+pub fn is_internal(name: &[u8]) -> bool {
+    name.starts_with(b"system.meridian.")
+}
+
+fn catalogue(r: &impl Records) -> MetaResult<Catalogue> {
+    Ok(Catalogue::new(lines(
+        &r.xattr(ROOT, PLACES)?.unwrap_or_default(),
+    )))
+}
+
+/// Checks a `user.meridian.*` value before it is stored.
+pub fn validate(r: &impl Records, ino: InodeId, name: &[u8], value: &[u8]) -> MetaResult<()> {
+    if name == PLACEMENT {
+        return Err(MetaError::NotPermitted);
+    }
+    if let Some(obj) = name.strip_prefix(OBJECTIVE_PREFIX) {
+        if ino != ROOT {
+            return Err(invalid("objectives are added on the share root".into()));
+        }
+        let (obj, src) = (String::from_utf8_lossy(obj), String::from_utf8_lossy(value));
+        Objective::parse(&obj, &src, &catalogue(r)?)
+            .map_err(|e| invalid(format!("objective {obj}: {e}")))?;
+    } else if name == PLACES {
+        if ino != ROOT {
+            return Err(invalid("places are declared on the share root".into()));
+        }
+        if let Some(bad) = lines(value).into_iter().find(|p| !valid_name(p)) {
+            return Err(invalid(format!("invalid place name {bad:?}")));
+        }
+    } else if name == ATTACHED {
+        for o in lines(value) {
+            let mut key = OBJECTIVE_PREFIX.to_vec();
+            key.extend_from_slice(o.as_bytes());
+            if r.xattr(ROOT, &key)?.is_none() {
+                return Err(invalid(format!("no objective named {o}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn age(now: Timestamp, t: Timestamp) -> f64 {
+    (now.secs - t.secs) as f64 + (now.nanos as f64 - t.nanos as f64) / 1e9
+}
+
+impl<S: Store> Meta<S> {
+    /// The mount-relative path of a directory ("" for the root). Names come from the cache
+    /// or, once per directory, from a scan of its parent's entries.
+    fn dir_path(&self, r: &impl Records, dir: InodeId) -> MetaResult<String> {
+        let mut parts = Vec::new();
+        let mut d = dir;
+        while d != ROOT {
+            let cached = self.dir_names.lock().get(&d).cloned();
+            let (parent, name) = match cached {
+                Some(c) => c,
+                None => {
+                    let parent = r.inode(d)?.parent;
+                    let name = name_in(r, parent, d)?;
+                    let mut cache = self.dir_names.lock();
+                    if cache.len() > 100_000 {
+                        cache.clear(); // a bound: names are found again on demand
+                    }
+                    cache.insert(d, (parent, name.clone()));
+                    (parent, name)
+                }
+            };
+            parts.push(String::from_utf8_lossy(&name).into_owned());
+            d = parent;
+        }
+        parts.reverse();
+        Ok(parts.join("/"))
+    }
+
+    /// After a rename: files are re-evaluated at their new name; a directory's move changes
+    /// the paths below it, so every record goes stale.
+    pub(super) fn after_rename(
+        &self,
+        w: &mut Writer<'_>,
+        names: [(InodeId, &[u8]); 2],
+    ) -> MetaResult<()> {
+        for (parent, name) in names {
+            match w.dentry(parent, name)? {
+                Some(d) if d.kind == FileKind::Regular => self.place(w, d.ino, parent, name)?,
+                Some(d) if d.kind == FileKind::Directory => {
+                    self.dir_names.lock().clear();
+                    bump(w)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The engine for the current catalogue (rebuilt when the generation moved).
+    fn engine(&self, r: &impl Records, generation: u64) -> MetaResult<Arc<Engine>> {
+        if let Some((g, e)) = &*self.engine.lock()
+            && *g == generation
+        {
+            return Ok(e.clone());
+        }
+        let cat = catalogue(r)?;
+        let mut objs = Vec::new();
+        for name in r.xattr_names(ROOT)? {
+            let Some(obj) = name.strip_prefix(OBJECTIVE_PREFIX) else {
+                continue;
+            };
+            let src = r.xattr(ROOT, &name)?.unwrap_or_default();
+            let obj = String::from_utf8_lossy(obj);
+            match Objective::parse(&obj, &String::from_utf8_lossy(&src), &cat) {
+                Ok(o) => objs.push(o),
+                Err(e) => tracing::warn!(objective = %obj, error = %e, "objective skipped"),
+            }
+        }
+        let engine = Arc::new(
+            Engine::new(&objs, &["hs-mount".to_string()]).map_err(|e| invalid(e.to_string()))?,
+        );
+        *self.engine.lock() = Some((generation, engine.clone()));
+        Ok(engine)
+    }
+
+    /// The SLOs `ino` should have, reached as `name` in `parent`.
+    fn evaluate(
+        &self,
+        r: &impl Records,
+        ino: InodeId,
+        parent: InodeId,
+        name: &[u8],
+    ) -> MetaResult<PlacementRec> {
+        let generation = r.counter(GENERATION)?;
+        let engine = self.engine(r, generation)?;
+        let rec = r.inode(ino)?;
+        let dir = self.dir_path(r, parent)?;
+        let name_s = String::from_utf8_lossy(name);
+        let path = if dir.is_empty() {
+            name_s.into_owned()
+        } else {
+            format!("{dir}/{name_s}")
+        };
+        let attached = |i: InodeId| -> MetaResult<Vec<String>> {
+            Ok(lines(&r.xattr(i, ATTACHED)?.unwrap_or_default()))
+        };
+        let mut levels = vec![(Level::File, attached(ino)?)];
+        let mut d = parent;
+        loop {
+            levels.push((Level::Directory(self.dir_path(r, d)?), attached(d)?));
+            if d == ROOT {
+                break;
+            }
+            d = r.inode(d)?.parent;
+        }
+        let keywords = lines(&r.xattr(ino, KEYWORDS)?.unwrap_or_default());
+        let labels = lines(&r.xattr(ino, LABELS)?.unwrap_or_default());
+        let now = Timestamp::now();
+        let facts = Facts {
+            path: &path,
+            size: rec.attr.size,
+            last_use_age: age(now, rec.attr.atime.max(rec.attr.mtime)),
+            last_modified_age: age(now, rec.attr.mtime),
+            keywords: &keywords,
+            labels: &labels,
+            is_live: true,
+            is_directory: false,
+        };
+        let slos = engine.slos(&facts, &engine.in_force(&levels));
+        Ok(PlacementRec {
+            parent,
+            name: name.to_vec(),
+            generation,
+            slos: slos.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    /// Re-evaluates a regular file reached as `name` in `parent` and stores its record.
+    pub(super) fn place(
+        &self,
+        w: &mut Writer<'_>,
+        ino: InodeId,
+        parent: InodeId,
+        name: &[u8],
+    ) -> MetaResult<()> {
+        if w.inode(ino)?.attr.kind != FileKind::Regular {
+            return Ok(());
+        }
+        let rec = self.evaluate(w, ino, parent, name)?;
+        w.put_xattr(ino, RECORD, &postcard::to_allocvec(&rec).expect("encodes"))
+    }
+
+    /// Re-evaluates a file at the name its record holds (after new data or new tags).
+    pub(super) fn replace(&self, w: &mut Writer<'_>, ino: InodeId) -> MetaResult<()> {
+        match record(w, ino)? {
+            Some(r) => self.place(w, ino, r.parent, &r.name),
+            None => Ok(()),
+        }
+    }
+
+    /// After an xattr change: what it invalidates.
+    pub(super) fn after_xattr(
+        &self,
+        w: &mut Writer<'_>,
+        ino: InodeId,
+        name: &[u8],
+    ) -> MetaResult<()> {
+        let file = w.inode(ino)?.attr.kind == FileKind::Regular;
+        let ours = name.starts_with(OBJECTIVE_PREFIX) || name == PLACES || name == ATTACHED;
+        if file && (name == ATTACHED || name == KEYWORDS || name == LABELS) {
+            self.replace(w, ino)
+        } else if ours {
+            bump(w)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// What `user.meridian.placement` shows: the record, re-evaluated if stale.
+    pub(super) fn placement_text(&self, r: &impl Records, ino: InodeId) -> MetaResult<Vec<u8>> {
+        let Some(mut rec) = record(r, ino)? else {
+            return Err(MetaError::NoAttribute);
+        };
+        if rec.generation != r.counter(GENERATION)? {
+            rec = self.evaluate(r, ino, rec.parent, &rec.name).unwrap_or(rec);
+        }
+        Ok(rec.slos.join("\n").into_bytes())
+    }
+}
+
+/// The name of `child` in directory `parent`.
+fn name_in(r: &impl Records, parent: InodeId, child: InodeId) -> MetaResult<Vec<u8>> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = r.children(parent, after.as_deref(), 1024)?;
+        let Some((last, _)) = page.last() else {
+            return Err(MetaError::NotFound);
+        };
+        if let Some((n, _)) = page.iter().find(|(_, e)| e.ino == child) {
+            return Ok(n.clone());
+        }
+        after = Some(last.clone());
+    }
+}
+
+/// Marks every record stale (a catalogue, directory attachment or directory name changed).
+pub fn bump(w: &mut Writer<'_>) -> MetaResult<()> {
+    w.add_counter(GENERATION, 1)
+}
+
+pub fn record(r: &impl Records, ino: InodeId) -> MetaResult<Option<PlacementRec>> {
+    Ok(r.xattr(ino, RECORD)?
+        .and_then(|v| postcard::from_bytes(&v).ok()))
+}
