@@ -21,6 +21,7 @@ pub mod error;
 pub mod layout;
 pub mod namespace;
 pub mod types;
+pub mod wire;
 
 pub use error::{MetaError, MetaResult};
 pub use layout::{BlockId, BlockRef, CHUNK_SIZE, DEFAULT_INLINE_MAX, Layout};

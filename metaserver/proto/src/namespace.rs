@@ -3,8 +3,9 @@
 //! Implementations: `meridian_metaserver::Meta` (the POSIX rules over a transactional store,
 //! embedded in the client or served by a site's metaserver). Contract:
 //! - every mutating call is atomic: it happens completely or not at all;
-//! - every change is durable when its call returns (`sync` is for implementations that
-//!   defer durability);
+//! - every change survives a crash of the serving process when its call returns, and a
+//!   crash of its machine once `sync` returns (an implementation may defer the fsync, as a
+//!   local filesystem defers its journal commit);
 //! - every call checks the caller's permissions as POSIX says; a caller with uid 0 passes
 //!   every permission check except execute on a file with no execute bit;
 //! - an inode whose last name is removed while it is open (see [`Namespace::open`]) stays
