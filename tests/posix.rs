@@ -8,11 +8,27 @@ use common::*;
 
 #[test]
 fn pjdfstest_passes_on_a_garage_backed_mount() {
+    let m = Mount::with_args(Backend::Garage, &["--allow-other"]);
+    pjdfstest(&m);
+}
+
+/// The same suite with the namespace served by a separate metaserver process over QUIC.
+#[test]
+fn pjdfstest_passes_over_a_quic_metaserver() {
+    let site = common::site::Site::start();
+    let token = site.add_client("pjd");
+    let mut args = vec!["--allow-other".to_string()];
+    args.extend(site.mount_flags(&token));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let m = Mount::with_args(Backend::Garage, &args);
+    pjdfstest(&m);
+}
+
+fn pjdfstest(m: &Mount) {
     assert!(
         nix_is_root(),
         "pjdfstest needs root (it switches users); run the tests as root"
     );
-    let m = Mount::with_args(Backend::Garage, &["--allow-other"]);
     let work = m.path("pjd");
     std::fs::create_dir(&work).unwrap();
     let conf = concat!(

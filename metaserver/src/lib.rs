@@ -13,6 +13,7 @@
 
 pub mod meta;
 pub mod records;
+pub mod service;
 pub mod store;
 
 pub use meta::{Meta, MetaConfig};

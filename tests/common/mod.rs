@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod site;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;

@@ -16,6 +16,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// The bucket; absent means blocks are kept in `<data_dir>/blocks`.
     pub s3: Option<S3Config>,
+    /// A site metaserver instead of the embedded namespace.
+    pub meta: Option<crate::site::MetaSection>,
     pub mount: MountSection,
     pub cache: CacheSection,
 }

@@ -13,6 +13,7 @@ mod metrics;
 mod mount;
 mod objective;
 mod open;
+mod site;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,8 @@ struct Cli {
 enum Cmd {
     /// Mount the namespace at MOUNTPOINT (embedded metaserver; blocks in DATA_DIR or a bucket)
     Mount(mount::MountArgs),
+    /// Run a site metaserver over QUIC (foreground); add-client, status
+    Metaserver(site::SiteArgs),
     /// Unmount MOUNTPOINT, committing open files first
     Umount(admin::UmountArgs),
     /// Delete blocks that no file references (run while the namespace is not mounted)
@@ -79,6 +82,7 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Mount(a) => mount::run(a),
         Cmd::Umount(a) => admin::umount(a),
+        Cmd::Metaserver(a) => site::run(a),
         Cmd::Gc(a) => admin::gc(a),
         Cmd::Warmup(a) => data::warmup(a),
         Cmd::Cache(a) => data::cache(a),

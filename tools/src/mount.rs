@@ -54,6 +54,18 @@ pub struct MountArgs {
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464
     #[arg(long)]
     pub metrics: Option<String>,
+    /// Join a site metaserver instead of the embedded namespace, e.g. quic://meta:7443
+    #[arg(long)]
+    pub meta: Option<String>,
+    /// The metaserver's certificate (PEM) to pin
+    #[arg(long)]
+    pub meta_cert: Option<PathBuf>,
+    /// This client's credential (from `meridian metaserver add-client`)
+    #[arg(long, env = "MERIDIAN_META_TOKEN", hide_env_values = true)]
+    pub meta_token: Option<String>,
+    /// Fail a metadata call with EIO after this long without an answer [default: 30000]
+    #[arg(long)]
+    pub meta_timeout_ms: Option<u64>,
 }
 
 /// Checks the mountpoint: exists, is a directory, is not a stale or live mount.
@@ -122,6 +134,31 @@ pub fn run(args: MountArgs) -> Result<()> {
     mount_foreground(args, mp)
 }
 
+/// The site metaserver from flags over the config file, if any.
+fn site_meta(args: &MountArgs, cfg: &FileConfig) -> Result<Option<crate::site::MetaSection>> {
+    let mut m = match (&args.meta, &cfg.meta) {
+        (Some(url), file) => crate::site::MetaSection {
+            url: url.clone(),
+            ..file.clone().unwrap_or_default()
+        },
+        (None, Some(file)) => file.clone(),
+        (None, None) => return Ok(None),
+    };
+    if let Some(c) = &args.meta_cert {
+        m.cert = c.clone();
+    }
+    if args.meta_token.is_some() {
+        m.token = args.meta_token.clone();
+    }
+    if args.meta_timeout_ms.is_some() {
+        m.timeout_ms = args.meta_timeout_ms;
+    }
+    if m.cert.as_os_str().is_empty() {
+        bail!("--meta needs the metaserver's certificate: pass --meta-cert (its metaserver.crt)");
+    }
+    Ok(Some(m))
+}
+
 fn fs_config(cfg: &FileConfig, cache: &meridian_fs::cache::CacheConfig) -> Result<FsConfig> {
     let passthrough = cfg.mount.passthrough.unwrap_or(cache.disk_dir.is_some());
     Ok(FsConfig {
@@ -167,7 +204,11 @@ fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
     if let Some(addr) = &args.metrics {
         crate::metrics::serve(addr, cache.clone())?;
     }
-    let ns = open::namespace(&cfg)?;
+    let meta = site_meta(&args, &cfg)?;
+    let ns: Arc<dyn meridian_proto::Namespace> = match &meta {
+        Some(m) => crate::site::connect(m)?,
+        None => open::namespace(&cfg)?,
+    };
     let fs = Arc::new(Fs::new(ns, cache, fs_config(&cfg, &cache_cfg)?));
     let opts = FuseOptions {
         attr_ttl: Duration::from_millis(args.attr_ttl_ms.unwrap_or(cfg.mount.attr_ttl_ms)),
@@ -185,7 +226,10 @@ fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
     let mut unmounter = session.unmount_callable();
 
     println!("meridian: mounted at {}", mp.display());
-    println!("  namespace: {}", data_dir.join("namespace.redb").display());
+    match &meta {
+        Some(m) => println!("  namespace: metaserver {}", m.url),
+        None => println!("  namespace: {}", data_dir.join("namespace.redb").display()),
+    }
     println!("  blocks:    {}", blocks.describe());
     match &cache_cfg.disk_dir {
         Some(d) => println!(

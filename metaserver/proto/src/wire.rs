@@ -24,19 +24,85 @@ pub const MAX_FRAME: usize = 64 << 20;
 /// One call of a [`Namespace`] method.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    Hello { version: u32, client: String },
-    Lookup { who: Caller, parent: InodeId, #[serde(with = "serde_bytes")] name: Vec<u8> },
-    Getattr { ino: InodeId },
-    Setattr { who: Caller, ino: InodeId, set: SetAttr },
-    Access { who: Caller, ino: InodeId, mask: u32 },
-    Mknod { who: Caller, parent: InodeId, #[serde(with = "serde_bytes")] name: Vec<u8>, kind: FileKind, mode: u16, rdev: u32 },
-    Create { who: Caller, parent: InodeId, #[serde(with = "serde_bytes")] name: Vec<u8>, mode: u16 },
-    Mkdir { who: Caller, parent: InodeId, #[serde(with = "serde_bytes")] name: Vec<u8>, mode: u16 },
-    Symlink { who: Caller, parent: InodeId, #[serde(with = "serde_bytes")] name: Vec<u8>, #[serde(with = "serde_bytes")] target: Vec<u8> },
-    Readlink { ino: InodeId },
-    Link { who: Caller, ino: InodeId, parent: InodeId, #[serde(with = "serde_bytes")] name: Vec<u8> },
-    Unlink { who: Caller, parent: InodeId, #[serde(with = "serde_bytes")] name: Vec<u8> },
-    Rmdir { who: Caller, parent: InodeId, #[serde(with = "serde_bytes")] name: Vec<u8> },
+    /// First message on a connection: the protocol version, the client's name and the
+    /// credential `meridian metaserver add-client` issued to it.
+    Hello {
+        version: u32,
+        client: String,
+        token: String,
+    },
+    Lookup {
+        who: Caller,
+        parent: InodeId,
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+    },
+    Getattr {
+        ino: InodeId,
+    },
+    Setattr {
+        who: Caller,
+        ino: InodeId,
+        set: SetAttr,
+    },
+    Access {
+        who: Caller,
+        ino: InodeId,
+        mask: u32,
+    },
+    Mknod {
+        who: Caller,
+        parent: InodeId,
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+        kind: FileKind,
+        mode: u16,
+        rdev: u32,
+    },
+    Create {
+        who: Caller,
+        parent: InodeId,
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+        mode: u16,
+    },
+    Mkdir {
+        who: Caller,
+        parent: InodeId,
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+        mode: u16,
+    },
+    Symlink {
+        who: Caller,
+        parent: InodeId,
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        target: Vec<u8>,
+    },
+    Readlink {
+        ino: InodeId,
+    },
+    Link {
+        who: Caller,
+        ino: InodeId,
+        parent: InodeId,
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+    },
+    Unlink {
+        who: Caller,
+        parent: InodeId,
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+    },
+    Rmdir {
+        who: Caller,
+        parent: InodeId,
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+    },
     Rename {
         who: Caller,
         parent: InodeId,
@@ -47,13 +113,37 @@ pub enum Request {
         new_name: Vec<u8>,
         mode: RenameMode,
     },
-    Readdir { who: Caller, dir: InodeId, after: Option<serde_bytes::ByteBuf>, limit: u32 },
-    Parent { dir: InodeId },
-    Open { who: Caller, ino: InodeId, read: bool, write: bool },
-    Release { ino: InodeId },
-    Layout { ino: InodeId },
-    Commit { ino: InodeId, commit: Commit },
-    Getxattr { who: Caller, ino: InodeId, #[serde(with = "serde_bytes")] name: Vec<u8> },
+    Readdir {
+        who: Caller,
+        dir: InodeId,
+        after: Option<serde_bytes::ByteBuf>,
+        limit: u32,
+    },
+    Parent {
+        dir: InodeId,
+    },
+    Open {
+        who: Caller,
+        ino: InodeId,
+        read: bool,
+        write: bool,
+    },
+    Release {
+        ino: InodeId,
+    },
+    Layout {
+        ino: InodeId,
+    },
+    Commit {
+        ino: InodeId,
+        commit: Commit,
+    },
+    Getxattr {
+        who: Caller,
+        ino: InodeId,
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+    },
     Setxattr {
         who: Caller,
         ino: InodeId,
@@ -63,8 +153,16 @@ pub enum Request {
         value: Vec<u8>,
         mode: XattrMode,
     },
-    Listxattr { who: Caller, ino: InodeId },
-    Removexattr { who: Caller, ino: InodeId, #[serde(with = "serde_bytes")] name: Vec<u8> },
+    Listxattr {
+        who: Caller,
+        ino: InodeId,
+    },
+    Removexattr {
+        who: Caller,
+        ino: InodeId,
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+    },
     Statfs,
     Sync,
 }
@@ -90,7 +188,9 @@ pub enum WireError {
     TooLarge(usize),
     #[error("malformed message: {0}")]
     Malformed(String),
-    #[error("protocol version mismatch: this side speaks {ours}, the other side {theirs}; run the same Meridian release on clients and metaserver")]
+    #[error(
+        "protocol version mismatch: this side speaks {ours}, the other side {theirs}; run the same Meridian release on clients and metaserver"
+    )]
     Version { ours: u32, theirs: u32 },
     #[error("unexpected {0} in reply")]
     Unexpected(&'static str),
@@ -145,9 +245,15 @@ impl Decoder {
 /// The server's answer to a `Hello`.
 pub fn hello_reply(version: u32, server: &str) -> Result<Response, WireError> {
     if version != PROTOCOL_VERSION {
-        return Err(WireError::Version { ours: PROTOCOL_VERSION, theirs: version });
+        return Err(WireError::Version {
+            ours: PROTOCOL_VERSION,
+            theirs: version,
+        });
     }
-    Ok(Response::Hello { version: PROTOCOL_VERSION, server: server.to_string() })
+    Ok(Response::Hello {
+        version: PROTOCOL_VERSION,
+        server: server.to_string(),
+    })
 }
 
 fn unit(r: MetaResult<()>) -> Response {
@@ -168,32 +274,84 @@ pub fn dispatch(ns: &dyn Namespace, req: Request) -> Response {
         R::Getattr { ino } => attr(ns.getattr(ino)),
         R::Setattr { who, ino, set } => attr(ns.setattr(&who, ino, &set)),
         R::Access { who, ino, mask } => unit(ns.access(&who, ino, mask)),
-        R::Mknod { who, parent, name, kind, mode, rdev } => attr(ns.mknod(&who, parent, &name, kind, mode, rdev)),
-        R::Create { who, parent, name, mode } => attr(ns.create(&who, parent, &name, mode)),
-        R::Mkdir { who, parent, name, mode } => attr(ns.mkdir(&who, parent, &name, mode)),
-        R::Symlink { who, parent, name, target } => attr(ns.symlink(&who, parent, &name, &target)),
-        R::Readlink { ino } => ns.readlink(ino).map_or_else(Response::Err, |b| Response::Bytes(b.into())),
-        R::Link { who, ino, parent, name } => attr(ns.link(&who, ino, parent, &name)),
+        R::Mknod {
+            who,
+            parent,
+            name,
+            kind,
+            mode,
+            rdev,
+        } => attr(ns.mknod(&who, parent, &name, kind, mode, rdev)),
+        R::Create {
+            who,
+            parent,
+            name,
+            mode,
+        } => attr(ns.create(&who, parent, &name, mode)),
+        R::Mkdir {
+            who,
+            parent,
+            name,
+            mode,
+        } => attr(ns.mkdir(&who, parent, &name, mode)),
+        R::Symlink {
+            who,
+            parent,
+            name,
+            target,
+        } => attr(ns.symlink(&who, parent, &name, &target)),
+        R::Readlink { ino } => ns
+            .readlink(ino)
+            .map_or_else(Response::Err, |b| Response::Bytes(b.into())),
+        R::Link {
+            who,
+            ino,
+            parent,
+            name,
+        } => attr(ns.link(&who, ino, parent, &name)),
         R::Unlink { who, parent, name } => unit(ns.unlink(&who, parent, &name)),
         R::Rmdir { who, parent, name } => unit(ns.rmdir(&who, parent, &name)),
-        R::Rename { who, parent, name, new_parent, new_name, mode } => {
-            unit(ns.rename(&who, parent, &name, new_parent, &new_name, mode))
-        }
-        R::Readdir { who, dir, after, limit } => ns
+        R::Rename {
+            who,
+            parent,
+            name,
+            new_parent,
+            new_name,
+            mode,
+        } => unit(ns.rename(&who, parent, &name, new_parent, &new_name, mode)),
+        R::Readdir {
+            who,
+            dir,
+            after,
+            limit,
+        } => ns
             .readdir(&who, dir, after.as_deref().map(|v| &v[..]), limit as usize)
             .map_or_else(Response::Err, Response::Entries),
         R::Parent { dir } => ns.parent(dir).map_or_else(Response::Err, Response::Ino),
-        R::Open { who, ino, read, write } => attr(ns.open(&who, ino, read, write)),
+        R::Open {
+            who,
+            ino,
+            read,
+            write,
+        } => attr(ns.open(&who, ino, read, write)),
         R::Release { ino } => unit(ns.release(ino)),
-        R::Layout { ino } => ns.layout(ino).map_or_else(Response::Err, |(l, s)| Response::Layout(l, s)),
+        R::Layout { ino } => ns
+            .layout(ino)
+            .map_or_else(Response::Err, |(l, s)| Response::Layout(l, s)),
         R::Commit { ino, commit } => attr(ns.commit(ino, &commit)),
-        R::Getxattr { who, ino, name } => {
-            ns.getxattr(&who, ino, &name).map_or_else(Response::Err, |b| Response::Bytes(b.into()))
-        }
-        R::Setxattr { who, ino, name, value, mode } => unit(ns.setxattr(&who, ino, &name, &value, mode)),
-        R::Listxattr { who, ino } => ns
-            .listxattr(&who, ino)
-            .map_or_else(Response::Err, |v| Response::Names(v.into_iter().map(Into::into).collect())),
+        R::Getxattr { who, ino, name } => ns
+            .getxattr(&who, ino, &name)
+            .map_or_else(Response::Err, |b| Response::Bytes(b.into())),
+        R::Setxattr {
+            who,
+            ino,
+            name,
+            value,
+            mode,
+        } => unit(ns.setxattr(&who, ino, &name, &value, mode)),
+        R::Listxattr { who, ino } => ns.listxattr(&who, ino).map_or_else(Response::Err, |v| {
+            Response::Names(v.into_iter().map(Into::into).collect())
+        }),
         R::Removexattr { who, ino, name } => unit(ns.removexattr(&who, ino, &name)),
         R::Statfs => ns.statfs().map_or_else(Response::Err, Response::StatFs),
         R::Sync => unit(ns.sync()),
@@ -242,42 +400,111 @@ impl<T: Transport> Remote<T> {
 
 impl<T: Transport> Namespace for Remote<T> {
     fn lookup(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<Attr> {
-        self.attr(Request::Lookup { who: who.clone(), parent, name: name.to_vec() })
+        self.attr(Request::Lookup {
+            who: who.clone(),
+            parent,
+            name: name.to_vec(),
+        })
     }
     fn getattr(&self, ino: InodeId) -> MetaResult<Attr> {
         self.attr(Request::Getattr { ino })
     }
     fn setattr(&self, who: &Caller, ino: InodeId, set: &SetAttr) -> MetaResult<Attr> {
-        self.attr(Request::Setattr { who: who.clone(), ino, set: set.clone() })
+        self.attr(Request::Setattr {
+            who: who.clone(),
+            ino,
+            set: set.clone(),
+        })
     }
     fn access(&self, who: &Caller, ino: InodeId, mask: u32) -> MetaResult<()> {
-        self.unit(Request::Access { who: who.clone(), ino, mask })
+        self.unit(Request::Access {
+            who: who.clone(),
+            ino,
+            mask,
+        })
     }
-    fn mknod(&self, who: &Caller, parent: InodeId, name: &[u8], kind: FileKind, mode: u16, rdev: u32) -> MetaResult<Attr> {
-        self.attr(Request::Mknod { who: who.clone(), parent, name: name.to_vec(), kind, mode, rdev })
+    fn mknod(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        kind: FileKind,
+        mode: u16,
+        rdev: u32,
+    ) -> MetaResult<Attr> {
+        self.attr(Request::Mknod {
+            who: who.clone(),
+            parent,
+            name: name.to_vec(),
+            kind,
+            mode,
+            rdev,
+        })
     }
     fn create(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16) -> MetaResult<Attr> {
-        self.attr(Request::Create { who: who.clone(), parent, name: name.to_vec(), mode })
+        self.attr(Request::Create {
+            who: who.clone(),
+            parent,
+            name: name.to_vec(),
+            mode,
+        })
     }
     fn mkdir(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16) -> MetaResult<Attr> {
-        self.attr(Request::Mkdir { who: who.clone(), parent, name: name.to_vec(), mode })
+        self.attr(Request::Mkdir {
+            who: who.clone(),
+            parent,
+            name: name.to_vec(),
+            mode,
+        })
     }
-    fn symlink(&self, who: &Caller, parent: InodeId, name: &[u8], target: &[u8]) -> MetaResult<Attr> {
-        self.attr(Request::Symlink { who: who.clone(), parent, name: name.to_vec(), target: target.to_vec() })
+    fn symlink(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        target: &[u8],
+    ) -> MetaResult<Attr> {
+        self.attr(Request::Symlink {
+            who: who.clone(),
+            parent,
+            name: name.to_vec(),
+            target: target.to_vec(),
+        })
     }
     fn readlink(&self, ino: InodeId) -> MetaResult<Vec<u8>> {
         self.bytes(Request::Readlink { ino })
     }
     fn link(&self, who: &Caller, ino: InodeId, parent: InodeId, name: &[u8]) -> MetaResult<Attr> {
-        self.attr(Request::Link { who: who.clone(), ino, parent, name: name.to_vec() })
+        self.attr(Request::Link {
+            who: who.clone(),
+            ino,
+            parent,
+            name: name.to_vec(),
+        })
     }
     fn unlink(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<()> {
-        self.unit(Request::Unlink { who: who.clone(), parent, name: name.to_vec() })
+        self.unit(Request::Unlink {
+            who: who.clone(),
+            parent,
+            name: name.to_vec(),
+        })
     }
     fn rmdir(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<()> {
-        self.unit(Request::Rmdir { who: who.clone(), parent, name: name.to_vec() })
+        self.unit(Request::Rmdir {
+            who: who.clone(),
+            parent,
+            name: name.to_vec(),
+        })
     }
-    fn rename(&self, who: &Caller, parent: InodeId, name: &[u8], new_parent: InodeId, new_name: &[u8], mode: RenameMode) -> MetaResult<()> {
+    fn rename(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        new_parent: InodeId,
+        new_name: &[u8],
+        mode: RenameMode,
+    ) -> MetaResult<()> {
         self.unit(Request::Rename {
             who: who.clone(),
             parent,
@@ -287,7 +514,13 @@ impl<T: Transport> Namespace for Remote<T> {
             mode,
         })
     }
-    fn readdir(&self, who: &Caller, dir: InodeId, after: Option<&[u8]>, limit: usize) -> MetaResult<Vec<DirEntry>> {
+    fn readdir(
+        &self,
+        who: &Caller,
+        dir: InodeId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> MetaResult<Vec<DirEntry>> {
         let req = Request::Readdir {
             who: who.clone(),
             dir,
@@ -306,7 +539,12 @@ impl<T: Transport> Namespace for Remote<T> {
         }
     }
     fn open(&self, who: &Caller, ino: InodeId, read: bool, write: bool) -> MetaResult<Attr> {
-        self.attr(Request::Open { who: who.clone(), ino, read, write })
+        self.attr(Request::Open {
+            who: who.clone(),
+            ino,
+            read,
+            write,
+        })
     }
     fn release(&self, ino: InodeId) -> MetaResult<()> {
         self.unit(Request::Release { ino })
@@ -318,22 +556,49 @@ impl<T: Transport> Namespace for Remote<T> {
         }
     }
     fn commit(&self, ino: InodeId, commit: &Commit) -> MetaResult<Attr> {
-        self.attr(Request::Commit { ino, commit: commit.clone() })
+        self.attr(Request::Commit {
+            ino,
+            commit: commit.clone(),
+        })
     }
     fn getxattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<Vec<u8>> {
-        self.bytes(Request::Getxattr { who: who.clone(), ino, name: name.to_vec() })
+        self.bytes(Request::Getxattr {
+            who: who.clone(),
+            ino,
+            name: name.to_vec(),
+        })
     }
-    fn setxattr(&self, who: &Caller, ino: InodeId, name: &[u8], value: &[u8], mode: XattrMode) -> MetaResult<()> {
-        self.unit(Request::Setxattr { who: who.clone(), ino, name: name.to_vec(), value: value.to_vec(), mode })
+    fn setxattr(
+        &self,
+        who: &Caller,
+        ino: InodeId,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrMode,
+    ) -> MetaResult<()> {
+        self.unit(Request::Setxattr {
+            who: who.clone(),
+            ino,
+            name: name.to_vec(),
+            value: value.to_vec(),
+            mode,
+        })
     }
     fn listxattr(&self, who: &Caller, ino: InodeId) -> MetaResult<Vec<Vec<u8>>> {
-        match self.call(Request::Listxattr { who: who.clone(), ino })? {
+        match self.call(Request::Listxattr {
+            who: who.clone(),
+            ino,
+        })? {
             Response::Names(n) => Ok(n.into_iter().map(|b| b.into_vec()).collect()),
             _ => unexpected("reply (wanted names)"),
         }
     }
     fn removexattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<()> {
-        self.unit(Request::Removexattr { who: who.clone(), ino, name: name.to_vec() })
+        self.unit(Request::Removexattr {
+            who: who.clone(),
+            ino,
+            name: name.to_vec(),
+        })
     }
     fn statfs(&self) -> MetaResult<StatFs> {
         match self.call(Request::Statfs)? {
@@ -360,7 +625,10 @@ mod tests {
         d.push(&all[..3]);
         assert_eq!(d.next::<Request>().unwrap(), None);
         d.push(&all[3..a.len() + 1]);
-        assert_eq!(d.next::<Request>().unwrap(), Some(Request::Getattr { ino: InodeId(7) }));
+        assert_eq!(
+            d.next::<Request>().unwrap(),
+            Some(Request::Getattr { ino: InodeId(7) })
+        );
         assert_eq!(d.next::<Request>().unwrap(), None);
         d.push(&all[a.len() + 1..]);
         assert_eq!(d.next::<Request>().unwrap(), Some(Request::Statfs));
@@ -377,6 +645,9 @@ mod tests {
         let e = hello_reply(PROTOCOL_VERSION + 1, "m").unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains(&format!("speaks {PROTOCOL_VERSION}")), "{msg}");
-        assert!(msg.contains(&format!("other side {}", PROTOCOL_VERSION + 1)), "{msg}");
+        assert!(
+            msg.contains(&format!("other side {}", PROTOCOL_VERSION + 1)),
+            "{msg}"
+        );
     }
 }

@@ -2,8 +2,8 @@
 
 use super::{Meta, MetaConfig};
 use crate::store::{MemStore, RedbStore, Store};
-use meridian_proto::*;
 use meridian_proto::wire::{Decoder, Remote, Request, Response, Transport, dispatch, encode};
+use meridian_proto::*;
 
 fn user(uid: u32) -> Caller {
     Caller {

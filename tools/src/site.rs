@@ -1,0 +1,237 @@
+//! `meridian metaserver`: a site's metaserver over QUIC, its client credentials and status;
+//! and opening such a metaserver for `meridian mount --meta quic://…`.
+//!
+//! Files in the site's data directory: `namespace.redb` (+ journal), `metaserver.crt` and
+//! `metaserver.key` (generated on first start; clients pin the certificate), `clients`
+//! (credential hashes), `sessions` (connected clients, rewritten every second while
+//! running; `meridian metaserver status` reads it).
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use meridian_metaserver::service::client::QuicClient;
+use meridian_metaserver::service::{clients, server};
+use meridian_proto::Namespace;
+use meridian_proto::wire::Remote;
+use serde::Deserialize;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct SiteArgs {
+    #[command(subcommand)]
+    cmd: Option<SiteCmd>,
+    /// The site's TOML file (see docs/configuration.md, "Site metaserver")
+    #[arg(long, short = 'c', global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum SiteCmd {
+    /// Issue a credential for a client (printed once; the server keeps only its hash)
+    AddClient { name: String },
+    /// List the clients connected to the running metaserver
+    Status,
+}
+
+/// The site file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiteConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: String,
+    /// Extra names (host names, addresses) for a generated certificate.
+    pub names: Vec<String>,
+    /// A certificate from the site's CA instead of the generated one (PEM), and its key.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        SiteConfig {
+            data_dir: None,
+            listen: "127.0.0.1:7443".into(),
+            names: Vec::new(),
+            cert: None,
+            key: None,
+        }
+    }
+}
+
+impl SiteConfig {
+    fn load(path: Option<&Path>) -> Result<SiteConfig> {
+        let Some(path) = path else {
+            return Ok(SiteConfig::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read site file {}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow!("site file {}: {}", path.display(), e.message().trim()))
+    }
+    fn dir(&self) -> Result<PathBuf> {
+        match &self.data_dir {
+            Some(d) => Ok(d.clone()),
+            None => Ok(dirs::data_local_dir()
+                .ok_or_else(|| anyhow!("no home directory: set data_dir in the site file"))?
+                .join("meridian-site")),
+        }
+    }
+}
+
+pub fn run(args: SiteArgs) -> Result<()> {
+    let cfg = SiteConfig::load(args.config.as_deref())?;
+    let dir = cfg.dir()?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    match args.cmd {
+        Some(SiteCmd::AddClient { name }) => {
+            let token = clients::add(&dir.join("clients"), &name).map_err(|e| anyhow!(e))?;
+            println!("client {name}: token {token}");
+            println!(
+                "mount with: meridian mount --meta quic://{} --meta-cert {} --meta-token {token} MOUNTPOINT",
+                cfg.listen,
+                cfg.cert
+                    .clone()
+                    .unwrap_or(dir.join("metaserver.crt"))
+                    .display()
+            );
+            Ok(())
+        }
+        Some(SiteCmd::Status) => status(&dir),
+        None => serve(&cfg, &dir),
+    }
+}
+
+fn status(dir: &Path) -> Result<()> {
+    let path = dir.join("sessions");
+    let fresh = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < Duration::from_secs(5));
+    if !fresh {
+        bail!(
+            "no metaserver is running for {} (start it with `meridian metaserver --config …`)",
+            dir.display()
+        );
+    }
+    let text = std::fs::read_to_string(&path)?;
+    println!(
+        "metaserver running; {} client(s) connected",
+        text.lines().count()
+    );
+    print!("{text}");
+    Ok(())
+}
+
+fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
+    let listen: SocketAddr = cfg
+        .listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            anyhow!(
+                "listen = {:?} is not an address (e.g. \"0.0.0.0:7443\")",
+                cfg.listen
+            )
+        })?;
+    let mut file = crate::config::FileConfig {
+        data_dir: Some(dir.to_path_buf()),
+        ..Default::default()
+    };
+    file.mount.inline_max_bytes = meridian_proto::DEFAULT_INLINE_MAX;
+    let ns: Arc<dyn Namespace> = crate::open::namespace(&file)?;
+    let scfg = server::ServerConfig {
+        listen,
+        cert: cfg.cert.clone().unwrap_or(dir.join("metaserver.crt")),
+        key: cfg.key.clone().unwrap_or(dir.join("metaserver.key")),
+        clients: dir.join("clients"),
+        names: cfg.names.clone(),
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let srv = Arc::new(server::Server::bind(&scfg).map_err(|e| anyhow!(e))?);
+        println!(
+            "meridian metaserver: listening on quic://{}",
+            srv.local_addr()
+        );
+        println!("  namespace:   {}", dir.join("namespace.redb").display());
+        println!(
+            "  certificate: {} (clients pin it: --meta-cert)",
+            scfg.cert.display()
+        );
+        let sessions = dir.join("sessions");
+        let s2 = srv.clone();
+        tokio::spawn(async move {
+            loop {
+                let text: String = s2
+                    .sessions
+                    .lock()
+                    .values()
+                    .map(|s| format!("{}\t{}\n", s.name, s.addr))
+                    .collect();
+                let _ = std::fs::write(&sessions, text);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let serving = srv.serve(ns.clone(), scfg.clients.clone());
+        tokio::select! {
+            _ = serving => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate() => {}
+        }
+        srv.close();
+        let _ = ns.sync();
+        let _ = std::fs::remove_file(dir.join("sessions"));
+        tracing::info!("metaserver stopped");
+        Ok(())
+    })
+}
+
+async fn terminate() {
+    if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        s.recv().await;
+    }
+}
+
+/// Where a mount finds its site metaserver.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaSection {
+    /// `quic://host:port`
+    pub url: String,
+    /// The metaserver's certificate (PEM), pinned.
+    pub cert: PathBuf,
+    pub token: Option<String>,
+    /// The name this client gives (default: the host name).
+    pub client: Option<String>,
+    /// How long a metadata call may take before it fails with EIO (default 30000).
+    pub timeout_ms: Option<u64>,
+}
+
+/// Connects to the site metaserver; errors name the URL or file and the fix.
+pub fn connect(m: &MetaSection) -> Result<Arc<dyn Namespace>> {
+    let hostport = m
+        .url
+        .strip_prefix("quic://")
+        .ok_or_else(|| anyhow!("--meta {:?}: expected quic://HOST:PORT", m.url))?;
+    let addr = hostport
+        .to_socket_addrs()
+        .map_err(|e| anyhow!("--meta {}: {e}", m.url))?
+        .next()
+        .ok_or_else(|| anyhow!("--meta {}: no address", m.url))?;
+    let token = m.token.clone().ok_or_else(|| {
+        anyhow!("--meta needs a credential: pass --meta-token (from `meridian metaserver add-client NAME`)")
+    })?;
+    let name = m.client.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "client".into())
+    });
+    let timeout = Duration::from_millis(m.timeout_ms.unwrap_or(30_000));
+    let client = QuicClient::connect(addr, &m.cert, &name, &token, timeout)
+        .map_err(|e| anyhow!("metaserver {}: {e}", m.url))?;
+    Ok(Arc::new(Remote(client)))
+}
