@@ -15,11 +15,11 @@ where
     d.push(&data[..cut]);
     let mut seen = Vec::new();
     loop {
-        match d.next::<T>() {
+        match d.decode_next::<T>() {
             Ok(Some(m)) => seen.push(m),
             Ok(None) if cut < data.len() => {
                 d.push(&data[cut..]);
-                while let Ok(Some(m)) = d.next::<T>() {
+                while let Ok(Some(m)) = d.decode_next::<T>() {
                     seen.push(m);
                 }
                 break;
@@ -30,7 +30,7 @@ where
     for m in seen {
         let mut again = Decoder::default();
         again.push(&encode(&m).expect("a decoded message encodes"));
-        assert_eq!(again.next::<T>().unwrap(), Some(m));
+        assert_eq!(again.decode_next::<T>().unwrap(), Some(m));
     }
 }
 

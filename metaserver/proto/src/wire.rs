@@ -221,7 +221,7 @@ impl Decoder {
 
     /// The next complete message, `Ok(None)` if more bytes are needed. After an error the
     /// stream is unusable (the connection closes).
-    pub fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, WireError> {
+    pub fn decode_next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, WireError> {
         let Some(len) = self.buf.get(..4) else {
             return Ok(None);
         };
@@ -623,21 +623,27 @@ mod tests {
         let mut all = a.clone();
         all.extend(&b);
         d.push(&all[..3]);
-        assert_eq!(d.next::<Request>().unwrap(), None);
+        assert_eq!(d.decode_next::<Request>().unwrap(), None);
         d.push(&all[3..a.len() + 1]);
         assert_eq!(
-            d.next::<Request>().unwrap(),
+            d.decode_next::<Request>().unwrap(),
             Some(Request::Getattr { ino: InodeId(7) })
         );
-        assert_eq!(d.next::<Request>().unwrap(), None);
+        assert_eq!(d.decode_next::<Request>().unwrap(), None);
         d.push(&all[a.len() + 1..]);
-        assert_eq!(d.next::<Request>().unwrap(), Some(Request::Statfs));
+        assert_eq!(d.decode_next::<Request>().unwrap(), Some(Request::Statfs));
         let mut d = Decoder::default();
         d.push(&(MAX_FRAME as u32 + 1).to_le_bytes());
-        assert_eq!(d.next::<Request>(), Err(WireError::TooLarge(MAX_FRAME + 1)));
+        assert_eq!(
+            d.decode_next::<Request>(),
+            Err(WireError::TooLarge(MAX_FRAME + 1))
+        );
         let mut d = Decoder::default();
         d.push(&[2, 0, 0, 0, 0xff, 0xff]);
-        assert!(matches!(d.next::<Request>(), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            d.decode_next::<Request>(),
+            Err(WireError::Malformed(_))
+        ));
     }
 
     #[test]

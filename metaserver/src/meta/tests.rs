@@ -59,10 +59,10 @@ impl<N: Namespace + Send + Sync> Transport for Loopback<N> {
     fn call(&self, req: Request) -> MetaResult<Response> {
         let mut d = Decoder::default();
         d.push(&encode(&req).unwrap());
-        let req: Request = d.next().unwrap().expect("a whole frame");
+        let req: Request = d.decode_next().unwrap().expect("a whole frame");
         let mut d = Decoder::default();
         d.push(&encode(&dispatch(&self.0, req)).unwrap());
-        Ok(d.next().unwrap().expect("a whole frame"))
+        Ok(d.decode_next().unwrap().expect("a whole frame"))
     }
 }
 

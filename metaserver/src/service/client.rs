@@ -45,8 +45,14 @@ impl QuicClient {
         timeout: Duration,
     ) -> Result<QuicClient, String> {
         let roots = tls::pinned(cert)?;
-        let config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))
+        let mut config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))
             .map_err(|e| format!("certificate {}: {e}", cert.display()))?;
+        // Keep-alives, and a dead server noticed within a few seconds rather than QUIC's
+        // default half minute.
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(1)));
+        transport.max_idle_timeout(Some(Duration::from_secs(5).try_into().expect("fits")));
+        config.transport_config(Arc::new(transport));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("meridian-quic")
@@ -73,7 +79,10 @@ impl QuicClient {
             timeout,
             conn: Mutex::new(None),
         };
-        client.connection().map_err(|e| e.to_string())?;
+        client.connection().map_err(|e| match e {
+            MetaError::Store(m) => m,
+            e => e.to_string(),
+        })?;
         Ok(client)
     }
 
@@ -140,7 +149,7 @@ async fn round_trip(conn: &quinn::Connection, req: &Request) -> MetaResult<Respo
     let bytes = recv.read_to_end(MAX_FRAME + 4).await.map_err(|e| io(&e))?;
     let mut d = Decoder::default();
     d.push(&bytes);
-    d.next::<Response>()
+    d.decode_next::<Response>()
         .map_err(|e| io(&e))?
         .ok_or_else(|| io(&"incomplete reply"))
 }

@@ -47,10 +47,21 @@ impl Server {
     /// Binds the endpoint (generating the certificate on first start).
     pub fn bind(cfg: &ServerConfig) -> Result<Server, String> {
         let (certs, key) = tls::load_or_create(&cfg.cert, &cfg.key, &cfg.names)?;
+        // Stateless resets keyed by the server's private key, so a restarted metaserver
+        // tells clients at once that their old connections are gone.
+        let secret = blake3::derive_key("meridian metaserver stateless reset", key.secret_der());
+        let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
         let server = quinn::ServerConfig::with_single_cert(certs, key)
             .map_err(|e| format!("certificate {}: {e}", cfg.cert.display()))?;
-        let endpoint = quinn::Endpoint::server(server, cfg.listen)
+        let socket = std::net::UdpSocket::bind(cfg.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::new(Arc::new(reset)),
+            Some(server),
+            socket,
+            quinn::default_runtime().ok_or("no async runtime")?,
+        )
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
         Ok(Server {
             endpoint,
             sessions: Default::default(),
@@ -87,7 +98,7 @@ async fn read_request(recv: &mut quinn::RecvStream) -> Result<Request, String> {
         .map_err(|e| e.to_string())?;
     let mut d = Decoder::default();
     d.push(&bytes);
-    match d.next::<Request>() {
+    match d.decode_next::<Request>() {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err("incomplete frame".into()),
         Err(e) => Err(e.to_string()),
