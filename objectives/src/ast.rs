@@ -113,6 +113,17 @@ pub enum CmpOp {
 }
 
 impl CmpOp {
+    pub fn apply(self, a: f64, b: f64) -> bool {
+        match self {
+            CmpOp::Lt => a < b,
+            CmpOp::Le => a <= b,
+            CmpOp::Gt => a > b,
+            CmpOp::Ge => a >= b,
+            CmpOp::Eq => a == b,
+            CmpOp::Ne => a != b,
+        }
+    }
+
     pub fn symbol(self) -> &'static str {
         match self {
             CmpOp::Lt => "<",
@@ -134,6 +145,15 @@ pub enum ArOp {
 }
 
 impl ArOp {
+    pub fn apply(self, a: f64, b: f64) -> f64 {
+        match self {
+            ArOp::Add => a + b,
+            ArOp::Sub => a - b,
+            ArOp::Mul => a * b,
+            ArOp::Div => a / b,
+        }
+    }
+
     pub fn symbol(self) -> &'static str {
         match self {
             ArOp::Add => "+",

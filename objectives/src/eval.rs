@@ -312,17 +312,7 @@ fn eval(c: &C, f: &Facts, m: &Matched) -> bool {
         C::Pat(i) => m.get(*i),
         C::Kw(k) => f.keywords.iter().any(|x| x == k),
         C::Label(l) => f.labels.iter().any(|x| x == l),
-        C::Cmp(op, a, b) => {
-            let (a, b) = (num(a, f), num(b, f));
-            match op {
-                CmpOp::Lt => a < b,
-                CmpOp::Le => a <= b,
-                CmpOp::Gt => a > b,
-                CmpOp::Ge => a >= b,
-                CmpOp::Eq => a == b,
-                CmpOp::Ne => a != b,
-            }
-        }
+        C::Cmp(op, a, b) => op.apply(num(a, f), num(b, f)),
         C::Not(a) => !eval(a, f, m),
         C::And(a, b) => eval(a, f, m) && eval(b, f, m),
         C::Or(a, b) => eval(a, f, m) || eval(b, f, m),
@@ -336,14 +326,6 @@ fn num(n: &N, f: &Facts) -> f64 {
         N::Var(NumVar::LastUseAge) => f.last_use_age,
         N::Var(NumVar::LastModifiedAge) => f.last_modified_age,
         N::Neg(a) => -num(a, f),
-        N::Ar(op, a, b) => {
-            let (a, b) = (num(a, f), num(b, f));
-            match op {
-                ArOp::Add => a + b,
-                ArOp::Sub => a - b,
-                ArOp::Mul => a * b,
-                ArOp::Div => a / b,
-            }
-        }
+        N::Ar(op, a, b) => op.apply(num(a, f), num(b, f)),
     }
 }

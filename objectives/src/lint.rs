@@ -5,7 +5,7 @@
 //! Owns: constant folding of conditions (facts are unknown, but sizes and ages are never
 //! negative) and the pattern checks. Pure; warnings only, never errors.
 
-use crate::ast::{ArOp, CmpOp, Cond, Num, Stmt, Subject};
+use crate::ast::{CmpOp, Cond, Num, Stmt, Subject};
 use crate::pattern::normalize;
 
 /// Every FNMATCH pattern of a statement, in source order.
@@ -37,15 +37,7 @@ fn const_num(n: &Num) -> Option<f64> {
         Num::Unit(u) => Some(u.factor()),
         Num::Var(_) => None,
         Num::Neg(a) => const_num(a).map(|v| -v),
-        Num::Arith(op, a, b) => {
-            let (a, b) = (const_num(a)?, const_num(b)?);
-            Some(match op {
-                ArOp::Add => a + b,
-                ArOp::Sub => a - b,
-                ArOp::Mul => a * b,
-                ArOp::Div => a / b,
-            })
-        }
+        Num::Arith(op, a, b) => Some(op.apply(const_num(a)?, const_num(b)?)),
     }
 }
 
@@ -65,7 +57,7 @@ pub fn constant(c: &Cond) -> Option<bool> {
             _ => None,
         },
         Cond::Cmp(op, a, b) => match (const_num(a), const_num(b)) {
-            (Some(a), Some(b)) => Some(compare(*op, a, b)),
+            (Some(a), Some(b)) => Some(op.apply(a, b)),
             // A fact (never negative) against a constant at or below zero.
             (None, Some(k)) if matches!(a, Num::Var(_)) => match op {
                 CmpOp::Ge if k <= 0.0 => Some(true),
@@ -77,17 +69,6 @@ pub fn constant(c: &Cond) -> Option<bool> {
             _ => None,
         },
         _ => None,
-    }
-}
-
-fn compare(op: CmpOp, a: f64, b: f64) -> bool {
-    match op {
-        CmpOp::Lt => a < b,
-        CmpOp::Le => a <= b,
-        CmpOp::Gt => a > b,
-        CmpOp::Ge => a >= b,
-        CmpOp::Eq => a == b,
-        CmpOp::Ne => a != b,
     }
 }
 
