@@ -206,7 +206,7 @@ fn gc_removes_only_unreferenced_blocks() {
         "--grace-secs".into(),
         "0".into(),
     ];
-    gc_args.extend(Garage::shared().flags());
+    gc_args.extend(m.s3_flags());
     let args: Vec<&str> = gc_args.iter().map(String::as_str).collect();
     let out = run(meridian(), &args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -239,7 +239,11 @@ fn gc_removes_only_unreferenced_blocks() {
 
 #[test]
 fn corrupted_disk_cache_blocks_are_refetched_not_served() {
-    let mut m = Mount::new(Backend::Garage);
+    // The NVMe tier must take blocks however full the host's disk is.
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("c.toml");
+    std::fs::write(&conf, "[cache]\ndisk_min_free_ratio = 0.0\n").unwrap();
+    let mut m = Mount::with_args(Backend::Garage, &["-c", conf.to_str().unwrap()]);
     let data: Vec<u8> = (0..9 * MIB).map(|i| (i * 7 % 255) as u8).collect();
     std::fs::write(m.path("frame.exr"), &data).unwrap();
     // A write fills the disk tier only when its writer keeps up (never slowing the write);
@@ -389,7 +393,8 @@ fn files_written_here_get_a_passthrough_copy_at_close() {
     m.kill9();
     m.start();
     assert!(copies(&m).is_empty(), "copies survived an unclean stop");
-    assert!(std::fs::read(m.path("render.exr")).unwrap() == data);
+    let again = std::fs::read(m.path("render.exr")).unwrap_or_else(|e| panic!("{e}: {}", m.log()));
+    assert!(again == data);
 }
 
 #[test]

@@ -277,10 +277,25 @@ impl Mount {
             self.data_dir.display().to_string(),
         ];
         if self.backend == Backend::Garage {
-            a.extend(Garage::shared().flags());
+            a.extend(self.s3_flags());
         }
         a.extend(self.extra.iter().cloned());
         a
+    }
+
+    /// The bucket flags of this mount: the shared Garage, under a key prefix of its own
+    /// (unless the test gives one, as mounts of one site share theirs), so tests running at
+    /// once (a `gc` among them) never touch each other's blocks.
+    pub fn s3_flags(&self) -> Vec<String> {
+        let mut f = Garage::shared().flags();
+        if !self.extra.iter().any(|a| a == "--prefix") {
+            let unique = self.data_dir.parent().unwrap().file_name().unwrap();
+            f.extend([
+                "--prefix".to_string(),
+                format!("{}/", unique.to_string_lossy()),
+            ]);
+        }
+        f
     }
 
     /// Starts the mount process and waits until the kernel shows the mount.

@@ -102,9 +102,12 @@ impl Site {
         text.split_whitespace().nth(3).unwrap().to_string()
     }
 
-    /// The `meridian mount` flags that join this site with `token`.
+    /// The `meridian mount` flags that join this site with `token` (and its block prefix
+    /// in the shared bucket: every mount of a site uses the same).
     pub fn mount_flags(&self, token: &str) -> Vec<String> {
         vec![
+            "--prefix".into(),
+            format!("site-{}/", self.port),
             "--meta".into(),
             format!("quic://127.0.0.1:{}", self.port),
             "--meta-cert".into(),

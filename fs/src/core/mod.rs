@@ -289,6 +289,8 @@ impl Fs {
             first_err.get_or_insert(e.into());
         }
         self.tee_drain();
+        // Blocks fetched for reads are still queued for the NVMe tier: keep them.
+        self.cache.flush_disk();
         if let Some(dir) = &self.cfg.passthrough_dir {
             passthrough::close_dir(dir);
         }

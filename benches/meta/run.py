@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Metadata latency and rate through several mounts in one run, with ratios to the first.
+
+    benches/meta/run.py embedded=/mnt/a quic=/mnt/b [--stats 5000] [--files 2000]
+
+Mount each target with --attr-ttl-ms 0 so every stat reaches the metaserver (otherwise the
+kernel's attribute cache answers and the figure measures nothing). Reports:
+  stat p50 / p99 (us): os.stat of one file, repeated;
+  creates/s: create + close of empty files in a fresh directory;
+  mkdir+rmdir/s: a directory made and removed.
+See docs/benchmarking.md.
+"""
+import argparse, os, shutil, statistics, sys, time
+
+
+def stat_latency(d, n):
+    p = os.path.join(d, "stat-target")
+    open(p, "w").close()
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter_ns()
+        os.stat(p)
+        samples.append((time.perf_counter_ns() - t) / 1000)
+    samples.sort()
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+
+
+def create_rate(d, n):
+    sub = os.path.join(d, "creates")
+    os.makedirs(sub, exist_ok=True)
+    t = time.perf_counter()
+    for i in range(n):
+        os.close(os.open(os.path.join(sub, f"f{i}"), os.O_CREAT | os.O_WRONLY, 0o644))
+    rate = n / (time.perf_counter() - t)
+    shutil.rmtree(sub)
+    return rate
+
+
+def mkdir_rate(d, n):
+    t = time.perf_counter()
+    for i in range(n):
+        p = os.path.join(d, f"dir{i}")
+        os.mkdir(p)
+        os.rmdir(p)
+    return n / (time.perf_counter() - t)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("targets", nargs="+", help="NAME=DIRECTORY; the first is the baseline")
+    ap.add_argument("--stats", type=int, default=5000)
+    ap.add_argument("--files", type=int, default=2000)
+    a = ap.parse_args()
+    rows = {}
+    for t in a.targets:
+        name, d = t.split("=", 1)
+        work = os.path.join(d, "meridian-meta-bench")
+        os.makedirs(work, exist_ok=True)
+        p50, p99 = stat_latency(work, a.stats)
+        rows[name] = {
+            "stat p50 (us)": p50,
+            "stat p99 (us)": p99,
+            "creates/s": create_rate(work, a.files),
+            "mkdir+rmdir/s": mkdir_rate(work, a.files // 2),
+        }
+        shutil.rmtree(work)
+        print(f"  {name}: done", file=sys.stderr)
+    names = list(rows)
+    base = names[0]
+    head = ["metric"] + names + [f"{n}/{base}" for n in names[1:]]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for metric in rows[base]:
+        vals = [rows[n][metric] for n in names]
+        ratios = [f"{v / vals[0]:.2f}x" for v in vals[1:]]
+        print("| " + " | ".join([metric] + [f"{v:,.1f}" for v in vals] + ratios) + " |")
+    print("(latency rows: lower is better; rate rows: higher is better)")
+
+
+if __name__ == "__main__":
+    main()
