@@ -91,6 +91,26 @@ impl Default for CacheSection {
     }
 }
 
+/// Reads a TOML file; an error names the file, the line and column, and the problem.
+pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let at = e.span().map(|s| {
+            let before = &text[..s.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" line {line}, column {col}")
+        });
+        anyhow::anyhow!(
+            "{what} {}{}: {}",
+            path.display(),
+            at.unwrap_or_default(),
+            e.message().trim()
+        )
+    })
+}
+
 impl FileConfig {
     /// The block cache settings these options describe.
     pub fn cache_config(&self) -> Result<meridian_fs::cache::CacheConfig> {
@@ -120,22 +140,7 @@ impl FileConfig {
 impl FileConfig {
     /// Reads `path`; errors name the file and the offending key.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| {
-            let at = e.span().map(|s| {
-                let before = &text[..s.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                format!(" line {line}, column {col}")
-            });
-            anyhow::anyhow!(
-                "config file {}{}: {}",
-                path.display(),
-                at.unwrap_or_default(),
-                e.message().trim()
-            )
-        })
+        load_toml(path, "config file")
     }
 
     /// The data directory: configured, or `~/.local/share/meridian`.
