@@ -62,13 +62,10 @@ impl Default for SiteConfig {
 
 impl SiteConfig {
     fn load(path: Option<&Path>) -> Result<SiteConfig> {
-        let Some(path) = path else {
-            return Ok(SiteConfig::default());
-        };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read site file {}", path.display()))?;
-        toml::from_str(&text)
-            .map_err(|e| anyhow!("site file {}: {}", path.display(), e.message().trim()))
+        match path {
+            Some(path) => crate::config::load_toml(path, "site file"),
+            None => Ok(SiteConfig::default()),
+        }
     }
     fn dir(&self) -> Result<PathBuf> {
         match &self.data_dir {
