@@ -6,7 +6,8 @@
 //! Invariants: a connection serves nothing before its `Hello` passes the version and
 //! credential checks; a refused client gets the reason as the connection's close reason and
 //! the server logs one line naming it. A malformed or oversized frame closes that
-//! connection only. Namespace calls (synchronous, may fsync) run on tokio's blocking pool.
+//! connection only. Namespace calls run inline on the connection's task (the store
+//! journals rather than fsyncs); `sync`, which fsyncs, runs on tokio's blocking pool.
 
 use super::{CLOSE_PROTOCOL, CLOSE_REFUSED, clients, tls};
 use meridian_proto::Namespace;
@@ -172,7 +173,9 @@ async fn connection(
         let (ns, conn2) = (ns.clone(), conn.clone());
         tokio::spawn(async move {
             match read_request(&mut recv).await {
-                Ok(req) => {
+                // Namespace calls are short (the store journals instead of fsyncing):
+                // they run inline; only `sync`, which fsyncs, goes to the blocking pool.
+                Ok(req @ Request::Sync) => {
                     let resp = tokio::task::spawn_blocking(move || dispatch(&*ns, req))
                         .await
                         .unwrap_or_else(|e| {
@@ -180,6 +183,7 @@ async fn connection(
                         });
                     reply(send, &resp).await;
                 }
+                Ok(req) => reply(send, &dispatch(&*ns, req)).await,
                 Err(e) => {
                     tracing::warn!(addr = %conn2.remote_address(), error = %e, "malformed request; connection closed");
                     conn2.close(CLOSE_PROTOCOL.into(), e.as_bytes());
