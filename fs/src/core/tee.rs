@@ -38,12 +38,12 @@ pub(crate) enum Tee {
     /// Created empty here and still small; `uploaded` if a chunk already went out.
     Pending { uploaded: bool },
     /// Mirrored into a temporary file.
-    Active(Arc<Copy>),
+    Active(Arc<Mirror>),
 }
 
 /// A copy being written.
 #[derive(Debug)]
-pub(crate) struct Copy {
+pub(crate) struct Mirror {
     file: File,
     tmp: PathBuf,
     failed: AtomicBool,
@@ -51,9 +51,9 @@ pub(crate) struct Copy {
 
 /// What the writer thread does, in queue order.
 pub(crate) enum Job {
-    Write(Arc<Copy>, u64, Arc<Vec<u8>>),
-    SetLen(Arc<Copy>, u64),
-    Finish(Arc<Copy>, Option<(Attr, PathBuf, u64)>),
+    Write(Arc<Mirror>, u64, Arc<Vec<u8>>),
+    SetLen(Arc<Mirror>, u64),
+    Finish(Arc<Mirror>, Option<(Attr, PathBuf, u64)>),
     Barrier(SyncSender<()>),
 }
 
@@ -133,7 +133,7 @@ fn write_at(file: &File, bounce: &mut Bounce, data: &[u8], offset: u64) -> std::
     file.write_all_at(&buf[..padded], offset)
 }
 
-fn finish(c: &Copy, keep: Option<(Attr, PathBuf, u64)>) {
+fn finish(c: &Mirror, keep: Option<(Attr, PathBuf, u64)>) {
     if let Some((attr, dir, budget)) = keep
         && !c.failed.load(Ordering::Relaxed)
         && std::fs::rename(&c.tmp, dir.join(copy_name(&attr))).is_ok()
@@ -188,7 +188,7 @@ impl Fs {
         }
     }
 
-    fn new_copy(&self, oi: &OpenInode) -> Option<Arc<Copy>> {
+    fn new_copy(&self, oi: &OpenInode) -> Option<Arc<Mirror>> {
         let dir = self.cfg.passthrough_dir.as_ref()?;
         std::fs::create_dir_all(dir).ok()?;
         let id = oi as *const OpenInode as usize; // unique among live open states
@@ -203,7 +203,7 @@ impl Fs {
                 .open(&tmp)
         };
         let file = open(libc::O_DIRECT).or_else(|_| open(0)).ok()?;
-        Some(Arc::new(Copy {
+        Some(Arc::new(Mirror {
             file,
             tmp,
             failed: AtomicBool::new(false),

@@ -106,10 +106,11 @@ fn age(now: Timestamp, t: Timestamp) -> f64 {
 }
 
 impl<S: Store> Meta<S> {
-    /// The mount-relative path of a directory ("" for the root). Names come from the cache
-    /// or, once per directory, from a scan of its parent's entries.
-    fn dir_path(&self, r: &impl Records, dir: InodeId) -> MetaResult<String> {
-        let mut parts = Vec::new();
+    /// `dir` and its ancestors up to the root, nearest first, each with its mount-relative
+    /// path (the root's is ""). Names come from the cache or, once per directory, from a
+    /// scan of its parent's entries.
+    fn dir_chain(&self, r: &impl Records, dir: InodeId) -> MetaResult<Vec<(InodeId, String)>> {
+        let mut up = Vec::new(); // (inode, its name), nearest first
         let mut d = dir;
         while d != ROOT {
             let cached = self.dir_names.lock().get(&d).cloned();
@@ -126,11 +127,22 @@ impl<S: Store> Meta<S> {
                     (parent, name)
                 }
             };
-            parts.push(String::from_utf8_lossy(&name).into_owned());
+            up.push((d, String::from_utf8_lossy(&name).into_owned()));
             d = parent;
         }
-        parts.reverse();
-        Ok(parts.join("/"))
+        // Paths from the root down, then handed out nearest first.
+        let mut chain = vec![(ROOT, String::new())];
+        for (ino, name) in up.into_iter().rev() {
+            let prefix = &chain.last().expect("root").1;
+            let path = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            chain.push((ino, path));
+        }
+        chain.reverse();
+        Ok(chain)
     }
 
     /// After a rename: files are re-evaluated at their new name; a directory's move changes
@@ -191,7 +203,8 @@ impl<S: Store> Meta<S> {
         let generation = r.counter(GENERATION)?;
         let engine = self.engine(r, generation)?;
         let rec = r.inode(ino)?;
-        let dir = self.dir_path(r, parent)?;
+        let chain = self.dir_chain(r, parent)?;
+        let dir = &chain[0].1;
         let name_s = String::from_utf8_lossy(name);
         let path = if dir.is_empty() {
             name_s.into_owned()
@@ -202,13 +215,8 @@ impl<S: Store> Meta<S> {
             Ok(lines(&r.xattr(i, ATTACHED)?.unwrap_or_default()))
         };
         let mut levels = vec![(Level::File, attached(ino)?)];
-        let mut d = parent;
-        loop {
-            levels.push((Level::Directory(self.dir_path(r, d)?), attached(d)?));
-            if d == ROOT {
-                break;
-            }
-            d = r.inode(d)?.parent;
+        for (d, dpath) in chain {
+            levels.push((Level::Directory(dpath), attached(d)?));
         }
         let keywords = lines(&r.xattr(ino, KEYWORDS)?.unwrap_or_default());
         let labels = lines(&r.xattr(ino, LABELS)?.unwrap_or_default());
