@@ -10,16 +10,8 @@ mod common;
 use common::site::Site;
 use common::*;
 
-fn flags(site: &Site, token: &str, extra: &[&str]) -> Vec<String> {
-    let mut f: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    f.extend(site.mount_flags(token));
-    f
-}
-
 fn mount(site: &Site, token: &str, extra: &[&str]) -> Mount {
-    let f = flags(site, token, extra);
-    let f: Vec<&str> = f.iter().map(String::as_str).collect();
-    Mount::with_args(Backend::Garage, &f)
+    site.mount(token, extra)
 }
 
 #[test]
@@ -56,9 +48,8 @@ fn a_client_without_credentials_is_refused() {
 fn two_mounts_share_the_namespace_and_survive_a_metaserver_restart() {
     let mut site = Site::start();
     let (t1, t2) = (site.add_client("ws1"), site.add_client("ws2"));
-    // No push invalidations yet: the second mount does not cache attributes.
-    let a = mount(&site, &t1, &["--attr-ttl-ms", "0"]);
-    let b = mount(&site, &t2, &["--attr-ttl-ms", "0"]);
+    let a = mount(&site, &t1, &[]);
+    let b = mount(&site, &t2, &[]);
     std::fs::create_dir(a.path("shot")).unwrap();
     std::fs::write(a.path("shot/SH010.clip"), b"<clip v=1/>").unwrap();
     assert_eq!(

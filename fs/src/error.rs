@@ -51,6 +51,7 @@ impl FsError {
                 MetaError::NoAttribute => ENODATA,
                 MetaError::AttributeTooLarge => E2BIG,
                 MetaError::FileTooLarge => EFBIG,
+                MetaError::WouldBlock => EAGAIN,
                 MetaError::Unsupported(_) => EOPNOTSUPP,
                 MetaError::Store(_) | MetaError::Corrupt(_) => EIO,
             },

@@ -1,9 +1,10 @@
-//! The metaserver wire decoder: any byte stream, cut anywhere, yields whole requests and
+//! The metaserver wire decoder (handshake messages and the session envelopes): any byte stream, cut anywhere, yields whole requests and
 //! responses or an error for that connection, never a panic; what decodes re-encodes to a
 //! frame that decodes the same way.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use meridian_proto::session::{ClientMsg, ServerMsg};
 use meridian_proto::wire::{Decoder, Request, Response, encode};
 
 fn run<T>(data: &[u8], cut: usize)
@@ -38,4 +39,6 @@ fuzz_target!(|data: &[u8]| {
     let Some((&cut, rest)) = data.split_first() else { return };
     run::<Request>(rest, cut as usize);
     run::<Response>(rest, cut as usize);
+    run::<ClientMsg>(rest, cut as usize);
+    run::<ServerMsg>(rest, cut as usize);
 });

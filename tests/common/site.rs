@@ -116,6 +116,14 @@ impl Site {
             token.into(),
         ]
     }
+
+    /// A mount of this site with `token`, plus `extra` flags, on the shared Garage.
+    pub fn mount(&self, token: &str, extra: &[&str]) -> super::Mount {
+        let mut f: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        f.extend(self.mount_flags(token));
+        let f: Vec<&str> = f.iter().map(String::as_str).collect();
+        super::Mount::with_args(super::Backend::Garage, &f)
+    }
 }
 
 impl Drop for Site {

@@ -205,9 +205,12 @@ fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
         crate::metrics::serve(addr, cache.clone())?;
     }
     let meta = site_meta(&args, &cfg)?;
-    let ns: Arc<dyn meridian_proto::Namespace> = match &meta {
-        Some(m) => crate::site::connect(m)?,
-        None => open::namespace(&cfg)?,
+    let (ns, site): (Arc<dyn meridian_proto::Namespace>, _) = match &meta {
+        Some(m) => {
+            let (ns, client) = crate::site::connect(m)?;
+            (ns, Some(client))
+        }
+        None => (open::namespace(&cfg)?, None),
     };
     let fs = Arc::new(Fs::new(ns, cache, fs_config(&cfg, &cache_cfg)?));
     let opts = FuseOptions {
@@ -224,6 +227,9 @@ fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
         )
     })?;
     let mut unmounter = session.unmount_callable();
+    if let Some(client) = &site {
+        client.on_invalidate(meridian_fs::fuse::invalidator(session.notifier()));
+    }
 
     println!("meridian: mounted at {}", mp.display());
     match &meta {

@@ -147,7 +147,7 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
         clients: dir.join("clients"),
         names: cfg.names.clone(),
     };
-    let rt = tokio::runtime::Runtime::new()?;
+    let rt = server::runtime()?;
     rt.block_on(async {
         let srv = Arc::new(server::Server::bind(&scfg).map_err(|e| anyhow!(e))?);
         println!(
@@ -164,9 +164,8 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
         tokio::spawn(async move {
             loop {
                 let text: String = s2
-                    .sessions
-                    .lock()
-                    .values()
+                    .sessions()
+                    .iter()
                     .map(|s| format!("{}\t{}\n", s.name, s.addr))
                     .collect();
                 let _ = std::fs::write(&sessions, text);
@@ -208,8 +207,9 @@ pub struct MetaSection {
     pub timeout_ms: Option<u64>,
 }
 
-/// Connects to the site metaserver; errors name the URL or file and the fix.
-pub fn connect(m: &MetaSection) -> Result<Arc<dyn Namespace>> {
+/// Connects to the site metaserver; errors name the URL or file and the fix. Returns the
+/// namespace and the client (to install the invalidation handler once mounted).
+pub fn connect(m: &MetaSection) -> Result<(Arc<dyn Namespace>, Arc<QuicClient>)> {
     let hostport = m
         .url
         .strip_prefix("quic://")
@@ -230,5 +230,6 @@ pub fn connect(m: &MetaSection) -> Result<Arc<dyn Namespace>> {
     let timeout = Duration::from_millis(m.timeout_ms.unwrap_or(30_000));
     let client = QuicClient::connect(addr, &m.cert, &name, &token, timeout)
         .map_err(|e| anyhow!("metaserver {}: {e}", m.url))?;
-    Ok(Arc::new(Remote(client)))
+    let client = Arc::new(client);
+    Ok((Arc::new(Remote(client.clone())), client))
 }

@@ -10,11 +10,13 @@
 //! - A flush returns only after its blocks are stored and the layout is committed.
 //! - An inode's open state lives from its first open to its last release.
 //!
-//! Lock order: `handles` → `inodes` → one `OpenInode::state` → its `tee`; `lookups` alone. No lock is
+//! Lock order: `handles` → `inodes` → one `OpenInode::state` → its `tee`; `lookups` and
+//! `locked` alone. No lock is
 //! held across a call that takes an earlier one.
 
 mod dir;
 pub mod file;
+mod locks;
 mod ops;
 mod passthrough;
 mod readahead;
@@ -123,6 +125,8 @@ pub struct Fs {
     seen: Mutex<HashMap<InodeId, (Timestamp, u64)>>,
     /// Inodes whose passthrough copy is being assembled.
     assembling: Arc<Mutex<std::collections::HashSet<InodeId>>>,
+    /// (inode, lock owner) pairs that took a byte-range lock through this mount.
+    locked: Mutex<std::collections::HashSet<(InodeId, u64)>>,
     /// The write-through copy writer (with passthrough on).
     tee_tx: Option<std::sync::mpsc::SyncSender<tee::Job>>,
 }
@@ -157,6 +161,7 @@ impl Fs {
             names: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             assembling: Default::default(),
+            locked: Default::default(),
             tee_tx,
         }
     }

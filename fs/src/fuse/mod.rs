@@ -5,13 +5,16 @@
 //! [`FsError::errno`]. Every decision about files lives in the core.
 //!
 //! Locks: `modes` (which opens are passthrough, see [`modes`]), held across an open's
-//! reply and taken with no other lock held. POSIX (fcntl) and BSD (flock) locks are left to the kernel,
-//! which enforces them among all processes using this mount.
+//! reply and taken with no other lock held. POSIX (fcntl) and BSD (flock) locks go to the
+//! namespace (see `core::locks`), so every client of a site sees them.
 
+mod convert;
 mod modes;
 
 use crate::core::{Fs, OpenMode};
 use crate::error::FsError;
+pub use convert::invalidator;
+use convert::*;
 use fuser::*;
 use meridian_proto::{
     Attr, Caller, DirEntry, FileKind, InodeId, NAME_MAX, RenameMode, SetAttr, TimeSet, XattrMode,
@@ -95,110 +98,6 @@ pub fn session(fs: Arc<Fs>, mountpoint: &Path, opts: &FuseOptions) -> io::Result
     Session::new(FuseFs::new(fs, opts), mountpoint, &config)
 }
 
-fn ino(i: INodeNo) -> InodeId {
-    InodeId(i.0)
-}
-
-fn kind(k: FileKind) -> FileType {
-    match k {
-        FileKind::Regular => FileType::RegularFile,
-        FileKind::Directory => FileType::Directory,
-        FileKind::Symlink => FileType::Symlink,
-        FileKind::Fifo => FileType::NamedPipe,
-        FileKind::Socket => FileType::Socket,
-        FileKind::CharDevice => FileType::CharDevice,
-        FileKind::BlockDevice => FileType::BlockDevice,
-    }
-}
-
-fn kind_from_mode(mode: u32) -> Option<FileKind> {
-    match mode & libc::S_IFMT {
-        libc::S_IFREG | 0 => Some(FileKind::Regular),
-        libc::S_IFIFO => Some(FileKind::Fifo),
-        libc::S_IFSOCK => Some(FileKind::Socket),
-        libc::S_IFCHR => Some(FileKind::CharDevice),
-        libc::S_IFBLK => Some(FileKind::BlockDevice),
-        _ => None,
-    }
-}
-
-fn to_fuse(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino.0),
-        size: a.size,
-        blocks: a.blocks(),
-        atime: a.atime.into(),
-        mtime: a.mtime.into(),
-        ctime: a.ctime.into(),
-        crtime: a.crtime.into(),
-        kind: kind(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: a.rdev,
-        blksize: 1 << 20,
-        flags: 0,
-    }
-}
-
-fn errno(e: &FsError) -> Errno {
-    Errno::from_i32(e.errno())
-}
-
-/// Supplementary groups of process `pid`, from `/proc/<pid>/status`.
-fn groups_of(pid: u32) -> Vec<u32> {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Vec::new();
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| {
-            g.split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn caller(req: &Request) -> Caller {
-    let groups = if req.uid() == 0 {
-        Vec::new()
-    } else {
-        groups_of(req.pid())
-    };
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-        groups,
-    }
-}
-
-fn time(t: TimeOrNow) -> TimeSet {
-    match t {
-        TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(t) => TimeSet::At(t.into()),
-    }
-}
-
-fn open_mode(flags: i32) -> OpenMode {
-    match flags & libc::O_ACCMODE {
-        libc::O_RDONLY => OpenMode {
-            read: true,
-            write: false,
-        },
-        libc::O_WRONLY => OpenMode {
-            read: false,
-            write: true,
-        },
-        _ => OpenMode {
-            read: true,
-            write: true,
-        },
-    }
-}
-
 impl FuseFs {
     fn entry(&self, r: Result<Attr, FsError>, reply: ReplyEntry) {
         match r {
@@ -231,6 +130,8 @@ impl Filesystem for FuseFs {
         let _ = config
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // Record locks and flock go to the namespace, so every client of a site sees them.
+        let _ = config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS);
         if self.fs.config().passthrough_dir.is_some() {
             // Kernels before 6.9 lack passthrough: then every read goes through this process.
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -538,24 +439,35 @@ impl Filesystem for FuseFs {
     fn flush(
         &self,
         _req: &Request,
-        _i: INodeNo,
+        i: INodeNo,
         fh: FileHandle,
-        _lock: LockOwner,
+        lock: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.empty(self.fs.flush(fh.0), reply)
+        // A close drops the closing process's record locks on the file (POSIX).
+        let r = self
+            .fs
+            .unlock_owner(ino(i), lock.0)
+            .and_then(|_| self.fs.flush(fh.0));
+        self.empty(r, reply)
     }
 
     fn release(
         &self,
         _req: &Request,
-        _i: INodeNo,
+        i: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock: Option<LockOwner>,
+        lock: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // The last close of a flock'ed open file drops its flock.
+        if let Some(owner) = lock
+            && let Err(e) = self.fs.unlock_owner(ino(i), owner.0)
+        {
+            tracing::warn!(error = %e, "releasing a flock at close");
+        }
         self.modes.lock().release(fh.0);
         self.empty(self.fs.release(fh.0), reply)
     }
@@ -569,6 +481,47 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         self.empty(self.fs.fsync(fh.0), reply)
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let Some(want) = lock(start, end, typ, pid) else {
+            return reply.error(Errno::EINVAL);
+        };
+        match self.fs.getlk(ino(i), owner.0, &want) {
+            Ok(Some(l)) => reply.locked(l.start, l.end, lock_type(l.kind), l.pid),
+            Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let Some(want) = lock(start, end, typ, pid) else {
+            return reply.error(Errno::EINVAL);
+        };
+        self.empty(self.fs.setlk(ino(i), owner.0, &want, sleep), reply)
     }
 
     fn opendir(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

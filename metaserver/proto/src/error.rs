@@ -37,6 +37,8 @@ pub enum MetaError {
     FileTooLarge,
     #[error("operation not supported: {0}")]
     Unsupported(String),
+    #[error("a conflicting lock is held")]
+    WouldBlock,
     #[error("metadata store failure: {0}")]
     Store(String),
     #[error("metadata corrupt: {0}")]

@@ -10,6 +10,8 @@
 //! - [`error`]: [`MetaError`], the one error type of the metadata layer (no errno here: the
 //!   client chooses errno in exactly one place).
 //! - [`namespace`]: the [`Namespace`] trait every metadata implementation provides.
+//! - [`wire`], [`session`]: the client ↔ metaserver protocol (codec, calls, pushed
+//!   invalidations).
 //!
 //! Invariants every implementation keeps:
 //! - Inode ids are unique across sites: the site id lives in the top [`SITE_BITS`] bits.
@@ -20,12 +22,15 @@
 pub mod error;
 pub mod layout;
 pub mod namespace;
+pub mod session;
 pub mod types;
 pub mod wire;
 
 pub use error::{MetaError, MetaResult};
 pub use layout::{BlockId, BlockRef, CHUNK_SIZE, DEFAULT_INLINE_MAX, Layout};
-pub use namespace::{Commit, Namespace, RenameMode, SetAttr, StatFs, TimeSet, XattrMode};
+pub use namespace::{
+    Commit, Lock, LockKind, LockOwner, Namespace, RenameMode, SetAttr, StatFs, TimeSet, XattrMode,
+};
 pub use types::{Attr, Caller, DirEntry, FileKind, InodeId, ROOT, SITE_BITS, Timestamp};
 
 /// Longest file name accepted, in bytes (as Linux's NAME_MAX).

@@ -74,6 +74,36 @@ pub struct StatFs {
     pub bytes_used: u64,
 }
 
+/// A byte-range lock: POSIX record locks (fcntl) and flock, which Linux keeps apart (a
+/// flock never conflicts with a record lock).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    pub kind: LockKind,
+    /// First byte covered.
+    pub start: u64,
+    /// Last byte covered (inclusive); `u64::MAX` reaches past any end of file.
+    pub end: u64,
+    /// The process that holds it (reported by F_GETLK; 0 if unknown).
+    pub pid: u32,
+    /// A flock rather than a record lock.
+    pub flock: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    Read,
+    Write,
+    Unlock,
+}
+
+/// Who holds a lock: the client session (0 in embedded mode; a metaserver fills in the
+/// connection's own, so clients cannot forge each other's) and the kernel's lock owner in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LockOwner {
+    pub session: u64,
+    pub owner: u64,
+}
+
 /// The metadata operations of one namespace.
 pub trait Namespace: Send + Sync {
     fn lookup(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<Attr>;
@@ -148,6 +178,15 @@ pub trait Namespace: Send + Sync {
     ) -> MetaResult<()>;
     fn listxattr(&self, who: &Caller, ino: InodeId) -> MetaResult<Vec<Vec<u8>>>;
     fn removexattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<()>;
+
+    /// The first lock held by another owner that conflicts with `lock`, if any (F_GETLK).
+    fn getlk(&self, ino: InodeId, owner: LockOwner, lock: &Lock) -> MetaResult<Option<Lock>>;
+    /// Takes, changes or (with [`LockKind::Unlock`]) releases `owner`'s lock over the range;
+    /// a conflict with another owner is [`crate::MetaError::WouldBlock`] (F_SETLK).
+    fn setlk(&self, ino: InodeId, owner: LockOwner, lock: &Lock) -> MetaResult<()>;
+    /// Releases every lock of a client session that ended (its connection closed or its
+    /// lease ran out).
+    fn end_session(&self, session: u64) -> MetaResult<()>;
 
     fn statfs(&self) -> MetaResult<StatFs>;
     /// Makes every completed change durable (fsync of a directory).

@@ -10,13 +10,15 @@
 //! [`MAX_FRAME`] or a body that does not decode is a [`WireError`] for that connection only;
 //! a `Hello` with another [`PROTOCOL_VERSION`] is refused with both versions named.
 
-use crate::namespace::{Commit, Namespace, RenameMode, SetAttr, StatFs, XattrMode};
+use crate::namespace::{
+    Commit, Lock, LockOwner, Namespace, RenameMode, SetAttr, StatFs, XattrMode,
+};
 use crate::{Attr, Caller, DirEntry, FileKind, InodeId, Layout, MetaError, MetaResult};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Bumped on any incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame either side accepts (a commit of a multi-terabyte file's chunk list fits).
 pub const MAX_FRAME: usize = 64 << 20;
@@ -163,6 +165,17 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         name: Vec<u8>,
     },
+    /// `owner` is the kernel's lock owner; the metaserver adds the session.
+    Getlk {
+        ino: InodeId,
+        owner: u64,
+        lock: Lock,
+    },
+    Setlk {
+        ino: InodeId,
+        owner: u64,
+        lock: Lock,
+    },
     Statfs,
     Sync,
 }
@@ -179,6 +192,7 @@ pub enum Response {
     Layout(Layout, u64),
     Names(Vec<serde_bytes::ByteBuf>),
     StatFs(StatFs),
+    Lock(Option<Lock>),
     Err(MetaError),
 }
 
@@ -264,9 +278,10 @@ fn attr(r: MetaResult<Attr>) -> Response {
     r.map_or_else(Response::Err, Response::Attr)
 }
 
-/// Runs one request on the server's namespace.
-pub fn dispatch(ns: &dyn Namespace, req: Request) -> Response {
+/// Runs one request on the server's namespace for client session `session` (its locks).
+pub fn dispatch(ns: &dyn Namespace, session: u64, req: Request) -> Response {
     use Request as R;
+    let owner = |owner| LockOwner { session, owner };
     match req {
         R::Hello { version, .. } => hello_reply(version, "meridian")
             .unwrap_or_else(|e| Response::Err(MetaError::Invalid(e.to_string()))),
@@ -353,6 +368,18 @@ pub fn dispatch(ns: &dyn Namespace, req: Request) -> Response {
             Response::Names(v.into_iter().map(Into::into).collect())
         }),
         R::Removexattr { who, ino, name } => unit(ns.removexattr(&who, ino, &name)),
+        R::Getlk {
+            ino,
+            owner: o,
+            lock,
+        } => ns
+            .getlk(ino, owner(o), &lock)
+            .map_or_else(Response::Err, Response::Lock),
+        R::Setlk {
+            ino,
+            owner: o,
+            lock,
+        } => unit(ns.setlk(ino, owner(o), &lock)),
         R::Statfs => ns.statfs().map_or_else(Response::Err, Response::StatFs),
         R::Sync => unit(ns.sync()),
     }
@@ -362,6 +389,12 @@ pub fn dispatch(ns: &dyn Namespace, req: Request) -> Response {
 pub trait Transport: Send + Sync {
     /// Transport failures map to [`MetaError::Store`] (the client reports EIO).
     fn call(&self, req: Request) -> MetaResult<Response>;
+}
+
+impl<T: Transport> Transport for std::sync::Arc<T> {
+    fn call(&self, req: Request) -> MetaResult<Response> {
+        (**self).call(req)
+    }
 }
 
 /// A [`Namespace`] served by a remote metaserver.
@@ -608,6 +641,31 @@ impl<T: Transport> Namespace for Remote<T> {
     }
     fn sync(&self) -> MetaResult<()> {
         self.unit(Request::Sync)
+    }
+    fn getlk(&self, ino: InodeId, owner: LockOwner, lock: &Lock) -> MetaResult<Option<Lock>> {
+        let req = Request::Getlk {
+            ino,
+            owner: owner.owner,
+            lock: *lock,
+        };
+        match self.call(req)? {
+            Response::Lock(l) => Ok(l),
+            _ => unexpected("reply (wanted a lock)"),
+        }
+    }
+    fn setlk(&self, ino: InodeId, owner: LockOwner, lock: &Lock) -> MetaResult<()> {
+        self.unit(Request::Setlk {
+            ino,
+            owner: owner.owner,
+            lock: *lock,
+        })
+    }
+    /// A client's session ends when its connection closes; the metaserver releases its
+    /// locks then. A client cannot end it by a call.
+    fn end_session(&self, _session: u64) -> MetaResult<()> {
+        Err(MetaError::Unsupported(
+            "ending a session from a client (close the connection)".into(),
+        ))
     }
 }
 

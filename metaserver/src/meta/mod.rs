@@ -14,11 +14,12 @@
 //!
 //! Locks: `opens` (the in-memory open counts) is taken only outside store transactions or
 //! inside them without calling back into the store's lock, so the order is always
-//! store transaction → `opens`.
+//! store transaction → `opens`. `locks` (the byte-range lock table) is taken alone.
 
 mod attr;
 mod create;
 mod data;
+pub mod locks;
 mod perm;
 pub mod placement;
 mod remove;
@@ -69,6 +70,8 @@ pub struct Meta<S: Store> {
     /// Directory names by inode (parent, name), for placement paths; cleared on any
     /// directory rename or removal.
     dir_names: Mutex<HashMap<InodeId, (InodeId, Vec<u8>)>>,
+    /// Every client's byte-range locks (see [`locks`]).
+    locks: Mutex<locks::LockTable>,
 }
 
 impl<S: Store> Meta<S> {
@@ -81,6 +84,7 @@ impl<S: Store> Meta<S> {
             opens: Mutex::new(HashMap::new()),
             engine: Mutex::new(None),
             dir_names: Mutex::new(HashMap::new()),
+            locks: Mutex::new(locks::LockTable::default()),
         };
         meta.init_root()?;
         meta.purge_orphans()?;
@@ -472,6 +476,24 @@ impl<S: Store> Namespace for Meta<S> {
 
     fn sync(&self) -> MetaResult<()> {
         self.store.sync()
+    }
+
+    fn getlk(&self, ino: InodeId, owner: LockOwner, lock: &Lock) -> MetaResult<Option<Lock>> {
+        self.getattr(ino)?;
+        Ok(self.locks.lock().test(ino, owner, lock))
+    }
+
+    fn setlk(&self, ino: InodeId, owner: LockOwner, lock: &Lock) -> MetaResult<()> {
+        self.getattr(ino)?;
+        self.locks.lock().set(ino, owner, lock)
+    }
+
+    fn end_session(&self, session: u64) -> MetaResult<()> {
+        let n = self.locks.lock().end_session(session);
+        if n > 0 {
+            tracing::info!(session, locks = n, "released the locks of an ended session");
+        }
+        Ok(())
     }
 
     fn statfs(&self) -> MetaResult<StatFs> {

@@ -35,6 +35,7 @@ fn suite<S: Store>(make: impl Fn() -> S) {
             unlinked_open_file_survives_until_release,
         ),
         ("names_are_checked", names_are_checked),
+        ("byte_range_locks", byte_range_locks),
         (
             "objectives_and_placement",
             super::tests_placement::objectives_and_placement,
@@ -61,7 +62,7 @@ impl<N: Namespace + Send + Sync> Transport for Loopback<N> {
         d.push(&encode(&req).unwrap());
         let req: Request = d.decode_next().unwrap().expect("a whole frame");
         let mut d = Decoder::default();
-        d.push(&encode(&dispatch(&self.0, req)).unwrap());
+        d.push(&encode(&dispatch(&self.0, 0, req)).unwrap());
         Ok(d.decode_next().unwrap().expect("a whole frame"))
     }
 }
@@ -643,4 +644,38 @@ fn a_namespace_in_another_format_is_refused_by_name() {
         Err(MetaError::Corrupt(m)) => assert!(m.contains("format 7"), "{m}"),
         other => panic!("expected a format error, got {:?}", other.map(|_| ())),
     }
+}
+
+fn byte_range_locks(ns: &dyn Namespace) {
+    let root = Caller::root();
+    let f = ns.create(&root, ROOT, b"edl", 0o644).unwrap();
+    let w = |start, end| Lock {
+        kind: LockKind::Write,
+        start,
+        end,
+        pid: 42,
+        flock: false,
+    };
+    let (a, b) = (
+        LockOwner {
+            session: 0,
+            owner: 1,
+        },
+        LockOwner {
+            session: 0,
+            owner: 2,
+        },
+    );
+    ns.setlk(f.ino, a, &w(0, 99)).unwrap();
+    assert_eq!(ns.setlk(f.ino, b, &w(50, 60)), Err(MetaError::WouldBlock));
+    assert_eq!(ns.getlk(f.ino, b, &w(50, 60)).unwrap(), Some(w(0, 99)));
+    ns.setlk(f.ino, b, &w(100, u64::MAX)).unwrap();
+    let mut unlock = w(0, u64::MAX);
+    unlock.kind = LockKind::Unlock;
+    ns.setlk(f.ino, a, &unlock).unwrap();
+    assert_eq!(ns.getlk(f.ino, b, &w(0, 99)).unwrap(), None);
+    assert_eq!(
+        ns.setlk(InodeId(999_999), a, &w(0, 1)),
+        Err(MetaError::NotFound)
+    );
 }

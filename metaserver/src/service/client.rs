@@ -1,23 +1,58 @@
 //! The client side: a [`Transport`] over QUIC for `meridian mount --meta quic://…`.
 //!
-//! Owns: a small tokio runtime, the quinn endpoint and the current connection. Each request
-//! opens one bidirectional stream. A lost connection is re-established (with the `Hello`
-//! handshake) on the next request, so a metaserver restart costs the requests in flight at
-//! that moment, not the mount. Every request is bounded by `timeout`: past it the call fails
-//! (EIO through the filesystem) instead of hanging, and works again once the server is back.
+//! Owns: a small tokio runtime, the quinn endpoint, the current [`Link`] (connection, its
+//! one stream, the calls awaiting replies) and the invalidation thread.
 //!
-//! Locks: `conn` is held only to read or replace the connection handle, never across I/O.
+//! A call is written straight from the calling thread onto the link's stream, tagged with
+//! an id; the link's reader task hands each reply to its caller, so many FUSE threads have
+//! calls in flight at once on one stream. Pushed invalidations go to a thread of their own
+//! which applies them (the handler the mount installs: the kernel's caches) and then
+//! acknowledges them — never the reader, which must keep delivering replies: the kernel may
+//! hold a directory lock while its request waits for one.
+//!
+//! A lost connection is re-established (with the `Hello` handshake) on the next call, so a
+//! metaserver restart costs the calls in flight at that moment, not the mount. Every call
+//! is bounded by `timeout`: past it the call fails (EIO through the filesystem) instead of
+//! hanging, and works again once the server is back.
+//!
+//! Locks: `link` is held only to read or replace the handle; a link's `pending` only to
+//! add or take one entry; its `send` (async) for one frame's write. No two at once.
 
-use super::{SERVER_NAME, tls};
-use meridian_proto::wire::{
-    Decoder, MAX_FRAME, PROTOCOL_VERSION, Request, Response, Transport, encode,
-};
+use super::{SERVER_NAME, next, tls};
+use meridian_proto::session::{ClientMsg, Invalidation, InvalidationHandler, ServerMsg};
+use meridian_proto::wire::{Decoder, PROTOCOL_VERSION, Request, Response, Transport, encode};
 use meridian_proto::{MetaError, MetaResult};
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::sync::oneshot;
+
+type Handler = Arc<Mutex<Option<InvalidationHandler>>>;
+
+/// One connection and its stream.
+struct Link {
+    conn: quinn::Connection,
+    send: tokio::sync::Mutex<quinn::SendStream>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+}
+
+impl Link {
+    async fn write(&self, frame: &[u8]) -> MetaResult<()> {
+        self.send
+            .lock()
+            .await
+            .write_all(frame)
+            .await
+            .map_err(|e| store(format!("metaserver connection: {e}")))
+    }
+}
+
+/// A batch of invalidations to apply and acknowledge.
+type Batch = (Arc<Link>, u64, Vec<Invalidation>);
 
 pub struct QuicClient {
     rt: tokio::runtime::Runtime,
@@ -27,7 +62,10 @@ pub struct QuicClient {
     name: String,
     token: String,
     timeout: Duration,
-    conn: Mutex<Option<quinn::Connection>>,
+    link: Mutex<Option<Arc<Link>>>,
+    next_id: AtomicU64,
+    handler: Handler,
+    batches: std::sync::mpsc::Sender<Batch>,
 }
 
 fn store(msg: String) -> MetaError {
@@ -47,14 +85,9 @@ impl QuicClient {
         let roots = tls::pinned(cert)?;
         let mut config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))
             .map_err(|e| format!("certificate {}: {e}", cert.display()))?;
-        // Keep-alives, and a dead server noticed within a few seconds rather than QUIC's
-        // default half minute.
-        let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(Duration::from_secs(1)));
-        transport.max_idle_timeout(Some(Duration::from_secs(5).try_into().expect("fits")));
-        config.transport_config(Arc::new(transport));
+        config.transport_config(Arc::new(super::transport()));
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("meridian-quic")
             .enable_all()
             .build()
@@ -69,6 +102,9 @@ impl QuicClient {
         let endpoint = rt
             .block_on(async { quinn::Endpoint::client(bind) })
             .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+        let handler: Handler = Default::default();
+        let batches = invalidation_thread(rt.handle().clone(), handler.clone())
+            .map_err(|e| format!("cannot start the invalidation thread: {e}"))?;
         let client = QuicClient {
             rt,
             endpoint,
@@ -77,55 +113,79 @@ impl QuicClient {
             name: name.to_string(),
             token: token.to_string(),
             timeout,
-            conn: Mutex::new(None),
+            link: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            handler,
+            batches,
         };
-        client.connection().map_err(|e| match e {
+        client.link().map_err(|e| match e {
             MetaError::Store(m) => m,
             e => e.to_string(),
         })?;
         Ok(client)
     }
 
-    /// The live connection, or a new one after the handshake.
-    fn connection(&self) -> MetaResult<quinn::Connection> {
-        if let Some(c) = self.conn.lock().clone()
-            && c.close_reason().is_none()
-        {
-            return Ok(c);
-        }
-        let conn = self.rt.block_on(async {
-            tokio::time::timeout(self.timeout, self.handshake())
-                .await
-                .map_err(|_| {
-                    store(format!(
-                        "metaserver {} did not answer within {:?}",
-                        self.addr, self.timeout
-                    ))
-                })?
-        })?;
-        *self.conn.lock() = Some(conn.clone());
-        Ok(conn)
+    /// Installs what to do with invalidations the metaserver pushes (until then they are
+    /// acknowledged and dropped: nothing is cached that they could concern).
+    pub fn on_invalidate(&self, h: InvalidationHandler) {
+        *self.handler.lock() = Some(h);
     }
 
-    async fn handshake(&self) -> MetaResult<quinn::Connection> {
+    /// The live link, or a new one after the handshake.
+    fn link(&self) -> MetaResult<Arc<Link>> {
+        if let Some(l) = self.link.lock().clone()
+            && l.conn.close_reason().is_none()
+        {
+            return Ok(l);
+        }
+        let link = self.rt.block_on(async {
+            tokio::time::timeout(self.timeout, self.handshake())
+                .await
+                .map_err(|_| self.late())?
+        })?;
+        *self.link.lock() = Some(link.clone());
+        Ok(link)
+    }
+
+    fn late(&self) -> MetaError {
+        store(format!(
+            "metaserver {} did not answer within {:?}",
+            self.addr, self.timeout
+        ))
+    }
+
+    async fn handshake(&self) -> MetaResult<Arc<Link>> {
+        let fail = |e: &dyn std::fmt::Display| {
+            store(format!("cannot connect to metaserver {}: {e}", self.addr))
+        };
         let conn = self
             .endpoint
             .connect_with(self.config.clone(), self.addr, SERVER_NAME)
-            .map_err(|e| store(format!("cannot connect to metaserver {}: {e}", self.addr)))?
+            .map_err(|e| fail(&e))?
             .await
-            .map_err(|e| store(format!("cannot connect to metaserver {}: {e}", self.addr)))?;
+            .map_err(|e| fail(&e))?;
         let hello = Request::Hello {
             version: PROTOCOL_VERSION,
             client: self.name.clone(),
             token: self.token.clone(),
         };
-        match round_trip(&conn, &hello).await {
-            Ok(Response::Hello { .. }) => Ok(conn),
-            Ok(_) => Err(store(
-                "the metaserver answered Hello with something else".into(),
-            )),
-            Err(e) => Err(refusal(&conn).unwrap_or(e)),
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(&e))?;
+        let frame = encode(&hello).map_err(|e| fail(&e))?;
+        send.write_all(&frame).await.map_err(|e| fail(&e))?;
+        let mut dec = Decoder::default();
+        match next::<Response>(&mut recv, &mut dec).await {
+            Ok(Some(Response::Hello { .. })) => {}
+            Ok(Some(_)) => return Err(fail(&"it answered Hello with something else")),
+            Ok(None) => return Err(refusal(&conn).unwrap_or_else(|| fail(&"connection closed"))),
+            Err(e) => return Err(fail(&e)),
         }
+        let link = Arc::new(Link {
+            conn,
+            send: tokio::sync::Mutex::new(send),
+            pending: Default::default(),
+        });
+        tokio::spawn(reader(link.clone(), recv, dec, self.batches.clone()));
+        Ok(link)
     }
 }
 
@@ -140,41 +200,88 @@ fn refusal(conn: &quinn::Connection) -> Option<MetaError> {
     }
 }
 
-async fn round_trip(conn: &quinn::Connection, req: &Request) -> MetaResult<Response> {
-    let io = |e: &dyn std::fmt::Display| store(format!("metaserver connection: {e}"));
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| io(&e))?;
-    let frame = encode(req).map_err(|e| io(&e))?;
-    send.write_all(&frame).await.map_err(|e| io(&e))?;
-    send.finish().map_err(|e| io(&e))?;
-    let bytes = recv.read_to_end(MAX_FRAME + 4).await.map_err(|e| io(&e))?;
-    let mut d = Decoder::default();
-    d.push(&bytes);
-    d.decode_next::<Response>()
-        .map_err(|e| io(&e))?
-        .ok_or_else(|| io(&"incomplete reply"))
+/// Delivers replies to their callers and invalidations to the invalidation thread, until
+/// the connection ends; then fails every call still waiting (they retry on a new link).
+async fn reader(
+    link: Arc<Link>,
+    mut recv: quinn::RecvStream,
+    mut dec: Decoder,
+    batches: std::sync::mpsc::Sender<Batch>,
+) {
+    loop {
+        match next::<ServerMsg>(&mut recv, &mut dec).await {
+            Ok(Some(ServerMsg::Reply { id, resp })) => {
+                if let Some(tx) = link.pending.lock().remove(&id) {
+                    let _ = tx.send(resp);
+                }
+            }
+            Ok(Some(ServerMsg::Invalidate { seq, items })) => {
+                let _ = batches.send((link.clone(), seq, items));
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed message from the metaserver");
+                link.conn.close(super::CLOSE_PROTOCOL.into(), e.as_bytes());
+                break;
+            }
+        }
+    }
+    link.pending.lock().clear();
+}
+
+/// Applies pushed invalidations in order, acknowledging each batch after it is applied.
+fn invalidation_thread(
+    rt: tokio::runtime::Handle,
+    handler: Handler,
+) -> std::io::Result<std::sync::mpsc::Sender<Batch>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Batch>();
+    std::thread::Builder::new()
+        .name("meridian-inval".into())
+        .spawn(move || {
+            for (link, seq, items) in rx {
+                if let Some(h) = &*handler.lock() {
+                    h(&items);
+                }
+                if let Ok(frame) = encode(&ClientMsg::Ack { seq }) {
+                    let _ = rt.block_on(link.write(&frame));
+                }
+            }
+        })?;
+    Ok(tx)
 }
 
 impl Transport for QuicClient {
     fn call(&self, req: Request) -> MetaResult<Response> {
-        // One retry on a fresh connection: a restarted metaserver is reached again.
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode(&ClientMsg::Call { id, req })
+            .map_err(|e| store(format!("metaserver request: {e}")))?;
+        // One retry on a fresh link: a restarted metaserver is reached again.
         for attempt in 0..2 {
-            let conn = self.connection()?;
-            let r = self.rt.block_on(async {
-                tokio::time::timeout(self.timeout, round_trip(&conn, &req)).await
-            });
+            let link = self.link()?;
+            let (tx, rx) = oneshot::channel();
+            link.pending.lock().insert(id, tx);
+            let exchange = async {
+                link.write(&frame).await?;
+                rx.await
+                    .map_err(|_| store("metaserver connection lost".into()))
+            };
+            let r = self
+                .rt
+                .block_on(async { tokio::time::timeout(self.timeout, exchange).await });
             match r {
                 Ok(Ok(resp)) => return Ok(resp),
-                Ok(Err(e)) if attempt == 0 && conn.close_reason().is_some() => {
+                Ok(Err(e)) if attempt == 0 => {
                     tracing::info!(error = %e, "metaserver connection lost; reconnecting");
-                    *self.conn.lock() = None;
+                    link.pending.lock().remove(&id);
+                    link.conn.close(0u32.into(), b"reconnecting");
+                    *self.link.lock() = None;
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
-                    *self.conn.lock() = None;
-                    return Err(store(format!(
-                        "metaserver {} did not answer within {:?}",
-                        self.addr, self.timeout
-                    )));
+                    link.pending.lock().remove(&id);
+                    link.conn.close(0u32.into(), b"timed out");
+                    *self.link.lock() = None;
+                    return Err(self.late());
                 }
             }
         }

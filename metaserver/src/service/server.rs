@@ -1,19 +1,25 @@
 //! Serving a namespace over QUIC.
 //!
-//! Owns: the quinn endpoint, one task per connection, one task per request stream, and the
-//! table of connected clients (`meridian metaserver status`).
+//! Owns: the quinn endpoint, one task per connection (its reader) plus one writer task,
+//! and the [`Hub`] of connected sessions.
 //!
-//! Invariants: a connection serves nothing before its `Hello` passes the version and
-//! credential checks; a refused client gets the reason as the connection's close reason and
-//! the server logs one line naming it. A malformed or oversized frame closes that
-//! connection only. Namespace calls run inline on the connection's task (the store
-//! journals rather than fsyncs); `sync`, which fsyncs, runs on tokio's blocking pool.
+//! Protocol: a client opens one bidirectional stream and keeps it. The first frame each way
+//! is the bare `Hello` (version and credential); a refused client gets the reason as the
+//! connection's close reason and the server logs one line naming it. Then the client sends
+//! [`ClientMsg`] envelopes — many calls in flight at once, each with its id — and the
+//! server sends replies and pushed invalidations ([`ServerMsg`]) in one ordered stream. A
+//! malformed or oversized frame closes that connection only.
+//!
+//! Invariants: namespace calls run inline on the connection's reader (the store journals
+//! rather than fsyncs; `sync`, which fsyncs, runs on tokio's blocking pool); a call that
+//! changed something other clients cache is answered only after they acknowledged the
+//! invalidation (see [`hub`](super::hub)).
 
-use super::{CLOSE_PROTOCOL, CLOSE_REFUSED, clients, tls};
-use meridian_proto::Namespace;
-use meridian_proto::wire::{Decoder, MAX_FRAME, Request, Response, dispatch, encode, hello_reply};
-use parking_lot::Mutex;
-use std::collections::HashMap;
+use super::hub::{Hub, Session, SessionState};
+use super::{CLOSE_PROTOCOL, CLOSE_REFUSED, clients, next, tls};
+use meridian_proto::session::{ClientMsg, ServerMsg, changes, victims};
+use meridian_proto::wire::{Decoder, Request, Response, dispatch, encode, hello_reply};
+use meridian_proto::{Caller, MetaError, Namespace};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,18 +36,20 @@ pub struct ServerConfig {
     pub names: Vec<String>,
 }
 
-/// A connected, authenticated client.
-#[derive(Clone, Debug)]
-pub struct Session {
-    pub name: String,
-    pub addr: SocketAddr,
-    pub since: std::time::SystemTime,
+/// The runtime a metaserver runs on: one thread for every connection (wake-ups between
+/// tasks stay on it, which is what a call's latency is made of), tokio's blocking pool for
+/// fsyncs.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("meridian-metaserver")
+        .build()
 }
 
 /// A running server.
 pub struct Server {
     endpoint: quinn::Endpoint,
-    pub sessions: Arc<Mutex<HashMap<usize, Session>>>,
+    pub hub: Arc<Hub>,
 }
 
 impl Server {
@@ -52,8 +60,9 @@ impl Server {
         // tells clients at once that their old connections are gone.
         let secret = blake3::derive_key("meridian metaserver stateless reset", key.secret_der());
         let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
-        let server = quinn::ServerConfig::with_single_cert(certs, key)
+        let mut server = quinn::ServerConfig::with_single_cert(certs, key)
             .map_err(|e| format!("certificate {}: {e}", cfg.cert.display()))?;
+        server.transport_config(Arc::new(super::transport()));
         let socket = std::net::UdpSocket::bind(cfg.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
         let endpoint = quinn::Endpoint::new(
@@ -65,7 +74,7 @@ impl Server {
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
         Ok(Server {
             endpoint,
-            sessions: Default::default(),
+            hub: Default::default(),
         })
     }
 
@@ -73,14 +82,19 @@ impl Server {
         self.endpoint.local_addr().expect("bound")
     }
 
+    /// The connected clients.
+    pub fn sessions(&self) -> Vec<Session> {
+        self.hub.sessions()
+    }
+
     /// Serves until the endpoint is closed.
     pub async fn serve(&self, ns: Arc<dyn Namespace>, clients_file: PathBuf) {
         while let Some(incoming) = self.endpoint.accept().await {
-            let (ns, file, sessions) = (ns.clone(), clients_file.clone(), self.sessions.clone());
+            let (ns, file, hub) = (ns.clone(), clients_file.clone(), self.hub.clone());
             tokio::spawn(async move {
                 let addr = incoming.remote_address();
                 match incoming.await {
-                    Ok(conn) => connection(conn, ns, file, sessions).await,
+                    Ok(conn) => connection(conn, ns, file, hub).await,
                     Err(e) => tracing::info!(%addr, error = %e, "handshake failed"),
                 }
             });
@@ -92,24 +106,50 @@ impl Server {
     }
 }
 
-async fn read_request(recv: &mut quinn::RecvStream) -> Result<Request, String> {
-    let bytes = recv
-        .read_to_end(MAX_FRAME + 4)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut d = Decoder::default();
-    d.push(&bytes);
-    match d.decode_next::<Request>() {
-        Ok(Some(r)) => Ok(r),
-        Ok(None) => Err("incomplete frame".into()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-async fn reply(mut send: quinn::SendStream, resp: &Response) {
-    if let Ok(frame) = encode(resp) {
-        let _ = send.write_all(&frame).await;
-        let _ = send.finish();
+/// Reads the Hello and answers it; the client's name if it may go on.
+async fn handshake(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    dec: &mut Decoder,
+    clients_file: &std::path::Path,
+) -> Option<String> {
+    let addr = conn.remote_address();
+    match next::<Request>(recv, dec).await {
+        Ok(Some(Request::Hello {
+            version,
+            client,
+            token,
+        })) => {
+            let reply = match hello_reply(version, "meridian") {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(%addr, client, "refused: {e}");
+                    conn.close(CLOSE_REFUSED.into(), e.to_string().as_bytes());
+                    return None;
+                }
+            };
+            let Some(name) = clients::check(clients_file, &token) else {
+                tracing::warn!(%addr, client, "refused a client without a valid credential");
+                let why = "unknown client credential: ask the site's administrator for one \
+                           (meridian metaserver add-client NAME)";
+                conn.close(CLOSE_REFUSED.into(), why.as_bytes());
+                return None;
+            };
+            let frame = encode(&reply).ok()?;
+            send.write_all(&frame).await.ok()?;
+            Some(name)
+        }
+        Ok(Some(_)) => {
+            conn.close(CLOSE_PROTOCOL.into(), b"expected Hello first");
+            None
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::info!(%addr, error = %e, "malformed first message; connection closed");
+            conn.close(CLOSE_PROTOCOL.into(), e.as_bytes());
+            None
+        }
     }
 }
 
@@ -117,80 +157,94 @@ async fn connection(
     conn: quinn::Connection,
     ns: Arc<dyn Namespace>,
     clients_file: PathBuf,
-    sessions: Arc<Mutex<HashMap<usize, Session>>>,
+    hub: Arc<Hub>,
 ) {
     let addr = conn.remote_address();
-    // The handshake: the first stream carries Hello.
-    let Ok((send, mut recv)) = conn.accept_bi().await else {
+    let Ok((mut send, mut recv)) = conn.accept_bi().await else {
         return;
     };
-    let name = match read_request(&mut recv).await {
-        Ok(Request::Hello {
-            version,
-            client,
-            token,
-        }) => {
-            if let Err(e) = hello_reply(version, "meridian") {
-                tracing::warn!(%addr, client, "refused: {e}");
-                conn.close(CLOSE_REFUSED.into(), e.to_string().as_bytes());
-                return;
-            }
-            match clients::check(&clients_file, &token) {
-                Some(name) => {
-                    reply(send, &hello_reply(version, "meridian").expect("checked")).await;
-                    name
-                }
-                None => {
-                    tracing::warn!(%addr, client, "refused a client without a valid credential");
-                    let why = "unknown client credential: ask the site's administrator for one \
-                               (meridian metaserver add-client NAME)";
-                    conn.close(CLOSE_REFUSED.into(), why.as_bytes());
-                    return;
-                }
-            }
-        }
-        Ok(_) => {
-            conn.close(CLOSE_PROTOCOL.into(), b"expected Hello first");
-            return;
-        }
-        Err(e) => {
-            tracing::info!(%addr, error = %e, "malformed first message; connection closed");
-            conn.close(CLOSE_PROTOCOL.into(), e.as_bytes());
-            return;
-        }
+    let mut dec = Decoder::default();
+    let Some(name) = handshake(&conn, &mut send, &mut recv, &mut dec, &clients_file).await else {
+        return;
     };
     tracing::info!(%addr, client = name, "client connected");
-    let id = conn.stable_id();
-    sessions.lock().insert(
-        id,
-        Session {
-            name: name.clone(),
-            addr,
-            since: std::time::SystemTime::now(),
-        },
-    );
-    while let Ok((send, mut recv)) = conn.accept_bi().await {
-        let (ns, conn2) = (ns.clone(), conn.clone());
-        tokio::spawn(async move {
-            match read_request(&mut recv).await {
-                // Namespace calls are short (the store journals instead of fsyncing):
-                // they run inline; only `sync`, which fsyncs, goes to the blocking pool.
-                Ok(req @ Request::Sync) => {
-                    let resp = tokio::task::spawn_blocking(move || dispatch(&*ns, req))
-                        .await
-                        .unwrap_or_else(|e| {
-                            Response::Err(meridian_proto::MetaError::Store(e.to_string()))
-                        });
-                    reply(send, &resp).await;
-                }
-                Ok(req) => reply(send, &dispatch(&*ns, req)).await,
-                Err(e) => {
-                    tracing::warn!(addr = %conn2.remote_address(), error = %e, "malformed request; connection closed");
-                    conn2.close(CLOSE_PROTOCOL.into(), e.as_bytes());
-                }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if send.write_all(&frame).await.is_err() {
+                break;
             }
-        });
+        }
+    });
+    let info = Session {
+        name: name.clone(),
+        addr,
+        since: std::time::SystemTime::now(),
+    };
+    let me = hub.join(conn.stable_id() as u64, info, tx);
+    loop {
+        match next::<ClientMsg>(&mut recv, &mut dec).await {
+            Ok(Some(ClientMsg::Call { id, req })) => call(&hub, &me, &ns, id, req),
+            Ok(Some(ClientMsg::Ack { seq })) => me.acked(seq),
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "malformed request; connection closed");
+                conn.close(CLOSE_PROTOCOL.into(), e.as_bytes());
+                break;
+            }
+        }
     }
-    sessions.lock().remove(&id);
+    let ns2 = ns.clone();
+    let hub2 = hub.clone();
+    let me2 = me.clone();
+    let _ = tokio::task::spawn_blocking(move || hub2.leave(&me2, &*ns2)).await;
     tracing::info!(%addr, client = name, "client disconnected");
+}
+
+/// Runs one call and answers it (after other clients dropped what it made stale).
+fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, id: u64, req: Request) {
+    match req {
+        Request::Sync => {
+            let (ns, me, session) = (ns.clone(), me.clone(), me.id);
+            tokio::spawn(async move {
+                let resp = tokio::task::spawn_blocking(move || dispatch(&*ns, session, req))
+                    .await
+                    .unwrap_or_else(|e| Response::Err(MetaError::Store(e.to_string())));
+                me.send(&ServerMsg::Reply { id, resp });
+            });
+        }
+        Request::Hello { .. } => me.send(&ServerMsg::Reply {
+            id,
+            resp: Response::Err(MetaError::Invalid("Hello sent twice".into())),
+        }),
+        req => {
+            // The inodes a removal or rename will take away, while their names still resolve.
+            let root = Caller::root();
+            let gone: Vec<_> = victims(&req)
+                .into_iter()
+                .filter_map(|(p, n)| ns.lookup(&root, p, n).ok().map(|a| a.ino))
+                .collect();
+            let resp = dispatch(&**ns, me.id, req.clone());
+            me.record(&req, &resp);
+            let items = match resp {
+                Response::Err(_) => Vec::new(),
+                _ => changes(&req, &gone),
+            };
+            let reply = ServerMsg::Reply { id, resp };
+            let targets = if items.is_empty() {
+                Vec::new()
+            } else {
+                hub.holders(me.id, &items)
+            };
+            if targets.is_empty() {
+                me.send(&reply);
+                return;
+            }
+            let (hub, me) = (hub.clone(), me.clone());
+            tokio::spawn(async move {
+                hub.invalidate(targets, items).await;
+                me.send(&reply);
+            });
+        }
+    }
 }

@@ -1,0 +1,177 @@
+//! Two mounts of one site, each with the kernel's attribute and entry caches on (the
+//! default TTL): what one does, the other sees at once — the metaserver pushes
+//! invalidations and answers the change only after the other mount dropped what it cached.
+//! And byte-range locks (fcntl, flock) taken through one mount hold against the other,
+//! until released, or until a crashed client's lease runs out.
+//!
+//! Every step reads through the second mount right after the first returns, with no sleep:
+//! without invalidations the reads would answer from the kernel's cache and fail.
+
+mod common;
+use common::site::Site;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn ls_l(dir: &std::path::Path) -> String {
+    sh(&format!("ls -l {}", dir.display()))
+}
+
+#[test]
+fn each_mount_sees_the_others_changes_at_once() {
+    let site = Site::start();
+    let (t1, t2) = (site.add_client("ws1"), site.add_client("ws2"));
+    // A long TTL, so a stale kernel cache would last the whole test.
+    let a = site.mount(&t1, &["--attr-ttl-ms", "60000"]);
+    let b = site.mount(&t2, &["--attr-ttl-ms", "60000"]);
+    std::fs::create_dir(a.path("shot")).unwrap();
+    // b caches the empty directory and a negative entry for the name to come.
+    assert_eq!(std::fs::read_dir(b.path("shot")).unwrap().count(), 0);
+    assert!(!b.path("shot/SH010.clip").exists());
+
+    // create
+    std::fs::write(a.path("shot/SH010.clip"), b"<clip v=1/>").unwrap();
+    assert!(ls_l(&b.path("shot")).contains("SH010.clip"));
+    assert_eq!(
+        std::fs::read(b.path("shot/SH010.clip")).unwrap(),
+        b"<clip v=1/>"
+    );
+    // write after close (b has the old size and pages cached)
+    std::fs::write(a.path("shot/SH010.clip"), b"<clip v=2 longer/>").unwrap();
+    assert_eq!(
+        std::fs::read(b.path("shot/SH010.clip")).unwrap(),
+        b"<clip v=2 longer/>"
+    );
+    // chmod
+    std::fs::set_permissions(
+        a.path("shot/SH010.clip"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let mode = std::fs::metadata(b.path("shot/SH010.clip"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(ls_l(&b.path("shot")).contains("-rw-------"));
+    // rename
+    std::fs::rename(a.path("shot/SH010.clip"), a.path("shot/SH020.clip")).unwrap();
+    let listing = ls_l(&b.path("shot"));
+    assert!(
+        listing.contains("SH020.clip") && !listing.contains("SH010.clip"),
+        "{listing}"
+    );
+    assert!(!b.path("shot/SH010.clip").exists());
+    // delete
+    std::fs::remove_file(a.path("shot/SH020.clip")).unwrap();
+    assert!(!b.path("shot/SH020.clip").exists());
+    assert_eq!(std::fs::read_dir(b.path("shot")).unwrap().count(), 0);
+    // and the other way round, for directories
+    std::fs::create_dir(b.path("shot/v002")).unwrap();
+    assert!(a.path("shot/v002").is_dir());
+    std::fs::remove_dir(b.path("shot/v002")).unwrap();
+    assert!(!a.path("shot/v002").exists());
+    assert!(
+        !site.log().contains("did not acknowledge"),
+        "{}",
+        site.log()
+    );
+}
+
+/// A python process that takes a lock on `path` and holds it until its stdin closes.
+fn hold(path: &std::path::Path, how: &str) -> Child {
+    let script = format!(
+        "import fcntl,sys\nf=open({path:?},'r+')\n{how}\nprint('locked',flush=True)\nsys.stdin.read()\n",
+        path = path.display().to_string()
+    );
+    let mut c = Command::new("python3")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    c
+}
+
+/// Whether a non-blocking attempt to take the lock succeeds.
+fn try_lock(path: &std::path::Path, how: &str) -> bool {
+    let script = format!(
+        "import fcntl\nf=open({path:?},'r+')\ntry:\n  {how}\n  print('got')\nexcept OSError as e:\n  print('busy', e.errno)\n",
+        path = path.display().to_string()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.starts_with("got") || text.starts_with("busy 11") || text.starts_with("busy 13"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.starts_with("got")
+}
+
+#[test]
+fn locks_taken_in_one_mount_hold_in_the_other() {
+    let site = Site::start();
+    let (t1, t2) = (site.add_client("ws1"), site.add_client("ws2"));
+    let mut a = site.mount(&t1, &[]);
+    let b = site.mount(&t2, &[]);
+    std::fs::write(a.path("edl.lock"), b"").unwrap();
+    for (take, probe) in [
+        (
+            "fcntl.lockf(f, fcntl.LOCK_EX)",
+            "fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+        ),
+        (
+            "fcntl.flock(f, fcntl.LOCK_EX)",
+            "fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+        ),
+        (
+            "fcntl.lockf(f, fcntl.LOCK_EX, 10, 0)",
+            "fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)",
+        ),
+    ] {
+        let mut holder = hold(&a.path("edl.lock"), take);
+        assert!(!try_lock(&b.path("edl.lock"), probe), "{take}: not held");
+        // A range past the held one is free (the third case locks bytes 0..10 only).
+        if take.contains("10, 0") {
+            assert!(try_lock(
+                &b.path("edl.lock"),
+                "fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 20)"
+            ));
+        }
+        drop(holder.stdin.take()); // the holder exits: its close releases the lock
+        holder.wait().unwrap();
+        assert!(try_lock(&b.path("edl.lock"), probe), "{take}: not released");
+    }
+
+    // A client that crashes holding a lock loses it when its lease runs out.
+    let mut holder = hold(&a.path("edl.lock"), "fcntl.lockf(f, fcntl.LOCK_EX)");
+    let probe = "fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)";
+    assert!(!try_lock(&b.path("edl.lock"), probe));
+    // The client process dies; its holder stays (with a dead file descriptor).
+    unsafe { libc::kill(a.pid().unwrap() as i32, libc::SIGKILL) };
+    let started = Instant::now();
+    while !try_lock(&b.path("edl.lock"), probe) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the crashed client's lock was never released"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The lease is 5 s of silence (docs/operations.md).
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    a.kill9(); // clears the dead mount
+}
