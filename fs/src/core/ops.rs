@@ -105,7 +105,8 @@ impl Fs {
         open: OpenMode,
     ) -> FsResult<(Attr, u64)> {
         let attr = self.named(parent, name, self.ns.create(who, parent, name, mode)?);
-        let fh = self.attach(attr.ino, open)?;
+        // A new file: its layout is empty, no need to ask.
+        let fh = self.attach(attr.ino, open, Some((Layout::default(), 0)))?;
         Ok((self.remember(attr), fh))
     }
 
@@ -121,15 +122,16 @@ impl Fs {
         }
         let keep = self.open_inode(ino).is_some()
             || self.seen.lock().get(&ino) == Some(&(attr.mtime, attr.size));
-        let fh = self.attach(ino, open).inspect_err(|_| {
+        let fh = self.attach(ino, open, None).inspect_err(|_| {
             let _ = self.ns.release(ino);
         })?;
         Ok((fh, keep))
     }
 
     /// Joins (or creates) the open state of `ino` and returns a new handle on it. The
-    /// namespace has already counted the open.
-    fn attach(&self, ino: InodeId, open: OpenMode) -> FsResult<u64> {
+    /// namespace has already counted the open. `known` is the layout and size if the caller
+    /// knows them (a file just created), else they are fetched.
+    fn attach(&self, ino: InodeId, open: OpenMode, known: Option<(Layout, u64)>) -> FsResult<u64> {
         let writer = u64::from(open.write);
         let joined = self
             .inodes
@@ -143,7 +145,10 @@ impl Fs {
         let oi = match joined {
             Some(oi) => oi,
             None => {
-                let (layout, size) = self.ns.layout(ino)?;
+                let (layout, size) = match known {
+                    Some(k) => k,
+                    None => self.ns.layout(ino)?,
+                };
                 let fresh = Arc::new(OpenInode {
                     handles: 0.into(),
                     writers: 0.into(),

@@ -163,3 +163,23 @@ pub fn mentions(req: &Request, resp: &Response) -> Vec<InodeId> {
     }
     out
 }
+
+/// The directories a call works in: the kernel may hold their locks while it is in flight.
+pub fn directories(req: &Request) -> Vec<InodeId> {
+    use Request as R;
+    match req {
+        R::Lookup { parent, .. }
+        | R::Mknod { parent, .. }
+        | R::Create { parent, .. }
+        | R::Mkdir { parent, .. }
+        | R::Symlink { parent, .. }
+        | R::Link { parent, .. }
+        | R::Unlink { parent, .. }
+        | R::Rmdir { parent, .. } => vec![*parent],
+        R::Readdir { dir, .. } => vec![*dir],
+        R::Rename {
+            parent, new_parent, ..
+        } => vec![*parent, *new_parent],
+        _ => Vec::new(),
+    }
+}

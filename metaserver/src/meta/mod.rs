@@ -20,7 +20,7 @@ mod attr;
 mod create;
 mod data;
 pub mod locks;
-mod perm;
+pub(crate) mod perm;
 pub mod placement;
 mod remove;
 mod rename;

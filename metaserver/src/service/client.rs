@@ -1,7 +1,8 @@
 //! The client side: a [`Transport`] over QUIC for `meridian mount --meta quic://…`.
 //!
 //! Owns: a small tokio runtime, the quinn endpoint, the current [`Link`] (connection, its
-//! one stream, the calls awaiting replies) and the invalidation thread.
+//! one stream, the calls awaiting replies), the invalidation thread and the attribute and
+//! entry cache ([`MetaCache`]) the invalidations keep true.
 //!
 //! A call is written straight from the calling thread onto the link's stream, tagged with
 //! an id; the link's reader task hands each reply to its caller, so many FUSE threads have
@@ -18,10 +19,13 @@
 //! Locks: `link` is held only to read or replace the handle; a link's `pending` only to
 //! add or take one entry; its `send` (async) for one frame's write. No two at once.
 
+use super::cache::MetaCache;
 use super::{SERVER_NAME, next, tls};
-use meridian_proto::session::{ClientMsg, Invalidation, InvalidationHandler, ServerMsg};
+use meridian_proto::session::{
+    ClientMsg, Invalidation, InvalidationHandler, ServerMsg, directories,
+};
 use meridian_proto::wire::{Decoder, PROTOCOL_VERSION, Request, Response, Transport, encode};
-use meridian_proto::{MetaError, MetaResult};
+use meridian_proto::{InodeId, MetaError, MetaResult};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,6 +36,42 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 type Handler = Arc<Mutex<Option<InvalidationHandler>>>;
+
+/// Directories with calls of this client in flight, and how many.
+type Busy = Arc<Mutex<HashMap<InodeId, u32>>>;
+
+/// Counts a call's directories busy while it lives.
+struct InFlight<'a>(&'a Busy, Vec<InodeId>);
+
+impl<'a> InFlight<'a> {
+    fn new(busy: &'a Busy, req: &Request) -> Self {
+        let dirs = directories(req);
+        if !dirs.is_empty() {
+            let mut b = busy.lock();
+            for d in &dirs {
+                *b.entry(*d).or_insert(0) += 1;
+            }
+        }
+        InFlight(busy, dirs)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.1.is_empty() {
+            return;
+        }
+        let mut b = self.0.lock();
+        for d in &self.1 {
+            if let Some(n) = b.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    b.remove(d);
+                }
+            }
+        }
+    }
+}
 
 /// One connection and its stream.
 struct Link {
@@ -66,6 +106,8 @@ pub struct QuicClient {
     next_id: AtomicU64,
     handler: Handler,
     batches: std::sync::mpsc::Sender<Batch>,
+    cache: Arc<MetaCache>,
+    busy: Busy,
 }
 
 fn store(msg: String) -> MetaError {
@@ -103,7 +145,8 @@ impl QuicClient {
             .block_on(async { quinn::Endpoint::client(bind) })
             .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
         let handler: Handler = Default::default();
-        let batches = invalidation_thread(rt.handle().clone(), handler.clone())
+        let busy: Busy = Default::default();
+        let batches = invalidation_thread(rt.handle().clone(), handler.clone(), busy.clone())
             .map_err(|e| format!("cannot start the invalidation thread: {e}"))?;
         let client = QuicClient {
             rt,
@@ -117,6 +160,8 @@ impl QuicClient {
             next_id: AtomicU64::new(1),
             handler,
             batches,
+            cache: Default::default(),
+            busy,
         };
         client.link().map_err(|e| match e {
             MetaError::Store(m) => m,
@@ -143,6 +188,8 @@ impl QuicClient {
                 .await
                 .map_err(|_| self.late())?
         })?;
+        // Invalidations meant for the old session are lost: start the cache afresh.
+        self.cache.clear();
         *self.link.lock() = Some(link.clone());
         Ok(link)
     }
@@ -184,7 +231,8 @@ impl QuicClient {
             send: tokio::sync::Mutex::new(send),
             pending: Default::default(),
         });
-        tokio::spawn(reader(link.clone(), recv, dec, self.batches.clone()));
+        let (batches, cache) = (self.batches.clone(), self.cache.clone());
+        tokio::spawn(reader(link.clone(), recv, dec, batches, cache));
         Ok(link)
     }
 }
@@ -207,6 +255,7 @@ async fn reader(
     mut recv: quinn::RecvStream,
     mut dec: Decoder,
     batches: std::sync::mpsc::Sender<Batch>,
+    cache: Arc<MetaCache>,
 ) {
     loop {
         match next::<ServerMsg>(&mut recv, &mut dec).await {
@@ -216,6 +265,8 @@ async fn reader(
                 }
             }
             Ok(Some(ServerMsg::Invalidate { seq, items })) => {
+                // Before any later reply is delivered: see `cache`.
+                cache.apply(&items);
                 let _ = batches.send((link.clone(), seq, items));
             }
             Ok(None) => break,
@@ -229,21 +280,41 @@ async fn reader(
     link.pending.lock().clear();
 }
 
-/// Applies pushed invalidations in order, acknowledging each batch after it is applied.
+/// Applies pushed invalidations in order, acknowledging each batch after it is applied —
+/// except a batch naming an entry of a directory this client has a call in flight in: the
+/// kernel may hold that directory's lock until the call returns, and the call may be
+/// waiting for the client whose change this is, which waits for this acknowledgement. Such
+/// a batch is acknowledged first (this client's own cache is already updated) and applied
+/// to the kernel after.
 fn invalidation_thread(
     rt: tokio::runtime::Handle,
     handler: Handler,
+    busy: Busy,
 ) -> std::io::Result<std::sync::mpsc::Sender<Batch>> {
     let (tx, rx) = std::sync::mpsc::channel::<Batch>();
     std::thread::Builder::new()
         .name("meridian-inval".into())
         .spawn(move || {
             for (link, seq, items) in rx {
+                let ack = || {
+                    if let Ok(frame) = encode(&ClientMsg::Ack { seq }) {
+                        let _ = rt.block_on(link.write(&frame));
+                    }
+                };
+                let blocked = {
+                    let b = busy.lock();
+                    items.iter().any(|i| {
+                        matches!(i, Invalidation::Entry { parent, .. } if b.contains_key(parent))
+                    })
+                };
+                if blocked {
+                    ack();
+                }
                 if let Some(h) = &*handler.lock() {
                     h(&items);
                 }
-                if let Ok(frame) = encode(&ClientMsg::Ack { seq }) {
-                    let _ = rt.block_on(link.write(&frame));
+                if !blocked {
+                    ack();
                 }
             }
         })?;
@@ -252,6 +323,38 @@ fn invalidation_thread(
 
 impl Transport for QuicClient {
     fn call(&self, req: Request) -> MetaResult<Response> {
+        if let Some(resp) = self.cache.answer(&req) {
+            return Ok(resp);
+        }
+        if let Request::Release { .. } = req {
+            return self.post(req);
+        }
+        let epoch = self.cache.epoch();
+        let plan = self.cache.plan(&req);
+        let _busy = InFlight::new(&self.busy, &req);
+        let resp = self.exchange(req)?;
+        self.cache.learn(epoch, plan, &resp);
+        Ok(resp)
+    }
+}
+
+impl QuicClient {
+    /// Sends a release without waiting for its answer: nothing a caller does depends on
+    /// it, calls on the stream are served in order, and if the connection is lost first
+    /// the metaserver releases the session's opens itself when it ends.
+    fn post(&self, req: Request) -> MetaResult<Response> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode(&ClientMsg::Call { id, req })
+            .map_err(|e| store(format!("metaserver request: {e}")))?;
+        let link = self.link()?;
+        let _ = self
+            .rt
+            .block_on(async { tokio::time::timeout(self.timeout, link.write(&frame)).await });
+        Ok(Response::Unit)
+    }
+
+    /// Sends one call and waits for its reply.
+    fn exchange(&self, req: Request) -> MetaResult<Response> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode(&ClientMsg::Call { id, req })
             .map_err(|e| store(format!("metaserver request: {e}")))?;

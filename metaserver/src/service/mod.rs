@@ -3,7 +3,8 @@
 //! Layout: [`tls`] (the server's certificate, generated on first start, that clients pin),
 //! [`clients`] (credentials issued per client), [`server`] (connections, the handshake,
 //! dispatch onto the namespace), [`hub`] (sessions, pushed invalidations, what a client
-//! that goes away leaves behind), [`client`] (the `Transport` a mount uses: many calls on
+//! that goes away leaves behind), [`cache`] (a client's attributes and entries, kept
+//! true by invalidations), [`client`] (the `Transport` a mount uses: many calls on
 //! one stream, reconnects, times out instead of hanging, applies invalidations).
 //!
 //! Protocol (`meridian_proto::wire` and `meridian_proto::session`): one long-lived
@@ -11,6 +12,7 @@
 //! credential; anything else closes the connection with a reason the client shows), then
 //! id-tagged calls one way and replies plus invalidations the other.
 
+pub mod cache;
 pub mod client;
 pub mod clients;
 pub mod hub;
