@@ -158,6 +158,7 @@ pub fn mentions(req: &Request, resp: &Response) -> Vec<InodeId> {
     }
     match resp {
         Response::Attr(a) => out.push(a.ino),
+        Response::Made(a, dir) => out.extend([a.ino, dir.ino]),
         Response::Entries(es) => out.extend(es.iter().map(|e| e.ino)),
         _ => {}
     }

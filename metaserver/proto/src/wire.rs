@@ -183,8 +183,14 @@ pub enum Request {
 /// The result of one call.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Response {
-    Hello { version: u32, server: String },
+    Hello {
+        version: u32,
+        server: String,
+    },
     Attr(Attr),
+    /// A new name's attributes and its directory's after the change (a client caching
+    /// the directory need not ask again).
+    Made(Attr, Attr),
     Unit,
     Bytes(serde_bytes::ByteBuf),
     Entries(Vec<DirEntry>),
@@ -278,6 +284,14 @@ fn attr(r: MetaResult<Attr>) -> Response {
     r.map_or_else(Response::Err, Response::Attr)
 }
 
+/// A new name's attributes with its directory's.
+fn made(ns: &dyn Namespace, parent: InodeId, r: MetaResult<Attr>) -> Response {
+    match r.and_then(|a| Ok((a, ns.getattr(parent)?))) {
+        Ok((a, dir)) => Response::Made(a, dir),
+        Err(e) => Response::Err(e),
+    }
+}
+
 /// Runs one request on the server's namespace for client session `session` (its locks).
 pub fn dispatch(ns: &dyn Namespace, session: u64, req: Request) -> Response {
     use Request as R;
@@ -296,25 +310,25 @@ pub fn dispatch(ns: &dyn Namespace, session: u64, req: Request) -> Response {
             kind,
             mode,
             rdev,
-        } => attr(ns.mknod(&who, parent, &name, kind, mode, rdev)),
+        } => made(ns, parent, ns.mknod(&who, parent, &name, kind, mode, rdev)),
         R::Create {
             who,
             parent,
             name,
             mode,
-        } => attr(ns.create(&who, parent, &name, mode)),
+        } => made(ns, parent, ns.create(&who, parent, &name, mode)),
         R::Mkdir {
             who,
             parent,
             name,
             mode,
-        } => attr(ns.mkdir(&who, parent, &name, mode)),
+        } => made(ns, parent, ns.mkdir(&who, parent, &name, mode)),
         R::Symlink {
             who,
             parent,
             name,
             target,
-        } => attr(ns.symlink(&who, parent, &name, &target)),
+        } => made(ns, parent, ns.symlink(&who, parent, &name, &target)),
         R::Readlink { ino } => ns
             .readlink(ino)
             .map_or_else(Response::Err, |b| Response::Bytes(b.into())),
@@ -413,7 +427,7 @@ impl<T: Transport> Remote<T> {
     }
     fn attr(&self, req: Request) -> MetaResult<Attr> {
         match self.call(req)? {
-            Response::Attr(a) => Ok(a),
+            Response::Attr(a) | Response::Made(a, _) => Ok(a),
             _ => unexpected("reply (wanted attributes)"),
         }
     }

@@ -184,7 +184,7 @@ impl MetaCache {
     pub fn learn(&self, epoch: u64, plan: Plan, resp: &Response) {
         let mut c = self.inner.lock();
         if c.epoch != epoch {
-            if let Response::Attr(a) = resp {
+            if let Response::Attr(a) | Response::Made(a, _) = resp {
                 c.attrs.remove(&a.ino);
             }
             return;
@@ -195,13 +195,19 @@ impl MetaCache {
                 c.put_entry(p, n, Some(a.ino));
                 c.put_attr(a);
             }
-            (Plan::NewDir(p, n), Response::Attr(a)) => {
+            (Plan::Entry(p, n), Response::Made(a, dir)) => {
                 c.put_entry(p, n, Some(a.ino));
                 c.put_attr(a);
+                c.put_attr(dir);
+            }
+            (Plan::NewDir(p, n), Response::Made(a, dir)) => {
+                c.put_entry(p, n, Some(a.ino));
+                c.put_attr(a);
+                c.put_attr(dir);
                 c.complete.insert(a.ino);
             }
             (Plan::Entry(p, n), Response::Err(MetaError::NotFound)) => c.put_entry(p, n, None),
-            (_, Response::Attr(a)) => {
+            (_, Response::Attr(a) | Response::Made(a, _)) => {
                 c.attrs.remove(&a.ino);
             }
             _ => {}
@@ -290,7 +296,8 @@ mod tests {
         };
         let e = c.epoch();
         let p = c.plan(&mkdir);
-        c.learn(e, p, &Response::Attr(attr(7, 0o755, FileKind::Directory)));
+        let made = |a| Response::Made(a, attr(1, 0o755, FileKind::Directory));
+        c.learn(e, p, &made(attr(7, 0o755, FileKind::Directory)));
         let probe = Request::Lookup {
             who: root.clone(),
             parent: InodeId(7),
@@ -306,7 +313,11 @@ mod tests {
         };
         let e = c.epoch();
         let p = c.plan(&create);
-        c.learn(e, p, &Response::Attr(attr(8, 0o644, FileKind::Regular)));
+        c.learn(e, p, &made(attr(8, 0o644, FileKind::Regular)));
+        assert!(matches!(
+            c.answer(&Request::Getattr { ino: ROOT }),
+            Some(Response::Attr(_))
+        ));
         assert!(matches!(c.answer(&probe), Some(Response::Attr(a)) if a.ino == InodeId(8)));
         // Another client adds a name: the directory is no longer known complete.
         c.apply(&[

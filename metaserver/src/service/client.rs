@@ -278,6 +278,8 @@ async fn reader(
         }
     }
     link.pending.lock().clear();
+    // Without the connection no invalidation can arrive: the cache is no longer kept true.
+    cache.clear();
 }
 
 /// Applies pushed invalidations in order, acknowledging each batch after it is applied —

@@ -95,7 +95,7 @@ impl SessionState {
             .add(meridian_proto::session::mentions(req, resp));
         let opened = match (req, resp) {
             (Request::Open { ino, .. }, _) => Some(*ino),
-            (Request::Create { .. }, Response::Attr(a)) => Some(a.ino),
+            (Request::Create { .. }, Response::Attr(a) | Response::Made(a, _)) => Some(a.ino),
             _ => None,
         };
         let mut opens = self.opens.lock();
