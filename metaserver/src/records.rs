@@ -7,17 +7,21 @@
 //! - `data`:     ino → [`Layout`] (regular files only)
 //! - `meta`:     fixed names → counters ([`NEXT_INO`], [`FILES`], [`BYTES`])
 //! - `orphans`:  ino → empty (inodes with no name left, kept while open)
+//! - `feed`:     HLC stamp → the items one transaction changed (the change feed; the last
+//!   stamp issued is the counter [`FEED_HLC`])
 //!
 //! Values are postcard-encoded; a value that does not decode is reported as
 //! [`MetaError::Corrupt`] naming the table and key, never a panic.
 
 use crate::store::{ReadTxn, Table, WriteTxn};
-use meridian_proto::{Attr, FileKind, InodeId, Layout, MetaError, MetaResult};
+use meridian_proto::session::Invalidation;
+use meridian_proto::{Attr, FileKind, Hlc, InodeId, Layout, MetaError, MetaResult};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub const NEXT_INO: &[u8] = b"next_ino";
 pub const FILES: &[u8] = b"files";
 pub const BYTES: &[u8] = b"bytes";
+pub const FEED_HLC: &[u8] = b"feed_hlc";
 /// The on-disk format of the records; bumped whenever an encoding changes.
 pub const FORMAT: &[u8] = b"format";
 pub const FORMAT_VERSION: u64 = 1;
@@ -52,6 +56,9 @@ pub fn check_value(table: Table, key: &[u8], bytes: &[u8]) -> MetaResult<()> {
         Table::Dentries => decode::<DentryRec>(table, key, bytes).map(drop),
         Table::Data => decode::<Layout>(table, key, bytes).map(drop),
         Table::Meta => decode::<u64>(table, key, bytes).map(drop),
+        Table::Feed => {
+            decode::<Vec<meridian_proto::session::Invalidation>>(table, key, bytes).map(drop)
+        }
         Table::Xattrs | Table::Orphans => Ok(()),
     }
 }
@@ -145,9 +152,10 @@ impl Records for &dyn ReadTxn {
     }
 }
 
-/// Typed writes inside a write transaction.
+/// Typed writes inside a write transaction; notes what they change (for the feed).
 pub struct Writer<'a> {
     pub txn: &'a mut dyn WriteTxn,
+    pub touched: Vec<Invalidation>,
 }
 
 impl Records for Writer<'_> {
@@ -159,9 +167,40 @@ impl Records for Writer<'_> {
 
 impl<'a> Writer<'a> {
     pub fn new(txn: &'a mut dyn WriteTxn) -> Self {
-        Writer { txn }
+        Writer {
+            txn,
+            touched: Vec::new(),
+        }
+    }
+    fn touch(&mut self, ino: InodeId) {
+        if self.touched.last() != Some(&Invalidation::Inode(ino)) {
+            self.touched.push(Invalidation::Inode(ino));
+        }
+    }
+    fn touch_entry(&mut self, parent: InodeId, name: &[u8]) {
+        self.touched.push(Invalidation::Entry {
+            parent,
+            name: name.to_vec(),
+        });
+    }
+    /// Appends what this transaction changed to the change feed, stamped after the last
+    /// stamp (and at least the wall time `now_ms`); returns the stamp. Nothing if nothing
+    /// changed.
+    pub fn append_feed(&mut self, now_ms: u64) -> MetaResult<Option<Hlc>> {
+        if self.touched.is_empty() {
+            return Ok(None);
+        }
+        let mut items = std::mem::take(&mut self.touched);
+        let mut seen = std::collections::HashSet::new();
+        items.retain(|i| seen.insert(i.clone()));
+        let hlc = Hlc(self.counter(FEED_HLC)?).tick(now_ms);
+        self.set_counter(FEED_HLC, hlc.0)?;
+        self.txn
+            .put(Table::Feed, &hlc.0.to_be_bytes(), &encode(&items))?;
+        Ok(Some(hlc))
     }
     pub fn put_inode(&mut self, rec: &InodeRec) -> MetaResult<()> {
+        self.touch(rec.attr.ino);
         self.txn
             .put(Table::Inodes, &ino_key(rec.attr.ino), &encode(rec))
     }
@@ -171,13 +210,16 @@ impl<'a> Writer<'a> {
         self.put_inode(&rec)
     }
     pub fn put_dentry(&mut self, parent: InodeId, name: &[u8], d: DentryRec) -> MetaResult<()> {
+        self.touch_entry(parent, name);
         self.txn
             .put(Table::Dentries, &child_key(parent, name), &encode(&d))
     }
     pub fn del_dentry(&mut self, parent: InodeId, name: &[u8]) -> MetaResult<()> {
+        self.touch_entry(parent, name);
         self.txn.delete(Table::Dentries, &child_key(parent, name))
     }
     pub fn put_layout(&mut self, ino: InodeId, layout: &Layout) -> MetaResult<()> {
+        self.touch(ino);
         self.txn.put(Table::Data, &ino_key(ino), &encode(layout))
     }
     pub fn set_counter(&mut self, name: &[u8], v: u64) -> MetaResult<()> {
@@ -189,9 +231,11 @@ impl<'a> Writer<'a> {
         self.set_counter(name, v)
     }
     pub fn put_xattr(&mut self, ino: InodeId, name: &[u8], value: &[u8]) -> MetaResult<()> {
+        self.touch(ino);
         self.txn.put(Table::Xattrs, &child_key(ino, name), value)
     }
     pub fn del_xattr(&mut self, ino: InodeId, name: &[u8]) -> MetaResult<()> {
+        self.touch(ino);
         self.txn.delete(Table::Xattrs, &child_key(ino, name))
     }
     pub fn set_orphan(&mut self, ino: InodeId, orphan: bool) -> MetaResult<()> {
@@ -204,6 +248,7 @@ impl<'a> Writer<'a> {
     /// Removes an inode and everything hanging off it (data, xattrs, orphan mark).
     pub fn purge_inode(&mut self, ino: InodeId) -> MetaResult<()> {
         let rec = self.inode(ino)?;
+        self.touch(ino);
         for name in self.xattr_names(ino)? {
             self.del_xattr(ino, &name)?;
         }

@@ -10,6 +10,7 @@
 //! - [`error`]: [`MetaError`], the one error type of the metadata layer (no errno here: the
 //!   client chooses errno in exactly one place).
 //! - [`namespace`]: the [`Namespace`] trait every metadata implementation provides.
+//! - [`hlc`]: hybrid logical clock stamps of the change feed.
 //! - [`wire`], [`session`]: the client ↔ metaserver protocol (codec, calls, pushed
 //!   invalidations).
 //!
@@ -20,6 +21,7 @@
 //!   never longer than [`CHUNK_SIZE`].
 
 pub mod error;
+pub mod hlc;
 pub mod layout;
 pub mod namespace;
 pub mod session;
@@ -27,9 +29,11 @@ pub mod types;
 pub mod wire;
 
 pub use error::{MetaError, MetaResult};
+pub use hlc::Hlc;
 pub use layout::{BlockId, BlockRef, CHUNK_SIZE, DEFAULT_INLINE_MAX, Layout};
 pub use namespace::{
-    Commit, Lock, LockKind, LockOwner, Namespace, RenameMode, SetAttr, StatFs, TimeSet, XattrMode,
+    Change, Commit, Lock, LockKind, LockOwner, Namespace, RenameMode, SetAttr, StatFs, TimeSet,
+    XattrMode,
 };
 pub use types::{Attr, Caller, DirEntry, FileKind, InodeId, ROOT, SITE_BITS, Timestamp};
 

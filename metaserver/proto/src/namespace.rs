@@ -11,7 +11,10 @@
 //! - an inode whose last name is removed while it is open (see [`Namespace::open`]) stays
 //!   readable and writable until the last [`Namespace::release`].
 
-use crate::{Attr, BlockRef, Caller, DirEntry, FileKind, InodeId, Layout, MetaResult, Timestamp};
+use crate::session::Invalidation;
+use crate::{
+    Attr, BlockRef, Caller, DirEntry, FileKind, Hlc, InodeId, Layout, MetaResult, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
 /// How a time attribute is set.
@@ -104,6 +107,14 @@ pub struct LockOwner {
     pub owner: u64,
 }
 
+/// One entry of the change feed: what one transaction changed, stamped with its hybrid
+/// logical clock (the feed's cursor).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub hlc: Hlc,
+    pub items: Vec<Invalidation>,
+}
+
 /// The metadata operations of one namespace.
 pub trait Namespace: Send + Sync {
     fn lookup(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<Attr>;
@@ -187,6 +198,12 @@ pub trait Namespace: Send + Sync {
     /// Releases every lock of a client session that ended (its connection closed or its
     /// lease ran out).
     fn end_session(&self, session: u64) -> MetaResult<()>;
+
+    /// Up to `limit` entries of the change feed stamped after `after` (from the start with
+    /// `Hlc(0)`), oldest first. A subscriber keeps the last stamp it read as its cursor.
+    /// Entries older than the feed's retention are gone: a cursor older than the first
+    /// entry is [`crate::MetaError::Invalid`] (the subscriber must resynchronise).
+    fn changes(&self, after: Hlc, limit: usize) -> MetaResult<Vec<Change>>;
 
     fn statfs(&self) -> MetaResult<StatFs>;
     /// Makes every completed change durable (fsync of a directory).

@@ -124,6 +124,7 @@ pub fn changes(req: &Request, victims: &[InodeId]) -> Vec<Invalidation> {
         | R::Listxattr { .. }
         | R::Getlk { .. }
         | R::Setlk { .. }
+        | R::Changes { .. }
         | R::Statfs
         | R::Sync => {}
     }

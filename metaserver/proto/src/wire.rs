@@ -11,9 +11,9 @@
 //! a `Hello` with another [`PROTOCOL_VERSION`] is refused with both versions named.
 
 use crate::namespace::{
-    Commit, Lock, LockOwner, Namespace, RenameMode, SetAttr, StatFs, XattrMode,
+    Change, Commit, Lock, LockOwner, Namespace, RenameMode, SetAttr, StatFs, XattrMode,
 };
-use crate::{Attr, Caller, DirEntry, FileKind, InodeId, Layout, MetaError, MetaResult};
+use crate::{Attr, Caller, DirEntry, FileKind, Hlc, InodeId, Layout, MetaError, MetaResult};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -176,6 +176,11 @@ pub enum Request {
         owner: u64,
         lock: Lock,
     },
+    /// The change feed after a cursor.
+    Changes {
+        after: Hlc,
+        limit: u32,
+    },
     Statfs,
     Sync,
 }
@@ -199,6 +204,7 @@ pub enum Response {
     Names(Vec<serde_bytes::ByteBuf>),
     StatFs(StatFs),
     Lock(Option<Lock>),
+    Changes(Vec<Change>),
     Err(MetaError),
 }
 
@@ -394,6 +400,9 @@ pub fn dispatch(ns: &dyn Namespace, session: u64, req: Request) -> Response {
             owner: o,
             lock,
         } => unit(ns.setlk(ino, owner(o), &lock)),
+        R::Changes { after, limit } => ns
+            .changes(after, limit as usize)
+            .map_or_else(Response::Err, Response::Changes),
         R::Statfs => ns.statfs().map_or_else(Response::Err, Response::StatFs),
         R::Sync => unit(ns.sync()),
     }
@@ -673,6 +682,13 @@ impl<T: Transport> Namespace for Remote<T> {
             owner: owner.owner,
             lock: *lock,
         })
+    }
+    fn changes(&self, after: Hlc, limit: usize) -> MetaResult<Vec<Change>> {
+        let limit = limit.min(u32::MAX as usize) as u32;
+        match self.call(Request::Changes { after, limit })? {
+            Response::Changes(c) => Ok(c),
+            _ => unexpected("reply (wanted changes)"),
+        }
     }
     /// A client's session ends when its connection closes; the metaserver releases its
     /// locks then. A client cannot end it by a call.

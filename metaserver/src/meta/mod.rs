@@ -2,7 +2,8 @@
 //!
 //! Layout: `perm` (permission checks), `create` (mknod, mkdir, symlink, link), `remove`
 //! (unlink, rmdir, dropping links), `rename`, `attr` (setattr, xattrs), `data` (open,
-//! release, layouts and commits).
+//! release, layouts and commits), `feed` (the HLC-stamped change feed), `locks` (byte-range
+//! locks).
 //!
 //! Invariants:
 //! - Every public operation runs in one store transaction (`Store::write_with` or
@@ -19,6 +20,7 @@
 mod attr;
 mod create;
 mod data;
+pub mod feed;
 pub mod locks;
 pub(crate) mod perm;
 pub mod placement;
@@ -185,9 +187,18 @@ impl<S: Store> Meta<S> {
     /// Every change survives a crash of this process when this returns (the store's
     /// journal), and a crash of the machine after the store's next sync: `sync` (fsync,
     /// fsyncdir, syncfs) forces one, as POSIX asks.
+    ///
+    /// What the transaction changed is appended to the change feed in the same
+    /// transaction (see [`feed`]).
     fn write<T>(&self, f: impl FnOnce(&mut Writer<'_>) -> MetaResult<T>) -> MetaResult<T> {
-        self.store
-            .write_with(Durability::Deferred, |txn| f(&mut Writer::new(txn)))
+        self.store.write_with(Durability::Deferred, |txn| {
+            let mut w = Writer::new(txn);
+            let out = f(&mut w)?;
+            if let Some(hlc) = w.append_feed(Hlc::wall_millis())? {
+                feed::trim(&mut w, hlc)?;
+            }
+            Ok(out)
+        })
     }
 }
 
@@ -494,6 +505,10 @@ impl<S: Store> Namespace for Meta<S> {
             tracing::info!(session, locks = n, "released the locks of an ended session");
         }
         Ok(())
+    }
+
+    fn changes(&self, after: Hlc, limit: usize) -> MetaResult<Vec<Change>> {
+        self.read(|t| feed::read(t, after, limit))
     }
 
     fn statfs(&self) -> MetaResult<StatFs> {

@@ -36,6 +36,7 @@ fn suite<S: Store>(make: impl Fn() -> S) {
         ),
         ("names_are_checked", names_are_checked),
         ("byte_range_locks", byte_range_locks),
+        ("change_feed", change_feed),
         (
             "objectives_and_placement",
             super::tests_placement::objectives_and_placement,
@@ -678,4 +679,46 @@ fn byte_range_locks(ns: &dyn Namespace) {
         ns.setlk(InodeId(999_999), a, &w(0, 1)),
         Err(MetaError::NotFound)
     );
+}
+
+fn change_feed(ns: &dyn Namespace) {
+    use meridian_proto::session::Invalidation::{Entry, Inode};
+    let root = Caller::root();
+    let start = ns.changes(Hlc(0), 10_000).unwrap();
+    let cursor = start.last().map_or(Hlc(0), |c| c.hlc);
+    let d = ns.mkdir(&root, ROOT, b"shot", 0o755).unwrap();
+    let f = ns.create(&root, d.ino, b"a.exr", 0o644).unwrap();
+    ns.release(f.ino).unwrap();
+    ns.rename(&root, d.ino, b"a.exr", d.ino, b"b.exr", RenameMode::Replace)
+        .unwrap();
+    let set = SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    ns.setattr(&root, f.ino, &set).unwrap();
+    let feed = ns.changes(cursor, 10_000).unwrap();
+    assert!(feed.len() >= 4, "{feed:?}");
+    assert!(feed.windows(2).all(|w| w[0].hlc < w[1].hlc), "{feed:?}");
+    let has =
+        |item: &meridian_proto::session::Invalidation| feed.iter().any(|c| c.items.contains(item));
+    assert!(has(&Entry {
+        parent: ROOT,
+        name: b"shot".to_vec()
+    }));
+    assert!(has(&Entry {
+        parent: d.ino,
+        name: b"a.exr".to_vec()
+    }));
+    assert!(has(&Entry {
+        parent: d.ino,
+        name: b"b.exr".to_vec()
+    }));
+    assert!(feed.last().unwrap().items.contains(&Inode(f.ino)));
+    // A cursor: reading after the last stamp gives nothing; after the first, the rest.
+    assert!(ns.changes(feed.last().unwrap().hlc, 10).unwrap().is_empty());
+    assert_eq!(ns.changes(feed[0].hlc, 10_000).unwrap(), feed[1..].to_vec());
+    assert_eq!(ns.changes(cursor, 2).unwrap(), feed[..2].to_vec());
+    // Reads change nothing.
+    ns.lookup(&root, d.ino, b"b.exr").unwrap();
+    assert_eq!(ns.changes(cursor, 10_000).unwrap(), feed);
 }

@@ -29,16 +29,19 @@ pub enum Table {
     Data,
     Meta,
     Orphans,
+    /// The change feed: HLC (big-endian) → what one transaction changed.
+    Feed,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Inodes,
         Table::Dentries,
         Table::Xattrs,
         Table::Data,
         Table::Meta,
         Table::Orphans,
+        Table::Feed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Table {
             Table::Data => "data",
             Table::Meta => "meta",
             Table::Orphans => "orphans",
+            Table::Feed => "feed",
         }
     }
 

@@ -31,6 +31,7 @@ const DEFS: [Def; Table::ALL.len()] = [
     TableDefinition::new("data"),
     TableDefinition::new("meta"),
     TableDefinition::new("orphans"),
+    TableDefinition::new("feed"),
 ];
 
 /// Private: the journal sequence the database holds (key `SEQ_KEY`).
