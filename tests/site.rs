@@ -172,3 +172,58 @@ fn kill9_of_the_metaserver_during_two_clients_write_loops_loses_nothing_acknowle
         }
     }
 }
+
+/// The change feed through a real metaserver: a change made in a mount appears, stamped,
+/// and a cursor resumes after it.
+#[test]
+fn the_change_feed_is_read_from_a_cursor() {
+    let site = Site::start();
+    let t = site.add_client("ws");
+    let a = mount(&site, &t, &[]);
+    let cfg = site.dir.join("site.toml");
+    let feed = |after: &str| {
+        let out = run(
+            meridian(),
+            &[
+                "metaserver",
+                "-c",
+                cfg.to_str().unwrap(),
+                "feed",
+                "--token",
+                &t,
+                "--after",
+                after,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = feed("0");
+    let cursor = before
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("cursor ")
+        .unwrap()
+        .to_string();
+    std::fs::write(a.path("SH010.clip"), b"<clip/>").unwrap();
+    let after = feed(&cursor);
+    assert!(after.contains("entry 1/SH010.clip"), "{after}");
+    let next = after
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("cursor ")
+        .unwrap()
+        .to_string();
+    assert!(next.parse::<u64>().unwrap() > cursor.parse::<u64>().unwrap());
+    assert_eq!(
+        feed(&next).lines().count(),
+        1,
+        "nothing after the last cursor"
+    );
+}

@@ -33,6 +33,19 @@ enum SiteCmd {
     AddClient { name: String },
     /// List the clients connected to the running metaserver
     Status,
+    /// Print the change feed after a cursor (what the next site follows): one line per
+    /// change, `STAMP  ITEMS`, then the cursor to pass as --after next time
+    Feed {
+        /// The last stamp already read (0: from the oldest change kept)
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Most changes to print
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// A client credential of this site (from add-client)
+        #[arg(long, env = "MERIDIAN_META_TOKEN", hide_env_values = true)]
+        token: String,
+    },
 }
 
 /// The site file.
@@ -96,8 +109,45 @@ pub fn run(args: SiteArgs) -> Result<()> {
             Ok(())
         }
         Some(SiteCmd::Status) => status(&dir),
+        Some(SiteCmd::Feed {
+            after,
+            limit,
+            token,
+        }) => feed(&cfg, &dir, after, limit, token),
         None => serve(&cfg, &dir),
     }
+}
+
+fn feed(cfg: &SiteConfig, dir: &Path, after: u64, limit: usize, token: String) -> Result<()> {
+    use meridian_proto::session::Invalidation;
+    let m = MetaSection {
+        url: format!("quic://{}", cfg.listen),
+        cert: cfg.cert.clone().unwrap_or(dir.join("metaserver.crt")),
+        token: Some(token),
+        client: Some("feed".into()),
+        timeout_ms: Some(10_000),
+    };
+    let (ns, _) = connect(&m)?;
+    let changes = ns
+        .changes(meridian_proto::Hlc(after), limit)
+        .map_err(|e| anyhow!("metaserver {}: {e}", m.url))?;
+    let mut cursor = after;
+    for c in &changes {
+        let items: Vec<String> = c
+            .items
+            .iter()
+            .map(|i| match i {
+                Invalidation::Inode(ino) => format!("inode {}", ino.0),
+                Invalidation::Entry { parent, name } => {
+                    format!("entry {}/{}", parent.0, String::from_utf8_lossy(name))
+                }
+            })
+            .collect();
+        println!("{}\t{}\t{}", c.hlc.0, c.hlc, items.join(", "));
+        cursor = c.hlc.0;
+    }
+    println!("cursor {cursor}");
+    Ok(())
 }
 
 fn status(dir: &Path) -> Result<()> {
