@@ -17,4 +17,4 @@ pub mod service;
 pub mod store;
 
 pub use meta::{Meta, MetaConfig};
-pub use store::{MemStore, RedbStore, Store};
+pub use store::{MemStore, PgStore, RedbStore, Store};

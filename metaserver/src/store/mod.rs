@@ -11,11 +11,13 @@
 
 pub mod journal;
 mod mem;
+pub mod pg;
 mod redb_store;
 #[cfg(test)]
 pub(crate) mod suite;
 
 pub use mem::MemStore;
+pub use pg::PgStore;
 pub use redb_store::{RedbStore, journal_path};
 
 use meridian_proto::MetaResult;
