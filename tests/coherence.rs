@@ -175,3 +175,44 @@ fn locks_taken_in_one_mount_hold_in_the_other() {
     let _ = holder.wait();
     a.kill9(); // clears the dead mount
 }
+
+/// Two metaserver processes over one PostgreSQL database serve one site: a mount of each
+/// sees the other's changes — each metaserver follows the shared change feed and pushes
+/// what the other made to its own clients (within its 100 ms poll, so this polls).
+#[test]
+fn two_metaservers_over_one_postgresql_serve_one_site() {
+    let pg = meridian_metaserver::store::pg::testing::Cluster::start();
+    let prefix = format!("pg-site-{}/", pg.port);
+    let (s1, s2) = (
+        Site::start_postgres(&pg.url(), &prefix),
+        Site::start_postgres(&pg.url(), &prefix),
+    );
+    let a = s1.mount(&s1.add_client("ws1"), &["--attr-ttl-ms", "60000"]);
+    let b = s2.mount(&s2.add_client("ws2"), &["--attr-ttl-ms", "60000"]);
+    let soon = |what: &str, ok: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !ok() {
+            assert!(t.elapsed() < Duration::from_secs(5), "{what}: not seen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    std::fs::create_dir(a.path("shot")).unwrap();
+    assert_eq!(std::fs::read_dir(b.path("shot")).unwrap().count(), 0);
+    std::fs::write(a.path("shot/SH010.clip"), b"<clip v=1/>").unwrap();
+    soon("a create", &|| b.path("shot/SH010.clip").exists());
+    assert_eq!(
+        std::fs::read(b.path("shot/SH010.clip")).unwrap(),
+        b"<clip v=1/>"
+    );
+    std::fs::write(b.path("shot/SH010.clip"), b"<clip v=2 from b/>").unwrap();
+    soon("a write", &|| {
+        std::fs::read(a.path("shot/SH010.clip")).unwrap() == b"<clip v=2 from b/>"
+    });
+    std::fs::rename(a.path("shot/SH010.clip"), a.path("shot/SH020.clip")).unwrap();
+    soon("a rename", &|| !b.path("shot/SH010.clip").exists());
+    assert!(b.path("shot/SH020.clip").exists());
+    std::fs::remove_file(b.path("shot/SH020.clip")).unwrap();
+    soon("a delete", &|| {
+        std::fs::read_dir(a.path("shot")).unwrap().count() == 0
+    });
+}

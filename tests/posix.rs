@@ -24,6 +24,19 @@ fn pjdfstest_passes_over_a_quic_metaserver() {
     pjdfstest(&m);
 }
 
+/// The same suite through a metaserver whose namespace is in PostgreSQL.
+#[test]
+fn pjdfstest_passes_over_a_postgresql_backed_metaserver() {
+    let pg = meridian_metaserver::store::pg::testing::Cluster::start();
+    let site = common::site::Site::start_postgres(&pg.url(), "pjd-pg/");
+    let token = site.add_client("pjd");
+    let mut args = vec!["--allow-other".to_string()];
+    args.extend(site.mount_flags(&token));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let m = Mount::with_args(Backend::Garage, &args);
+    pjdfstest(&m);
+}
+
 fn pjdfstest(m: &Mount) {
     assert!(
         nix_is_root(),

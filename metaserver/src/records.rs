@@ -57,7 +57,7 @@ pub fn check_value(table: Table, key: &[u8], bytes: &[u8]) -> MetaResult<()> {
         Table::Data => decode::<Layout>(table, key, bytes).map(drop),
         Table::Meta => decode::<u64>(table, key, bytes).map(drop),
         Table::Feed => {
-            decode::<Vec<meridian_proto::session::Invalidation>>(table, key, bytes).map(drop)
+            decode::<(u64, Vec<meridian_proto::session::Invalidation>)>(table, key, bytes).map(drop)
         }
         Table::Xattrs | Table::Orphans => Ok(()),
     }
@@ -184,9 +184,9 @@ impl<'a> Writer<'a> {
         });
     }
     /// Appends what this transaction changed to the change feed, stamped after the last
-    /// stamp (and at least the wall time `now_ms`); returns the stamp. Nothing if nothing
-    /// changed.
-    pub fn append_feed(&mut self, now_ms: u64) -> MetaResult<Option<Hlc>> {
+    /// stamp (and at least the wall time `now_ms`), with the writing process's `origin`;
+    /// returns the stamp. Nothing if nothing changed.
+    pub fn append_feed(&mut self, now_ms: u64, origin: u64) -> MetaResult<Option<Hlc>> {
         if self.touched.is_empty() {
             return Ok(None);
         }
@@ -196,7 +196,7 @@ impl<'a> Writer<'a> {
         let hlc = Hlc(self.counter(FEED_HLC)?).tick(now_ms);
         self.set_counter(FEED_HLC, hlc.0)?;
         self.txn
-            .put(Table::Feed, &hlc.0.to_be_bytes(), &encode(&items))?;
+            .put(Table::Feed, &hlc.0.to_be_bytes(), &encode(&(origin, items)))?;
         Ok(Some(hlc))
     }
     pub fn put_inode(&mut self, rec: &InodeRec) -> MetaResult<()> {

@@ -11,10 +11,23 @@ pub struct Site {
     pub dir: PathBuf,
     pub port: u16,
     child: Option<Child>,
+    /// Where this site's mounts keep blocks in the shared bucket.
+    pub prefix: String,
 }
 
 impl Site {
     pub fn start() -> Site {
+        Site::start_with("", None)
+    }
+
+    /// A metaserver whose namespace lives in PostgreSQL at `url` (several may share one),
+    /// its mounts keeping blocks under `prefix`.
+    pub fn start_postgres(url: &str, prefix: &str) -> Site {
+        Site::start_with(&format!("postgres = {url:?}\n"), Some(prefix.to_string()))
+    }
+
+    /// `extra` lines go into site.toml.
+    pub fn start_with(extra: &str, prefix: Option<String>) -> Site {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let port = std::net::UdpSocket::bind("127.0.0.1:0")
@@ -25,7 +38,7 @@ impl Site {
         std::fs::write(
             dir.join("site.toml"),
             format!(
-                "data_dir = \"{}/data\"\nlisten = \"127.0.0.1:{port}\"\n",
+                "data_dir = \"{}/data\"\nlisten = \"127.0.0.1:{port}\"\n{extra}",
                 dir.display()
             ),
         )
@@ -35,6 +48,7 @@ impl Site {
             dir,
             port,
             child: None,
+            prefix: prefix.unwrap_or(format!("site-{port}/")),
         };
         s.run();
         s
@@ -107,7 +121,7 @@ impl Site {
     pub fn mount_flags(&self, token: &str) -> Vec<String> {
         vec![
             "--prefix".into(),
-            format!("site-{}/", self.port),
+            self.prefix.clone(),
             "--meta".into(),
             format!("quic://127.0.0.1:{}", self.port),
             "--meta-cert".into(),

@@ -26,15 +26,19 @@ pub fn namespace(cfg: &FileConfig) -> Result<Arc<Meta<RedbStore>>> {
             other => break other.map_err(|e| anyhow!("{e}"))?,
         }
     };
-    let meta_cfg = MetaConfig {
+    Ok(Arc::new(Meta::open(store, meta_config(cfg)).map_err(
+        |e| anyhow!("namespace {}: {e}", path.display()),
+    )?))
+}
+
+/// How a namespace is created: its root owned by whoever runs this.
+pub fn meta_config(cfg: &FileConfig) -> MetaConfig {
+    MetaConfig {
         root_uid: nix::unistd::getuid().as_raw(),
         root_gid: nix::unistd::getgid().as_raw(),
         inline_max: cfg.mount.inline_max_bytes,
         ..MetaConfig::default()
-    };
-    Ok(Arc::new(Meta::open(store, meta_cfg).map_err(|e| {
-        anyhow!("namespace {}: {e}", path.display())
-    })?))
+    }
 }
 
 /// The block store: the configured bucket, or `<data_dir>/blocks`. Checked before use.

@@ -59,6 +59,9 @@ pub struct SiteConfig {
     /// A certificate from the site's CA instead of the generated one (PEM), and its key.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// Keep the namespace in PostgreSQL (a libpq URL) instead of `<data_dir>/namespace.redb`;
+    /// several metaservers may share one database.
+    pub postgres: Option<String>,
 }
 
 impl Default for SiteConfig {
@@ -69,6 +72,7 @@ impl Default for SiteConfig {
             names: Vec::new(),
             cert: None,
             key: None,
+            postgres: None,
         }
     }
 }
@@ -189,7 +193,22 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
         ..Default::default()
     };
     file.mount.inline_max_bytes = meridian_proto::DEFAULT_INLINE_MAX;
-    let ns: Arc<dyn Namespace> = crate::open::namespace(&file)?;
+    // With PostgreSQL, other metaservers may change the namespace too: follow the feed.
+    let (ns, follow, location): (Arc<dyn Namespace>, _, _) = match &cfg.postgres {
+        Some(url) => {
+            let store = meridian_metaserver::PgStore::connect(url)
+                .map_err(|e| anyhow!("postgres = {url:?} in the site file: {e}"))?;
+            let meta = meridian_metaserver::Meta::open(store, crate::open::meta_config(&file))
+                .map_err(|e| anyhow!("namespace in {url}: {e}"))?;
+            let origin = meta.instance();
+            (Arc::new(meta), Some(origin), url.clone())
+        }
+        None => (
+            crate::open::namespace(&file)?,
+            None,
+            dir.join("namespace.redb").display().to_string(),
+        ),
+    };
     let scfg = server::ServerConfig {
         listen,
         cert: cfg.cert.clone().unwrap_or(dir.join("metaserver.crt")),
@@ -204,7 +223,7 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
             "meridian metaserver: listening on quic://{}",
             srv.local_addr()
         );
-        println!("  namespace:   {}", dir.join("namespace.redb").display());
+        println!("  namespace:   {location}");
         println!(
             "  certificate: {} (clients pin it: --meta-cert)",
             scfg.cert.display()
@@ -222,6 +241,13 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+        if let Some(origin) = follow {
+            srv.hub
+                .blocking
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let (s3, ns3) = (srv.clone(), ns.clone());
+            tokio::spawn(async move { s3.follow(ns3, origin).await });
+        }
         let serving = srv.serve(ns.clone(), scfg.clients.clone());
         tokio::select! {
             _ = serving => {}
@@ -229,7 +255,8 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
             _ = terminate() => {}
         }
         srv.close();
-        let _ = ns.sync();
+        let ns4 = ns.clone();
+        let _ = tokio::task::spawn_blocking(move || ns4.sync()).await;
         let _ = std::fs::remove_file(dir.join("sessions"));
         tracing::info!("metaserver stopped");
         Ok(())

@@ -112,6 +112,9 @@ pub struct LockOwner {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     pub hlc: Hlc,
+    /// Which metaserver process wrote it (random per process): a metaserver sharing its
+    /// store with others pushes to its clients the changes the others made.
+    pub origin: u64,
     pub items: Vec<Invalidation>,
 }
 

@@ -29,7 +29,7 @@ fn decode(key: &[u8], value: &[u8]) -> MetaResult<Change> {
     let stamp: [u8; 8] = key
         .try_into()
         .map_err(|_| MetaError::Corrupt(format!("feed key of {} bytes", key.len())))?;
-    let items: Vec<Invalidation> = postcard::from_bytes(value).map_err(|e| {
+    let (origin, items): (u64, Vec<Invalidation>) = postcard::from_bytes(value).map_err(|e| {
         MetaError::Corrupt(format!(
             "feed entry {}: {e}",
             Hlc(u64::from_be_bytes(stamp))
@@ -37,6 +37,7 @@ fn decode(key: &[u8], value: &[u8]) -> MetaResult<Change> {
     })?;
     Ok(Change {
         hlc: Hlc(u64::from_be_bytes(stamp)),
+        origin,
         items,
     })
 }
@@ -104,7 +105,7 @@ mod tests {
                 let mut w = Writer::new(txn);
                 w.set_orphan(meridian_proto::InodeId(i as u64 + 10), false)?;
                 w.put_xattr(meridian_proto::InodeId(i as u64 + 10), b"user.x", b"1")?;
-                let hlc = w.append_feed(at)?.expect("a change");
+                let hlc = w.append_feed(at, 1)?.expect("a change");
                 trim(&mut w, hlc)
             })
             .unwrap();

@@ -74,6 +74,8 @@ pub struct Meta<S: Store> {
     dir_names: Mutex<HashMap<InodeId, (InodeId, Vec<u8>)>>,
     /// Every client's byte-range locks (see [`locks`]).
     locks: Mutex<locks::LockTable>,
+    /// This process's id in the change feed (random per open).
+    instance: u64,
 }
 
 impl<S: Store> Meta<S> {
@@ -87,10 +89,16 @@ impl<S: Store> Meta<S> {
             engine: Mutex::new(None),
             dir_names: Mutex::new(HashMap::new()),
             locks: Mutex::new(locks::LockTable::default()),
+            instance: random_u64(),
         };
         meta.init_root()?;
         meta.purge_orphans()?;
         Ok(meta)
+    }
+
+    /// This process's id in the change feed ([`Change::origin`]).
+    pub fn instance(&self) -> u64 {
+        self.instance
     }
 
     pub fn config(&self) -> &MetaConfig {
@@ -194,7 +202,7 @@ impl<S: Store> Meta<S> {
         self.store.write_with(Durability::Deferred, |txn| {
             let mut w = Writer::new(txn);
             let out = f(&mut w)?;
-            if let Some(hlc) = w.append_feed(Hlc::wall_millis())? {
+            if let Some(hlc) = w.append_feed(Hlc::wall_millis(), self.instance)? {
                 feed::trim(&mut w, hlc)?;
             }
             Ok(out)
@@ -518,5 +526,16 @@ impl<S: Store> Namespace for Meta<S> {
                 bytes_used: t.counter(crate::records::BYTES)?,
             })
         })
+    }
+}
+
+/// A random id (from the kernel's generator; the clock if it cannot be read).
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    match std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+    {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => Hlc::wall_millis() ^ u64::from(std::process::id()) << 32,
     }
 }

@@ -125,6 +125,9 @@ impl SessionState {
 pub struct Hub {
     sessions: Mutex<HashMap<u64, Arc<SessionState>>>,
     next_seq: AtomicU64,
+    /// The namespace blocks on network I/O (PostgreSQL): calls run on the blocking pool
+    /// rather than on the connection's task.
+    pub blocking: std::sync::atomic::AtomicBool,
 }
 
 impl Hub {

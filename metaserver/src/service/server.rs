@@ -17,7 +17,7 @@
 
 use super::hub::{Hub, Session, SessionState};
 use super::{CLOSE_PROTOCOL, CLOSE_REFUSED, clients, next, tls};
-use meridian_proto::session::{ClientMsg, ServerMsg, changes, victims};
+use meridian_proto::session::{ClientMsg, Invalidation, ServerMsg, changes, victims};
 use meridian_proto::wire::{Decoder, Request, Response, dispatch, encode, hello_reply};
 use meridian_proto::{Caller, MetaError, Namespace};
 use std::net::SocketAddr;
@@ -45,6 +45,9 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .thread_name("meridian-metaserver")
         .build()
 }
+
+/// How often a metaserver sharing its store reads the change feed.
+pub const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A running server.
 pub struct Server {
@@ -98,6 +101,36 @@ impl Server {
                     Err(e) => tracing::info!(%addr, error = %e, "handshake failed"),
                 }
             });
+        }
+    }
+
+    /// For a metaserver sharing its store with others (PostgreSQL): follows the change feed
+    /// and pushes the changes the other metaservers made to this one's clients, as if made
+    /// here (within [`FOLLOW_EVERY`] of their commit). Runs until the task is dropped.
+    pub async fn follow(&self, ns: Arc<dyn Namespace>, origin: u64) {
+        let mut cursor = meridian_proto::Hlc::at_millis(meridian_proto::Hlc::wall_millis());
+        loop {
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            let ns2 = ns.clone();
+            let read = tokio::task::spawn_blocking(move || ns2.changes(cursor, 1000)).await;
+            let changes = match read {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "reading the change feed");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            for c in changes {
+                cursor = c.hlc;
+                if c.origin == origin {
+                    continue; // pushed when it was made
+                }
+                let targets = self.hub.holders(u64::MAX, &c.items);
+                if !targets.is_empty() {
+                    self.hub.invalidate(targets, c.items).await;
+                }
+            }
         }
     }
 
@@ -217,34 +250,63 @@ fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, id: u64
             id,
             resp: Response::Err(MetaError::Invalid("Hello sent twice".into())),
         }),
-        req => {
-            // The inodes a removal or rename will take away, while their names still resolve.
-            let root = Caller::root();
-            let gone: Vec<_> = victims(&req)
-                .into_iter()
-                .filter_map(|(p, n)| ns.lookup(&root, p, n).ok().map(|a| a.ino))
-                .collect();
-            let resp = dispatch(&**ns, me.id, req.clone());
-            me.record(&req, &resp);
-            let items = match resp {
-                Response::Err(_) => Vec::new(),
-                _ => changes(&req, &gone),
-            };
-            let reply = ServerMsg::Reply { id, resp };
-            let targets = if items.is_empty() {
-                Vec::new()
-            } else {
-                hub.holders(me.id, &items)
-            };
-            if targets.is_empty() {
-                me.send(&reply);
-                return;
-            }
-            let (hub, me) = (hub.clone(), me.clone());
+        req if hub.blocking.load(std::sync::atomic::Ordering::Relaxed) => {
+            // A store that blocks on the network (PostgreSQL): off the connection's task.
+            let (hub, me, ns) = (hub.clone(), me.clone(), ns.clone());
             tokio::spawn(async move {
-                hub.invalidate(targets, items).await;
-                me.send(&reply);
+                let me2 = me.clone();
+                let done = tokio::task::spawn_blocking(move || run(&*ns, &me2, req)).await;
+                let (resp, items) = done.unwrap_or_else(|e| {
+                    (Response::Err(MetaError::Store(e.to_string())), Vec::new())
+                });
+                answer(&hub, &me, id, resp, items);
             });
         }
+        req => {
+            let (resp, items) = run(&**ns, me, req);
+            answer(hub, me, id, resp, items);
+        }
     }
+}
+
+/// Runs one namespace call for a session: its reply and what it made stale elsewhere.
+fn run(ns: &dyn Namespace, me: &SessionState, req: Request) -> (Response, Vec<Invalidation>) {
+    // The inodes a removal or rename will take away, while their names still resolve.
+    let root = Caller::root();
+    let gone: Vec<_> = victims(&req)
+        .into_iter()
+        .filter_map(|(p, n)| ns.lookup(&root, p, n).ok().map(|a| a.ino))
+        .collect();
+    let resp = dispatch(ns, me.id, req.clone());
+    me.record(&req, &resp);
+    let items = match resp {
+        Response::Err(_) => Vec::new(),
+        _ => changes(&req, &gone),
+    };
+    (resp, items)
+}
+
+/// Sends the reply, after the other clients holding what it changed acknowledged.
+fn answer(
+    hub: &Arc<Hub>,
+    me: &Arc<SessionState>,
+    id: u64,
+    resp: Response,
+    items: Vec<Invalidation>,
+) {
+    let reply = ServerMsg::Reply { id, resp };
+    let targets = if items.is_empty() {
+        Vec::new()
+    } else {
+        hub.holders(me.id, &items)
+    };
+    if targets.is_empty() {
+        me.send(&reply);
+        return;
+    }
+    let (hub, me) = (hub.clone(), me.clone());
+    tokio::spawn(async move {
+        hub.invalidate(targets, items).await;
+        me.send(&reply);
+    });
 }
