@@ -1,8 +1,9 @@
-//! Criterion benchmarks of one metadata call (`getattr`, and a create+unlink pair) served
-//! three ways in one run: the namespace in process (embedded mode), through the wire codec
-//! in process (encode → frame → decode → dispatch, no transport), and through a real QUIC
-//! metaserver on loopback (a server task on its own runtime, a `QuicClient` as a mount
-//! uses it). The ratio QUIC / in-process is what the site-metaserver issue asks for.
+//! Criterion benchmarks of one metadata call (`getattr`, and a create+release+unlink)
+//! served four ways in one run: the namespace in process (embedded mode), through the wire
+//! codec in process (encode → frame → decode → dispatch, no transport), and through a real
+//! QUIC metaserver on loopback (a server on its own thread, a `QuicClient` as a mount uses
+//! it) — with the client's coherent cache (a repeated getattr is a hit) and without it
+//! (every call a round trip).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use meridian_metaserver::service::client::QuicClient;
@@ -28,7 +29,11 @@ impl Transport for Codec {
 
 fn calls(c: &mut Criterion, name: &str, ns: &dyn Namespace) {
     let root = Caller::root();
-    let f = ns.create(&root, ROOT, b"bench-file", 0o644).unwrap();
+    // Names of their own: two of the clients share one metaserver.
+    let d = ns
+        .mkdir(&root, ROOT, name.replace(' ', "-").as_bytes(), 0o755)
+        .unwrap();
+    let f = ns.create(&root, d.ino, b"bench-file", 0o644).unwrap();
     ns.release(f.ino).unwrap();
     c.bench_function(&format!("getattr ({name})"), |b| {
         b.iter(|| black_box(ns.getattr(f.ino).unwrap()))
@@ -38,9 +43,9 @@ fn calls(c: &mut Criterion, name: &str, ns: &dyn Namespace) {
         b.iter(|| {
             i += 1;
             let n = format!("f{i}");
-            let a = ns.create(&root, ROOT, n.as_bytes(), 0o644).unwrap();
+            let a = ns.create(&root, d.ino, n.as_bytes(), 0o644).unwrap();
             ns.release(a.ino).unwrap();
-            ns.unlink(&root, ROOT, n.as_bytes()).unwrap();
+            ns.unlink(&root, d.ino, n.as_bytes()).unwrap();
         })
     });
 }
@@ -74,9 +79,14 @@ fn meta_rpc(c: &mut Criterion) {
     let s2 = srv.clone();
     let file = cfg.clients.clone();
     std::thread::spawn(move || rt.block_on(async move { s2.serve(ns, file).await }));
-    let client =
-        QuicClient::connect(addr, &cfg.cert, "bench", &token, Duration::from_secs(10)).unwrap();
-    calls(c, "QUIC loopback", &Remote(client));
+    let connect =
+        || QuicClient::connect(addr, &cfg.cert, "bench", &token, Duration::from_secs(10)).unwrap();
+    calls(c, "QUIC loopback, cached", &Remote(connect()));
+    calls(
+        c,
+        "QUIC loopback, round trip",
+        &Remote(connect().without_cache()),
+    );
     srv.close();
 }
 

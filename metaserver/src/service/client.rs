@@ -107,6 +107,8 @@ pub struct QuicClient {
     handler: Handler,
     batches: std::sync::mpsc::Sender<Batch>,
     cache: Arc<MetaCache>,
+    /// Answer from the cache (off only to measure round trips).
+    caching: bool,
     busy: Busy,
 }
 
@@ -161,6 +163,7 @@ impl QuicClient {
             handler,
             batches,
             cache: Default::default(),
+            caching: true,
             busy,
         };
         client.link().map_err(|e| match e {
@@ -168,6 +171,13 @@ impl QuicClient {
             e => e.to_string(),
         })?;
         Ok(client)
+    }
+
+    /// Turns the attribute and entry cache off (every call goes to the metaserver): for
+    /// measuring what a round trip costs.
+    pub fn without_cache(mut self) -> Self {
+        self.caching = false;
+        self
     }
 
     /// Installs what to do with invalidations the metaserver pushes (until then they are
@@ -325,6 +335,9 @@ fn invalidation_thread(
 
 impl Transport for QuicClient {
     fn call(&self, req: Request) -> MetaResult<Response> {
+        if !self.caching {
+            return self.exchange(req);
+        }
         if let Some(resp) = self.cache.answer(&req) {
             return Ok(resp);
         }
