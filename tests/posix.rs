@@ -16,12 +16,7 @@ fn pjdfstest_passes_on_a_garage_backed_mount() {
 #[test]
 fn pjdfstest_passes_over_a_quic_metaserver() {
     let site = common::site::Site::start();
-    let token = site.add_client("pjd");
-    let mut args = vec!["--allow-other".to_string()];
-    args.extend(site.mount_flags(&token));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let m = Mount::with_args(Backend::Garage, &args);
-    pjdfstest(&m);
+    pjdfstest(&site.mount(&site.add_client("pjd"), &["--allow-other"]));
 }
 
 /// The same suite through a metaserver whose namespace is in PostgreSQL.
@@ -29,12 +24,7 @@ fn pjdfstest_passes_over_a_quic_metaserver() {
 fn pjdfstest_passes_over_a_postgresql_backed_metaserver() {
     let pg = meridian_metaserver::store::pg::testing::Cluster::start();
     let site = common::site::Site::start_postgres(&pg.url(), "pjd-pg/");
-    let token = site.add_client("pjd");
-    let mut args = vec!["--allow-other".to_string()];
-    args.extend(site.mount_flags(&token));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let m = Mount::with_args(Backend::Garage, &args);
-    pjdfstest(&m);
+    pjdfstest(&site.mount(&site.add_client("pjd"), &["--allow-other"]));
 }
 
 fn pjdfstest(m: &Mount) {

@@ -173,6 +173,14 @@ fn kill9_of_the_metaserver_during_two_clients_write_loops_loses_nothing_acknowle
     }
 }
 
+/// The cursor the feed command prints last.
+fn cursor_of(out: &str) -> String {
+    let last = out.lines().last().expect("some output");
+    last.strip_prefix("cursor ")
+        .expect("a cursor line")
+        .to_string()
+}
+
 /// The change feed through a real metaserver: a change made in a mount appears, stamped,
 /// and a cursor resumes after it.
 #[test]
@@ -203,23 +211,11 @@ fn the_change_feed_is_read_from_a_cursor() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let before = feed("0");
-    let cursor = before
-        .lines()
-        .last()
-        .unwrap()
-        .strip_prefix("cursor ")
-        .unwrap()
-        .to_string();
+    let cursor = cursor_of(&before);
     std::fs::write(a.path("SH010.clip"), b"<clip/>").unwrap();
     let after = feed(&cursor);
     assert!(after.contains("entry 1/SH010.clip"), "{after}");
-    let next = after
-        .lines()
-        .last()
-        .unwrap()
-        .strip_prefix("cursor ")
-        .unwrap()
-        .to_string();
+    let next = cursor_of(&after);
     assert!(next.parse::<u64>().unwrap() > cursor.parse::<u64>().unwrap());
     assert_eq!(
         feed(&next).lines().count(),

@@ -65,6 +65,9 @@ pub struct FuseFs {
 
 const GEN: Generation = Generation(0);
 
+/// 10 ms steps a writer waits for passthrough readers' releases before ETXTBSY.
+const BUSY_GRACE_STEPS: usize = 20;
+
 impl FuseFs {
     pub fn new(fs: Arc<Fs>, opts: &FuseOptions) -> Self {
         FuseFs {
@@ -359,7 +362,17 @@ impl Filesystem for FuseFs {
             Ok(r) => r,
             Err(e) => return reply.error(errno(&e)),
         };
+        // The kernel sends a reader's release after its close returns: a writer opening
+        // right after the last passthrough reader closed gives that release a moment.
         let mut modes = self.modes.lock();
+        for _ in 0..BUSY_GRACE_STEPS {
+            if !matches!(modes.mode(i.0, mode.write), modes::Mode::Busy) {
+                break;
+            }
+            drop(modes);
+            std::thread::sleep(Duration::from_millis(10));
+            modes = self.modes.lock();
+        }
         let may_passthrough = match modes.mode(i.0, mode.write) {
             modes::Mode::Busy => {
                 drop(modes);
