@@ -7,8 +7,9 @@
 //!
 //! Invariants: stamps strictly increase in commit order (each is stamped after the last
 //! one, read and written inside the serialized write transaction); an entry exists iff its
-//! transaction committed; entries older than [`RETAIN`] are removed a few at a time by
-//! later writes, and a cursor from before the oldest kept entry is refused (the subscriber
+//! transaction committed; entries older than [`RETAIN`] are removed by every
+//! [`TRIM_EVERY`]th later write, up to [`TRIM_BATCH`] at a time (four per write: more
+//! than the one each write adds), and a cursor from before the oldest kept entry is refused (the subscriber
 //! must resynchronise) rather than silently skipping changes.
 
 use crate::records::Writer;
@@ -19,8 +20,13 @@ use meridian_proto::{Change, Hlc, MetaError, MetaResult};
 /// How long feed entries are kept.
 pub const RETAIN: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
-/// Entries removed per write, at most (trimming keeps up with any write rate).
-const TRIM_BATCH: usize = 4;
+/// Writes between two trims: the scan of the feed's start stays off most writes' path
+/// (on PostgreSQL it is a round trip).
+pub const TRIM_EVERY: u64 = 32;
+
+/// Entries removed per trim, at most (4 × [`TRIM_EVERY`]: trimming keeps up with any
+/// write rate).
+const TRIM_BATCH: usize = 128;
 
 /// The marker of where the trimmed feed begins (the stamp of the last entry removed).
 const TRIMMED_TO: &[u8] = b"feed_trimmed_to";

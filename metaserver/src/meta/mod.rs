@@ -76,6 +76,8 @@ pub struct Meta<S: Store> {
     locks: Mutex<locks::LockTable>,
     /// This process's id in the change feed (random per open).
     instance: u64,
+    /// Feed entries appended by this process (every [`feed::TRIM_EVERY`]th trims).
+    appended: std::sync::atomic::AtomicU64,
 }
 
 impl<S: Store> Meta<S> {
@@ -90,6 +92,7 @@ impl<S: Store> Meta<S> {
             dir_names: Mutex::new(HashMap::new()),
             locks: Mutex::new(locks::LockTable::default()),
             instance: random_u64(),
+            appended: Default::default(),
         };
         meta.init_root()?;
         meta.purge_orphans()?;
@@ -202,7 +205,12 @@ impl<S: Store> Meta<S> {
         self.store.write_with(Durability::Deferred, |txn| {
             let mut w = Writer::new(txn);
             let out = f(&mut w)?;
-            if let Some(hlc) = w.append_feed(Hlc::wall_millis(), self.instance)? {
+            if let Some(hlc) = w.append_feed(Hlc::wall_millis(), self.instance)?
+                && self
+                    .appended
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    .is_multiple_of(feed::TRIM_EVERY)
+            {
                 feed::trim(&mut w, hlc)?;
             }
             Ok(out)
@@ -532,9 +540,7 @@ impl<S: Store> Namespace for Meta<S> {
 /// A random id (from the kernel's generator; the clock if it cannot be read).
 fn random_u64() -> u64 {
     let mut b = [0u8; 8];
-    match std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-    {
+    match crate::random_bytes(&mut b) {
         Ok(()) => u64::from_le_bytes(b),
         Err(_) => Hlc::wall_millis() ^ u64::from(std::process::id()) << 32,
     }

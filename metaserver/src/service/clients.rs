@@ -27,9 +27,7 @@ pub fn add(file: &Path, name: &str) -> Result<String> {
         ));
     }
     let mut raw = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut raw))
-        .context(|| "reading /dev/urandom".into())?;
+    crate::random_bytes(&mut raw).context(|| "reading /dev/urandom".into())?;
     let token = hex::encode(raw);
     let mut text = std::fs::read_to_string(file).unwrap_or_default();
     text.push_str(&format!("{name} {}\n", hash(&token)));
