@@ -1,5 +1,6 @@
 //! Criterion benchmarks of one metadata call (`getattr`, and a create+release+unlink)
-//! served four ways in one run: the namespace in process (embedded mode), through the wire
+//! served five ways in one run: the namespace in process (embedded mode; and on the
+//! PostgreSQL store when Debian's postgresql is installed), through the wire
 //! codec in process (encode → frame → decode → dispatch, no transport), and through a real
 //! QUIC metaserver on loopback (a server on its own thread, a `QuicClient` as a mount uses
 //! it) — with the client's coherent cache (a repeated getattr is a hit) and without it
@@ -8,7 +9,8 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use meridian_metaserver::service::client::QuicClient;
 use meridian_metaserver::service::{clients, server};
-use meridian_metaserver::{Meta, MetaConfig, RedbStore};
+use meridian_metaserver::store::pg::testing::Cluster;
+use meridian_metaserver::{Meta, MetaConfig, PgStore, RedbStore};
 use meridian_proto::wire::{Decoder, Remote, Request, Response, Transport, dispatch, encode};
 use meridian_proto::{Caller, MetaResult, Namespace, ROOT};
 use std::hint::black_box;
@@ -63,6 +65,16 @@ fn meta_rpc(c: &mut Criterion) {
     };
     calls(c, "in process", &*open("a.redb"));
     calls(c, "wire codec", &Remote(Codec(open("b.redb"))));
+    if std::path::Path::new("/usr/lib/postgresql").exists() {
+        // The same calls on the PostgreSQL store (a throwaway cluster on loopback).
+        let cluster = Cluster::start();
+        let pg = Meta::open(
+            PgStore::connect(&cluster.url()).unwrap(),
+            MetaConfig::default(),
+        )
+        .unwrap();
+        calls(c, "in process, PostgreSQL", &pg);
+    }
 
     let cfg = server::ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),

@@ -69,9 +69,9 @@ pub struct Meta<S: Store> {
     opens: Mutex<HashMap<InodeId, u32>>,
     /// The compiled objectives and the generation they were built at (see [`placement`]).
     engine: Mutex<Option<(u64, std::sync::Arc<meridian_objectives::Engine>)>>,
-    /// Directory names by inode (parent, name), for placement paths; cleared on any
-    /// directory rename or removal.
-    dir_names: Mutex<HashMap<InodeId, (InodeId, Vec<u8>)>>,
+    /// Directory names and attachments for placement, valid at one objectives
+    /// generation (see [`placement`]).
+    dirs: Mutex<placement::DirCache>,
     /// Every client's byte-range locks (see [`locks`]).
     locks: Mutex<locks::LockTable>,
     /// This process's id in the change feed (random per open).
@@ -89,7 +89,7 @@ impl<S: Store> Meta<S> {
             config,
             opens: Mutex::new(HashMap::new()),
             engine: Mutex::new(None),
-            dir_names: Mutex::new(HashMap::new()),
+            dirs: Mutex::default(),
             locks: Mutex::new(locks::LockTable::default()),
             instance: random_u64(),
             appended: Default::default(),
@@ -202,19 +202,25 @@ impl<S: Store> Meta<S> {
     /// What the transaction changed is appended to the change feed in the same
     /// transaction (see [`feed`]).
     fn write<T>(&self, f: impl FnOnce(&mut Writer<'_>) -> MetaResult<T>) -> MetaResult<T> {
-        self.store.write_with(Durability::Deferred, |txn| {
-            let mut w = Writer::new(txn);
-            let out = f(&mut w)?;
-            if let Some(hlc) = w.append_feed(Hlc::wall_millis(), self.instance)?
-                && self
-                    .appended
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                    .is_multiple_of(feed::TRIM_EVERY)
-            {
-                feed::trim(&mut w, hlc)?;
-            }
-            Ok(out)
-        })
+        self.store
+            .write_with(Durability::Deferred, |txn| {
+                let mut w = Writer::new(txn);
+                let out = f(&mut w)?;
+                if let Some(hlc) = w.append_feed(Hlc::wall_millis(), self.instance)?
+                    && self
+                        .appended
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        .is_multiple_of(feed::TRIM_EVERY)
+                {
+                    feed::trim(&mut w, hlc)?;
+                }
+                Ok(out)
+            })
+            .inspect_err(|_| {
+                // They may hold what the rolled-back transaction read of its own writes.
+                self.dirs.lock().clear();
+                *self.engine.lock() = None;
+            })
     }
 }
 
@@ -309,7 +315,7 @@ impl<S: Store> Namespace for Meta<S> {
                     target: Vec::new(),
                 },
             )?;
-            self.place(w, attr.ino, parent, name)?;
+            self.place(w, attr.ino, parent, name, true)?;
             Ok(attr)
         })
     }
@@ -323,7 +329,7 @@ impl<S: Store> Namespace for Meta<S> {
         };
         let attr = self.write(|w| {
             let attr = self.create(w, who, parent, name, new)?;
-            self.place(w, attr.ino, parent, name)?;
+            self.place(w, attr.ino, parent, name, true)?;
             Ok(attr)
         })?;
         *self.opens.lock().entry(attr.ino).or_insert(0) += 1;
@@ -376,7 +382,6 @@ impl<S: Store> Namespace for Meta<S> {
     }
 
     fn rmdir(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<()> {
-        self.dir_names.lock().clear();
         self.write(|w| self.remove(w, who, parent, name, true))
     }
 

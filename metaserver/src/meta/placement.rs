@@ -17,6 +17,12 @@
 //! labels or attachments. A change of the catalogue, of a directory's attachments or a
 //! directory rename bumps the objectives generation instead (one counter, not a walk of the
 //! tree); a record older than the generation is re-evaluated when read.
+//!
+//! Cache: [`DirCache`] keeps directory names and attachments for one generation. Every
+//! change that could make an entry wrong bumps the generation in the store, so an entry
+//! is exact while the generation read in the transaction matches, whichever metaserver
+//! made the change; a failed transaction empties it (it may have read its own rolled-back
+//! writes).
 
 use super::Meta;
 use crate::records::{Records, Writer};
@@ -24,6 +30,7 @@ use crate::store::Store;
 use meridian_objectives::{Catalogue, Engine, Facts, Level, Objective, valid_name};
 use meridian_proto::*;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub const OBJECTIVE_PREFIX: &[u8] = b"user.meridian.objective.";
@@ -37,6 +44,31 @@ pub const PLACEMENT: &[u8] = b"user.meridian.placement";
 const RECORD: &[u8] = b"system.meridian.placement";
 /// Counter bumped by every change that can alter placements beyond one file.
 const GENERATION: &[u8] = b"objectives_generation";
+
+/// Directory names (parent, name) and attachments, valid at one objectives generation.
+#[derive(Default)]
+pub(super) struct DirCache {
+    generation: Option<u64>,
+    names: HashMap<InodeId, (InodeId, Vec<u8>)>,
+    attached: HashMap<InodeId, Vec<String>>,
+}
+
+impl DirCache {
+    /// Empties the cache unless it holds `generation`'s entries.
+    fn at(&mut self, generation: u64) -> &mut DirCache {
+        if self.generation != Some(generation) || self.names.len() > 100_000 {
+            *self = DirCache {
+                generation: Some(generation),
+                ..DirCache::default()
+            };
+        }
+        self
+    }
+
+    pub(super) fn clear(&mut self) {
+        *self = DirCache::default();
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlacementRec {
@@ -107,23 +139,25 @@ fn age(now: Timestamp, t: Timestamp) -> f64 {
 
 impl<S: Store> Meta<S> {
     /// `dir` and its ancestors up to the root, nearest first, each with its mount-relative
-    /// path (the root's is ""). Names come from the cache or, once per directory, from a
-    /// scan of its parent's entries.
-    fn dir_chain(&self, r: &impl Records, dir: InodeId) -> MetaResult<Vec<(InodeId, String)>> {
+    /// path (the root's is ""). Names come from the cache or, once per directory and
+    /// generation, from a scan of its parent's entries.
+    fn dir_chain(
+        &self,
+        r: &impl Records,
+        generation: u64,
+        dir: InodeId,
+    ) -> MetaResult<Vec<(InodeId, String)>> {
         let mut up = Vec::new(); // (inode, its name), nearest first
         let mut d = dir;
         while d != ROOT {
-            let cached = self.dir_names.lock().get(&d).cloned();
+            let cached = self.dirs.lock().at(generation).names.get(&d).cloned();
             let (parent, name) = match cached {
                 Some(c) => c,
                 None => {
                     let parent = r.inode(d)?.parent;
                     let name = name_in(r, parent, d)?;
-                    let mut cache = self.dir_names.lock();
-                    if cache.len() > 100_000 {
-                        cache.clear(); // a bound: names are found again on demand
-                    }
-                    cache.insert(d, (parent, name.clone()));
+                    let mut cache = self.dirs.lock();
+                    cache.at(generation).names.insert(d, (parent, name.clone()));
                     (parent, name)
                 }
             };
@@ -154,11 +188,10 @@ impl<S: Store> Meta<S> {
     ) -> MetaResult<()> {
         for (parent, name) in names {
             match w.dentry(parent, name)? {
-                Some(d) if d.kind == FileKind::Regular => self.place(w, d.ino, parent, name)?,
-                Some(d) if d.kind == FileKind::Directory => {
-                    self.dir_names.lock().clear();
-                    bump(w)?;
+                Some(d) if d.kind == FileKind::Regular => {
+                    self.place(w, d.ino, parent, name, false)?
                 }
+                Some(d) if d.kind == FileKind::Directory => bump(w)?,
                 _ => {}
             }
         }
@@ -192,18 +225,36 @@ impl<S: Store> Meta<S> {
         Ok(engine)
     }
 
-    /// The SLOs `ino` should have, reached as `name` in `parent`.
+    /// A directory's attachments, from the cache when it holds them.
+    fn dir_attached(
+        &self,
+        r: &impl Records,
+        generation: u64,
+        dir: InodeId,
+    ) -> MetaResult<Vec<String>> {
+        if let Some(a) = self.dirs.lock().at(generation).attached.get(&dir) {
+            return Ok(a.clone());
+        }
+        let a = lines(&r.xattr(dir, ATTACHED)?.unwrap_or_default());
+        let mut cache = self.dirs.lock();
+        cache.at(generation).attached.insert(dir, a.clone());
+        Ok(a)
+    }
+
+    /// The SLOs `ino` should have, reached as `name` in `parent`. A `fresh` inode (made in
+    /// this transaction) has no attributes of its own yet, so none are read.
     fn evaluate(
         &self,
         r: &impl Records,
         ino: InodeId,
         parent: InodeId,
         name: &[u8],
+        fresh: bool,
     ) -> MetaResult<PlacementRec> {
         let generation = r.counter(GENERATION)?;
         let engine = self.engine(r, generation)?;
         let rec = r.inode(ino)?;
-        let chain = self.dir_chain(r, parent)?;
+        let chain = self.dir_chain(r, generation, parent)?;
         let dir = &chain[0].1;
         let name_s = String::from_utf8_lossy(name);
         let path = if dir.is_empty() {
@@ -211,15 +262,21 @@ impl<S: Store> Meta<S> {
         } else {
             format!("{dir}/{name_s}")
         };
-        let attached = |i: InodeId| -> MetaResult<Vec<String>> {
-            Ok(lines(&r.xattr(i, ATTACHED)?.unwrap_or_default()))
+        let own = |key: &[u8]| -> MetaResult<Vec<String>> {
+            match fresh {
+                true => Ok(Vec::new()),
+                false => Ok(lines(&r.xattr(ino, key)?.unwrap_or_default())),
+            }
         };
-        let mut levels = vec![(Level::File, attached(ino)?)];
+        let mut levels = vec![(Level::File, own(ATTACHED)?)];
         for (d, dpath) in chain {
-            levels.push((Level::Directory(dpath), attached(d)?));
+            levels.push((
+                Level::Directory(dpath),
+                self.dir_attached(r, generation, d)?,
+            ));
         }
-        let keywords = lines(&r.xattr(ino, KEYWORDS)?.unwrap_or_default());
-        let labels = lines(&r.xattr(ino, LABELS)?.unwrap_or_default());
+        let keywords = own(KEYWORDS)?;
+        let labels = own(LABELS)?;
         let now = Timestamp::now();
         let facts = Facts {
             path: &path,
@@ -240,25 +297,27 @@ impl<S: Store> Meta<S> {
         })
     }
 
-    /// Re-evaluates a regular file reached as `name` in `parent` and stores its record.
+    /// Re-evaluates a regular file reached as `name` in `parent` and stores its record
+    /// (`fresh`: see [`Meta::evaluate`]).
     pub(super) fn place(
         &self,
         w: &mut Writer<'_>,
         ino: InodeId,
         parent: InodeId,
         name: &[u8],
+        fresh: bool,
     ) -> MetaResult<()> {
         if w.inode(ino)?.attr.kind != FileKind::Regular {
             return Ok(());
         }
-        let rec = self.evaluate(w, ino, parent, name)?;
+        let rec = self.evaluate(w, ino, parent, name, fresh)?;
         w.put_xattr(ino, RECORD, &postcard::to_allocvec(&rec).expect("encodes"))
     }
 
     /// Re-evaluates a file at the name its record holds (after new data or new tags).
     pub(super) fn replace(&self, w: &mut Writer<'_>, ino: InodeId) -> MetaResult<()> {
         match record(w, ino)? {
-            Some(r) => self.place(w, ino, r.parent, &r.name),
+            Some(r) => self.place(w, ino, r.parent, &r.name, false),
             None => Ok(()),
         }
     }
@@ -287,7 +346,9 @@ impl<S: Store> Meta<S> {
             return Err(MetaError::NoAttribute);
         };
         if rec.generation != r.counter(GENERATION)? {
-            rec = self.evaluate(r, ino, rec.parent, &rec.name).unwrap_or(rec);
+            rec = self
+                .evaluate(r, ino, rec.parent, &rec.name, false)
+                .unwrap_or(rec);
         }
         Ok(rec.slos.join("\n").into_bytes())
     }

@@ -71,16 +71,10 @@ impl<N: Namespace + Send + Sync> Transport for Loopback<N> {
 #[test]
 fn suite_on_postgresql() {
     let cluster = crate::store::pg::testing::Cluster::start();
-    let mut admin = postgres::Client::connect(&cluster.url(), postgres::NoTls).unwrap();
     let n = std::sync::atomic::AtomicU32::new(0);
-    let admin = std::sync::Mutex::new(&mut admin);
     suite(|| {
         let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        admin
-            .lock()
-            .unwrap()
-            .batch_execute(&format!("CREATE DATABASE ns{i}"))
-            .unwrap();
+        crate::store::pg::execute(&cluster.url(), &format!("CREATE DATABASE ns{i}")).unwrap();
         let url = format!("postgresql://postgres@127.0.0.1:{}/ns{i}", cluster.port);
         crate::store::PgStore::connect(&url).unwrap()
     });

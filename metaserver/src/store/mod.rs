@@ -29,6 +29,7 @@ pub enum Table {
     Dentries,
     Xattrs,
     Data,
+    /// A few small counters, read by most writes (a store may load it whole).
     Meta,
     Orphans,
     /// The change feed: HLC (big-endian) → what one transaction changed.

@@ -1,7 +1,10 @@
 //! The store contract as one test suite, run against every backend (as JuiceFS's testMeta).
 
-use super::{Durability, Store, Table};
+use super::{Durability, Pair, Store, Table};
 use meridian_proto::MetaError;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use std::collections::BTreeMap;
 
 pub(crate) fn run_all<S: Store>(s: &S) {
     put_get_delete(s);
@@ -9,6 +12,112 @@ pub(crate) fn run_all<S: Store>(s: &S) {
     scan_respects_prefix_cursor_and_limit(s);
     tables_are_separate(s);
     deferred_writes_are_visible_at_once(s);
+    transactions_read_their_own_writes(s);
+}
+
+/// One step inside a write transaction.
+#[derive(Clone, Debug)]
+enum Op {
+    Put(bool, Vec<u8>, u8),
+    Delete(bool, Vec<u8>),
+    Get(bool, Vec<u8>),
+    Scan(bool, Vec<u8>, Option<Vec<u8>>, usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let key = || proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(0xff)], 0..3);
+    prop_oneof![
+        (any::<bool>(), key(), any::<u8>()).prop_map(|(t, k, v)| Op::Put(t, k, v)),
+        (any::<bool>(), key()).prop_map(|(t, k)| Op::Delete(t, k)),
+        (any::<bool>(), key()).prop_map(|(t, k)| Op::Get(t, k)),
+        (any::<bool>(), key(), proptest::option::of(key()), 0..5usize)
+            .prop_map(|(t, p, a, l)| Op::Scan(t, p, a, l)),
+    ]
+}
+
+type Model = BTreeMap<(bool, Vec<u8>), u8>;
+
+fn table(t: bool) -> Table {
+    if t { Table::Data } else { Table::Meta }
+}
+
+/// What `Op::Scan` must return, from the model.
+fn model_scan(m: &Model, t: bool, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Vec<Pair> {
+    let start = super::scan_start(prefix, after);
+    m.iter()
+        .filter(|((mt, k), _)| *mt == t && k.starts_with(prefix) && *k >= start)
+        .take(limit)
+        .map(|((_, k), v)| (k.clone(), vec![*v]))
+        .collect()
+}
+
+/// Inside a write transaction, gets and scans see the committed state with the
+/// transaction's own puts and deletes applied, whatever their order (stores that buffer
+/// writes merge them into what they read); after commit, a new read sees the same.
+fn transactions_read_their_own_writes<S: Store>(s: &S) {
+    let base = proptest::collection::vec(
+        (
+            any::<bool>(),
+            proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(0xff)], 0..3),
+            any::<u8>(),
+        ),
+        0..8,
+    );
+    let mut runner = TestRunner::new(Config::with_cases(48));
+    runner
+        .run(
+            &(base, proptest::collection::vec(op(), 1..24)),
+            |(base, ops)| {
+                let mut model = Model::new();
+                s.write(|t| {
+                    for tb in [true, false] {
+                        for (k, _) in t.scan(table(tb), b"", None, usize::MAX)? {
+                            t.delete(table(tb), &k)?;
+                        }
+                    }
+                    for (tb, k, v) in &base {
+                        t.put(table(*tb), k, &[*v])?;
+                        model.insert((*tb, k.clone()), *v);
+                    }
+                    Ok(())
+                })
+                .unwrap();
+                s.write(|t| {
+                    for op in &ops {
+                        match op {
+                            Op::Put(tb, k, v) => {
+                                t.put(table(*tb), k, &[*v])?;
+                                model.insert((*tb, k.clone()), *v);
+                            }
+                            Op::Delete(tb, k) => {
+                                t.delete(table(*tb), k)?;
+                                model.remove(&(*tb, k.clone()));
+                            }
+                            Op::Get(tb, k) => assert_eq!(
+                                t.get(table(*tb), k)?,
+                                model.get(&(*tb, k.clone())).map(|v| vec![*v]),
+                                "get {op:?}"
+                            ),
+                            Op::Scan(tb, p, a, l) => assert_eq!(
+                                t.scan(table(*tb), p, a.as_deref(), *l)?,
+                                model_scan(&model, *tb, p, a.as_deref(), *l),
+                                "{op:?}"
+                            ),
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap();
+                for tb in [true, false] {
+                    let all = s
+                        .read(|t| t.scan(table(tb), b"", None, usize::MAX))
+                        .unwrap();
+                    prop_assert_eq!(all, model_scan(&model, tb, b"", None, usize::MAX));
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
 }
 
 fn deferred_writes_are_visible_at_once<S: Store>(s: &S) {

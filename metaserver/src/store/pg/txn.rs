@@ -1,0 +1,263 @@
+//! One PostgreSQL transaction with as few round trips as it can: the opening statements
+//! (`BEGIN`, the write lock, `SET LOCAL`) are pipelined with the first query, reads are
+//! remembered, writes are buffered and sent with the `COMMIT` in one round trip.
+//!
+//! Invariants:
+//! - `writes` holds the transaction's own puts (`Some`) and deletes (`None`), newest
+//!   state per key; every read consults it first, so the transaction reads its own writes.
+//! - `seen` holds values read from the database in this transaction. Remembering them is
+//!   exact: a read transaction reads one snapshot, and a write transaction holds the write
+//!   lock every writer takes, so no key it read can change before it ends.
+//! - Nothing is sent to the database until the first read or the end; a transaction that
+//!   neither reads nor writes sends nothing.
+//! - A write transaction loads the small [`Table::Meta`] (the counters every write reads)
+//!   whole, in its first round trip; `whole` then answers its absent keys.
+//! - A scan merges the database's rows with `writes`: it asks for `limit` plus the number
+//!   of buffered deletes in its range, so at least `limit` surviving rows come back when
+//!   that many exist.
+
+use super::{Conn, pg};
+use crate::store::{Pair, ReadTxn, Table, WriteTxn, prefix_end, scan_start};
+use meridian_proto::MetaResult;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+type Key = (i16, Vec<u8>);
+
+struct State<'c> {
+    conn: &'c mut Conn,
+    /// The opening statements, until they are sent.
+    begin: Option<String>,
+    seen: BTreeMap<Key, Option<Vec<u8>>>,
+    /// The table to load whole with the first query, until it is loaded.
+    preload: Option<Table>,
+    /// Tables loaded whole: a key not in `seen` is absent.
+    whole: Option<i16>,
+}
+
+pub(super) struct PgTxn<'c> {
+    state: RefCell<State<'c>>,
+    writes: BTreeMap<Key, Option<Vec<u8>>>,
+}
+
+fn tbl(t: Table) -> i16 {
+    t.index() as i16
+}
+
+impl<'c> PgTxn<'c> {
+    pub(super) fn new(conn: &'c mut Conn, begin: String, preload: Option<Table>) -> PgTxn<'c> {
+        PgTxn {
+            state: RefCell::new(State {
+                conn,
+                begin: Some(begin),
+                seen: BTreeMap::new(),
+                preload,
+                whole: None,
+            }),
+            writes: BTreeMap::new(),
+        }
+    }
+
+    /// Ends the transaction without waiting for the answer: the COMMIT of a read, the
+    /// ROLLBACK of a failed write (which sent no writes).
+    pub(super) fn forget(self) {
+        let State { conn, begin, .. } = self.state.into_inner();
+        if begin.is_none() {
+            conn.driver.send(conn.client.batch_execute("ROLLBACK"));
+        }
+    }
+
+    /// Sends the buffered writes and COMMIT in one round trip and waits for the answer.
+    pub(super) fn commit(self) -> MetaResult<()> {
+        let PgTxn { state, writes } = self;
+        let State { conn, begin, .. } = state.into_inner();
+        let Conn {
+            driver,
+            client,
+            stmts,
+        } = conn;
+        if begin.is_some() && writes.is_empty() {
+            return Ok(()); // nothing was sent
+        }
+        let (mut pt, mut pk, mut pv, mut dt, mut dk) = (vec![], vec![], vec![], vec![], vec![]);
+        for ((t, k), v) in writes {
+            match v {
+                Some(v) => {
+                    pt.push(t);
+                    pk.push(k);
+                    pv.push(v);
+                }
+                None => {
+                    dt.push(t);
+                    dk.push(k);
+                }
+            }
+        }
+        let begin = async {
+            match &begin {
+                Some(b) => client.batch_execute(b).await,
+                None => Ok(()),
+            }
+        };
+        let deletes = async {
+            match dt.is_empty() {
+                true => Ok(0),
+                false => client.execute(&stmts.delete_many, &[&dt, &dk]).await,
+            }
+        };
+        let puts = async {
+            match pt.is_empty() {
+                true => Ok(0),
+                false => client.execute(&stmts.put_many, &[&pt, &pk, &pv]).await,
+            }
+        };
+        let all = async {
+            Ok(tokio::join!(
+                begin,
+                deletes,
+                puts,
+                client.batch_execute("COMMIT")
+            ))
+        };
+        // After a failed statement PostgreSQL answers COMMIT with ROLLBACK, so the first
+        // error is the transaction's.
+        let (b, d, p, c) = driver.run(all)?;
+        b.and(d.map(drop)).and(p.map(drop)).and(c).map_err(pg)
+    }
+
+    /// Runs one query; if the opening statements are unsent, they and the preload go in
+    /// the same round trip.
+    fn query(
+        &self,
+        stmt: impl FnOnce(&super::Stmts) -> &tokio_postgres::Statement,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> MetaResult<Vec<tokio_postgres::Row>> {
+        let mut s = self.state.borrow_mut();
+        let State {
+            conn,
+            begin,
+            seen,
+            preload,
+            whole,
+        } = &mut *s;
+        let Conn {
+            driver,
+            client,
+            stmts,
+        } = &mut **conn;
+        let stmt = stmt(stmts);
+        let Some(b) = begin.take() else {
+            return driver.run(client.query(stmt, params));
+        };
+        let load = preload.take().map(tbl);
+        let everything = i64::MAX;
+        let preloaded = async {
+            match load {
+                Some(t) => {
+                    client
+                        .query(&stmts.scan_all, &[&t, &b"".as_slice(), &everything])
+                        .await
+                }
+                None => Ok(Vec::new()),
+            }
+        };
+        let all = async {
+            Ok(tokio::join!(
+                client.batch_execute(&b),
+                preloaded,
+                client.query(stmt, params)
+            ))
+        };
+        let (b, loaded, rows) = driver.run(all)?;
+        b.map_err(pg)?;
+        if let Some(t) = load {
+            for r in loaded.map_err(pg)? {
+                seen.insert((t, r.get(0)), Some(r.get(1)));
+            }
+            *whole = Some(t);
+        }
+        rows.map_err(pg)
+    }
+
+    /// The buffered writes of `table` with keys in `[start, end)`.
+    fn buffered<'a>(
+        &'a self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> {
+        let t = tbl(table);
+        let lo = Bound::Included((t, start.to_vec()));
+        let hi = match end {
+            Some(e) => Bound::Excluded((t, e.to_vec())),
+            None => Bound::Excluded((t + 1, Vec::new())),
+        };
+        self.writes.range((lo, hi)).map(|((_, k), v)| (k, v))
+    }
+}
+
+impl ReadTxn for PgTxn<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
+        let k = (tbl(table), key.to_vec());
+        if let Some(v) = self.writes.get(&k) {
+            return Ok(v.clone());
+        }
+        {
+            let s = self.state.borrow();
+            if let Some(v) = s.seen.get(&k) {
+                return Ok(v.clone());
+            }
+            if s.whole == Some(k.0) {
+                return Ok(None);
+            }
+        }
+        let rows = self.query(|s| &s.get, &[&k.0, &key])?;
+        let v: Option<Vec<u8>> = rows.into_iter().next().map(|r| r.get(0));
+        self.state.borrow_mut().seen.insert(k, v.clone());
+        Ok(v)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> MetaResult<Vec<Pair>> {
+        let start = scan_start(prefix, after);
+        let end = prefix_end(prefix);
+        let deletes = self
+            .buffered(table, &start, end.as_deref())
+            .filter(|(_, v)| v.is_none())
+            .count();
+        let ask = limit.saturating_add(deletes).min(i64::MAX as usize) as i64;
+        let t = tbl(table);
+        let rows = match &end {
+            Some(e) => self.query(|s| &s.scan_to, &[&t, &start, e, &ask])?,
+            None => self.query(|s| &s.scan_all, &[&t, &start, &ask])?,
+        };
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
+            rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+        for (k, v) in self.buffered(table, &start, end.as_deref()) {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+}
+
+impl WriteTxn for PgTxn<'_> {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> MetaResult<()> {
+        self.writes
+            .insert((tbl(table), key.to_vec()), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) -> MetaResult<()> {
+        self.writes.insert((tbl(table), key.to_vec()), None);
+        Ok(())
+    }
+}
