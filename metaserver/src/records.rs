@@ -96,6 +96,20 @@ pub trait Records {
             None => Ok(None),
         }
     }
+    /// Hints that `parent`'s record and its entry `name` are read next (see
+    /// [`ReadTxn::prefetch`]).
+    fn prefetch_entries(&self, entries: &[(InodeId, &[u8])]) -> MetaResult<()> {
+        let keys: Vec<(Vec<u8>, Vec<u8>)> = entries
+            .iter()
+            .map(|&(p, n)| (ino_key(p).to_vec(), child_key(p, n)))
+            .collect();
+        let mut hint = Vec::with_capacity(keys.len() * 2);
+        for (i, c) in &keys {
+            hint.push((Table::Inodes, i.as_slice()));
+            hint.push((Table::Dentries, c.as_slice()));
+        }
+        self.txn().prefetch(&hint)
+    }
     fn dentry(&self, parent: InodeId, name: &[u8]) -> MetaResult<Option<DentryRec>> {
         let key = child_key(parent, name);
         match self.txn().get(Table::Dentries, &key)? {

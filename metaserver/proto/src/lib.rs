@@ -32,8 +32,8 @@ pub use error::{MetaError, MetaResult};
 pub use hlc::Hlc;
 pub use layout::{BlockId, BlockRef, CHUNK_SIZE, DEFAULT_INLINE_MAX, Layout};
 pub use namespace::{
-    Change, Commit, Lock, LockKind, LockOwner, Namespace, RenameMode, SetAttr, StatFs, TimeSet,
-    XattrMode,
+    Change, Commit, Lock, LockKind, LockOwner, Make, Namespace, RenameMode, SetAttr, StatFs,
+    TimeSet, XattrMode,
 };
 pub use types::{Attr, Caller, DirEntry, FileKind, InodeId, ROOT, SITE_BITS, Timestamp};
 

@@ -118,6 +118,27 @@ pub struct Change {
     pub items: Vec<Invalidation>,
 }
 
+/// What [`Namespace::make`] makes.
+#[derive(Clone, Copy, Debug)]
+pub enum Make<'a> {
+    /// A regular file, FIFO, socket or device node (`mknod`).
+    Node {
+        kind: FileKind,
+        mode: u16,
+        rdev: u32,
+    },
+    /// A regular file, recorded open (`create`).
+    File {
+        mode: u16,
+    },
+    Dir {
+        mode: u16,
+    },
+    Symlink {
+        target: &'a [u8],
+    },
+}
+
 /// The metadata operations of one namespace.
 pub trait Namespace: Send + Sync {
     fn lookup(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<Attr>;
@@ -147,6 +168,24 @@ pub trait Namespace: Send + Sync {
         name: &[u8],
         target: &[u8],
     ) -> MetaResult<Attr>;
+    /// Makes `name` in `parent` as `mknod`, `create`, `mkdir` or `symlink` does, and returns
+    /// its attributes with the directory's afterwards (a namespace that can should take
+    /// both from one transaction).
+    fn make(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        what: Make<'_>,
+    ) -> MetaResult<(Attr, Attr)> {
+        let made = match what {
+            Make::Node { kind, mode, rdev } => self.mknod(who, parent, name, kind, mode, rdev),
+            Make::File { mode } => self.create(who, parent, name, mode),
+            Make::Dir { mode } => self.mkdir(who, parent, name, mode),
+            Make::Symlink { target } => self.symlink(who, parent, name, target),
+        }?;
+        Ok((made, self.getattr(parent)?))
+    }
     fn readlink(&self, ino: InodeId) -> MetaResult<Vec<u8>>;
     fn link(&self, who: &Caller, ino: InodeId, parent: InodeId, name: &[u8]) -> MetaResult<Attr>;
     fn unlink(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<()>;

@@ -11,7 +11,7 @@
 //! a `Hello` with another [`PROTOCOL_VERSION`] is refused with both versions named.
 
 use crate::namespace::{
-    Change, Commit, Lock, LockOwner, Namespace, RenameMode, SetAttr, StatFs, XattrMode,
+    Change, Commit, Lock, LockOwner, Make, Namespace, RenameMode, SetAttr, StatFs, XattrMode,
 };
 use crate::{Attr, Caller, DirEntry, FileKind, Hlc, InodeId, Layout, MetaError, MetaResult};
 use serde::{Deserialize, Serialize};
@@ -291,11 +291,8 @@ fn attr(r: MetaResult<Attr>) -> Response {
 }
 
 /// A new name's attributes with its directory's.
-fn made(ns: &dyn Namespace, parent: InodeId, r: MetaResult<Attr>) -> Response {
-    match r.and_then(|a| Ok((a, ns.getattr(parent)?))) {
-        Ok((a, dir)) => Response::Made(a, dir),
-        Err(e) => Response::Err(e),
-    }
+fn made(r: MetaResult<(Attr, Attr)>) -> Response {
+    r.map_or_else(Response::Err, |(a, dir)| Response::Made(a, dir))
 }
 
 /// Runs one request on the server's namespace for client session `session` (its locks).
@@ -316,25 +313,25 @@ pub fn dispatch(ns: &dyn Namespace, session: u64, req: Request) -> Response {
             kind,
             mode,
             rdev,
-        } => made(ns, parent, ns.mknod(&who, parent, &name, kind, mode, rdev)),
+        } => made(ns.make(&who, parent, &name, Make::Node { kind, mode, rdev })),
         R::Create {
             who,
             parent,
             name,
             mode,
-        } => made(ns, parent, ns.create(&who, parent, &name, mode)),
+        } => made(ns.make(&who, parent, &name, Make::File { mode })),
         R::Mkdir {
             who,
             parent,
             name,
             mode,
-        } => made(ns, parent, ns.mkdir(&who, parent, &name, mode)),
+        } => made(ns.make(&who, parent, &name, Make::Dir { mode })),
         R::Symlink {
             who,
             parent,
             name,
             target,
-        } => made(ns, parent, ns.symlink(&who, parent, &name, &target)),
+        } => made(ns.make(&who, parent, &name, Make::Symlink { target: &target })),
         R::Readlink { ino } => ns
             .readlink(ino)
             .map_or_else(Response::Err, |b| Response::Bytes(b.into())),

@@ -25,6 +25,7 @@ pub(super) fn writable_parent(
     parent: InodeId,
     name: &[u8],
 ) -> MetaResult<InodeRec> {
+    w.prefetch_entries(&[(parent, name)])?;
     let dir = dir_rec(w, parent)?;
     if dir.attr.nlink == 0 {
         return Err(MetaError::NotFound); // a removed directory takes no new entries
@@ -45,6 +46,35 @@ pub(super) fn touch_dir(
     dir.ctime = now;
     dir.nlink = dir.nlink.saturating_add_signed(nlink_delta);
     w.put_attr(&dir)
+}
+
+impl New {
+    /// What to create for `what`, checked.
+    pub(super) fn of(what: Make<'_>) -> MetaResult<New> {
+        let (kind, mode, rdev, target) = match what {
+            Make::Node {
+                kind: FileKind::Directory | FileKind::Symlink,
+                ..
+            } => {
+                return Err(MetaError::Invalid(
+                    "mknod makes files, FIFOs, sockets and devices".into(),
+                ));
+            }
+            Make::Node { kind, mode, rdev } => (kind, mode, rdev, Vec::new()),
+            Make::File { mode } => (FileKind::Regular, mode, 0, Vec::new()),
+            Make::Dir { mode } => (FileKind::Directory, mode, 0, Vec::new()),
+            Make::Symlink { target } if target.len() > PATH_MAX => {
+                return Err(MetaError::NameTooLong);
+            }
+            Make::Symlink { target } => (FileKind::Symlink, 0o777, 0, target.to_vec()),
+        };
+        Ok(New {
+            kind,
+            mode,
+            rdev,
+            target,
+        })
+    }
 }
 
 impl<S: Store> Meta<S> {

@@ -43,8 +43,8 @@ impl<S: Store> Meta<S> {
             }
             last
         };
-        let unlinked = self.read(|t| Ok(t.try_inode(ino)?.is_some_and(|r| r.attr.nlink == 0)))?;
-        if !last || !unlinked {
+        // Only an inode this process orphaned can need purging (see `drop_link`).
+        if !last || !self.orphaned.lock().remove(&ino) {
             return Ok(());
         }
         self.write(|w| match w.try_inode(ino)? {

@@ -67,6 +67,10 @@ pub struct Meta<S: Store> {
     /// Open counts per inode (the embedded client's opens; clients of a site service keep
     /// theirs in sessions).
     opens: Mutex<HashMap<InodeId, u32>>,
+    /// Inodes this process kept as orphans (unlinked while open here): their last release
+    /// purges them. Orphans only come from here, so a release of any other inode needs
+    /// no read.
+    orphaned: Mutex<std::collections::HashSet<InodeId>>,
     /// The compiled objectives and the generation they were built at (see [`placement`]).
     engine: Mutex<Option<(u64, std::sync::Arc<meridian_objectives::Engine>)>>,
     /// Directory names and attachments for placement, valid at one objectives
@@ -88,6 +92,7 @@ impl<S: Store> Meta<S> {
             store,
             config,
             opens: Mutex::new(HashMap::new()),
+            orphaned: Mutex::default(),
             engine: Mutex::new(None),
             dirs: Mutex::default(),
             locks: Mutex::new(locks::LockTable::default()),
@@ -192,7 +197,19 @@ impl<S: Store> Meta<S> {
     }
 
     fn read<T>(&self, f: impl FnOnce(&dyn ReadTxn) -> MetaResult<T>) -> MetaResult<T> {
-        self.store.read(f)
+        self.store.read(f).inspect_err(|e| {
+            if matches!(e, MetaError::Store(_)) {
+                // Perhaps a change this process saw was lost (see `PgStore`).
+                self.forget_derived();
+            }
+        })
+    }
+
+    /// Empties what was derived from transactions (directory names and attachments, the
+    /// compiled objectives).
+    fn forget_derived(&self) {
+        self.dirs.lock().clear();
+        *self.engine.lock() = None;
     }
 
     /// Every change survives a crash of this process when this returns (the store's
@@ -216,11 +233,8 @@ impl<S: Store> Meta<S> {
                 }
                 Ok(out)
             })
-            .inspect_err(|_| {
-                // They may hold what the rolled-back transaction read of its own writes.
-                self.dirs.lock().clear();
-                *self.engine.lock() = None;
-            })
+            // It may have read its own writes, now rolled back (or lost).
+            .inspect_err(|_| self.forget_derived())
     }
 }
 
@@ -269,6 +283,7 @@ impl<S: Store> Namespace for Meta<S> {
             return Err(MetaError::NameTooLong);
         }
         self.read(|t| {
+            t.prefetch_entries(&[(parent, name)])?;
             let dir = dir_rec(&t, parent)?;
             perm::check(who, &dir.attr, perm::X)?;
             let d = resolve(&t, &dir, name)?.ok_or(MetaError::NotFound)?;
@@ -297,53 +312,16 @@ impl<S: Store> Namespace for Meta<S> {
         mode: u16,
         rdev: u32,
     ) -> MetaResult<Attr> {
-        if kind == FileKind::Directory || kind == FileKind::Symlink {
-            return Err(MetaError::Invalid(
-                "mknod makes files, FIFOs, sockets and devices".into(),
-            ));
-        }
-        self.write(|w| {
-            let attr = self.create(
-                w,
-                who,
-                parent,
-                name,
-                create::New {
-                    kind,
-                    mode,
-                    rdev,
-                    target: Vec::new(),
-                },
-            )?;
-            self.place(w, attr.ino, parent, name, true)?;
-            Ok(attr)
-        })
+        let what = Make::Node { kind, mode, rdev };
+        Ok(self.make(who, parent, name, what)?.0)
     }
 
     fn create(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16) -> MetaResult<Attr> {
-        let new = create::New {
-            kind: FileKind::Regular,
-            mode,
-            rdev: 0,
-            target: Vec::new(),
-        };
-        let attr = self.write(|w| {
-            let attr = self.create(w, who, parent, name, new)?;
-            self.place(w, attr.ino, parent, name, true)?;
-            Ok(attr)
-        })?;
-        *self.opens.lock().entry(attr.ino).or_insert(0) += 1;
-        Ok(attr)
+        Ok(self.make(who, parent, name, Make::File { mode })?.0)
     }
 
     fn mkdir(&self, who: &Caller, parent: InodeId, name: &[u8], mode: u16) -> MetaResult<Attr> {
-        let new = create::New {
-            kind: FileKind::Directory,
-            mode,
-            rdev: 0,
-            target: Vec::new(),
-        };
-        self.write(|w| self.create(w, who, parent, name, new))
+        Ok(self.make(who, parent, name, Make::Dir { mode })?.0)
     }
 
     fn symlink(
@@ -353,16 +331,27 @@ impl<S: Store> Namespace for Meta<S> {
         name: &[u8],
         target: &[u8],
     ) -> MetaResult<Attr> {
-        if target.len() > PATH_MAX {
-            return Err(MetaError::NameTooLong);
+        Ok(self.make(who, parent, name, Make::Symlink { target })?.0)
+    }
+
+    fn make(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        what: Make<'_>,
+    ) -> MetaResult<(Attr, Attr)> {
+        let new = create::New::of(what)?;
+        let made = self.write(|w| {
+            let attr = self.create(w, who, parent, name, new)?;
+            self.place(w, attr.ino, parent, name, true)?;
+            // The transaction's own write: no read of the store.
+            Ok((attr, w.inode(parent)?.attr))
+        })?;
+        if let Make::File { .. } = what {
+            *self.opens.lock().entry(made.0.ino).or_insert(0) += 1;
         }
-        let new = create::New {
-            kind: FileKind::Symlink,
-            mode: 0o777,
-            rdev: 0,
-            target: target.to_vec(),
-        };
-        self.write(|w| self.create(w, who, parent, name, new))
+        Ok(made)
     }
 
     fn readlink(&self, ino: InodeId) -> MetaResult<Vec<u8>> {

@@ -61,6 +61,8 @@ impl<S: Store> Meta<S> {
             return w.put_inode(&rec);
         }
         if self.is_open(ino) {
+            // A superset if this transaction fails: the last release checks again.
+            self.orphaned.lock().insert(ino);
             w.put_inode(&rec)?;
             w.set_orphan(ino, true)
         } else {

@@ -60,6 +60,7 @@ impl<S: Store> Meta<S> {
         who: &Caller,
         m: Move<'_>,
     ) -> MetaResult<()> {
+        w.prefetch_entries(&[(m.parent, m.name), (m.new_parent, m.new_name)])?;
         let src_dir = writable_parent(w, who, m.parent, m.name)?;
         let dst_dir = writable_parent(w, who, m.new_parent, m.new_name)?;
         let sd = w.dentry(m.parent, m.name)?.ok_or(MetaError::NotFound)?;

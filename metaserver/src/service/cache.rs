@@ -16,15 +16,20 @@
 //!   replaced (invalidations sent to the old session are lost). Another client's change
 //!   of a name pushes both the entry and its directory, so absent entries and complete
 //!   directories are dropped as present entries are.
-//! - This client's own changes drop what they make stale before they are sent; a removal,
-//!   rename or link drops everything (link counts and ctimes of inodes known by other
-//!   names).
+//! - This client's own changes drop what they make stale before they are sent: the
+//!   attributes of the directories they change and of the inodes they link, unlink or move
+//!   (whose link counts and ctimes change, under every name). A removed or moved name keeps
+//!   its entry meanwhile, pointing at an inode with no attributes, so lookups of it go to
+//!   the metaserver until the reply says what it is now: absent, or the moved inode. An
+//!   exchange forgets both entries and the directories' completeness. `.` and `..` are
+//!   never cached (a move changes `..`).
 //! - Lookups answered here check search permission on the directory's last known
 //!   attributes, as the metaserver would.
 //!
 //! Locks: one mutex over everything.
 
 use crate::meta::perm;
+use meridian_proto::RenameMode;
 use meridian_proto::session::Invalidation;
 use meridian_proto::wire::{Request, Response};
 use meridian_proto::{Attr, FileKind, InodeId, MetaError};
@@ -53,6 +58,20 @@ impl Inner {
         self.dirs.clear();
         self.entries.clear();
         self.complete.clear();
+    }
+
+    /// The inode `name` in `parent` is known to name, with its attributes forgotten (an
+    /// unlink, rmdir or rename is about to change its link count or ctime).
+    fn entry_ino(&mut self, parent: InodeId, name: &[u8]) -> Option<InodeId> {
+        let ino = self
+            .entries
+            .get(&(parent, name.to_vec()))
+            .copied()
+            .flatten();
+        if let Some(i) = ino {
+            self.forget_inode(i);
+        }
+        ino
     }
 
     fn forget_inode(&mut self, i: InodeId) {
@@ -95,6 +114,18 @@ pub enum Plan {
     Entry(InodeId, Vec<u8>),
     /// A directory made by this client: also known complete (empty).
     NewDir(InodeId, Vec<u8>),
+    /// On success, `from` is absent and `to` (if any) names `ino` (if known).
+    Moved {
+        from: (InodeId, Vec<u8>),
+        to: Option<(InodeId, Vec<u8>)>,
+        ino: Option<InodeId>,
+    },
+}
+
+impl Plan {
+    pub fn is_nothing(&self) -> bool {
+        matches!(self, Plan::Nothing)
+    }
 }
 
 impl MetaCache {
@@ -155,6 +186,7 @@ impl MetaCache {
                 c.forget_inode(*ino);
                 Plan::Attr
             }
+            R::Lookup { name, .. } if name == b"." || name == b".." => Plan::Nothing,
             R::Lookup { parent, name, .. } => Plan::Entry(*parent, name.clone()),
             R::Mknod { parent, name, .. }
             | R::Create { parent, name, .. }
@@ -172,9 +204,52 @@ impl MetaCache {
                 c.attrs.remove(ino);
                 Plan::Nothing
             }
-            R::Unlink { .. } | R::Rmdir { .. } | R::Rename { .. } | R::Link { .. } => {
-                c.clear();
-                Plan::Nothing
+            R::Unlink { parent, name, .. } | R::Rmdir { parent, name, .. } => {
+                c.attrs.remove(parent);
+                let ino = c.entry_ino(*parent, name);
+                Plan::Moved {
+                    from: (*parent, name.clone()),
+                    to: None,
+                    ino,
+                }
+            }
+            R::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                mode,
+                ..
+            } => {
+                c.attrs.remove(parent);
+                c.attrs.remove(new_parent);
+                let ino = c.entry_ino(*parent, name);
+                c.entry_ino(*new_parent, new_name); // a replaced inode loses a link
+                let target = (*new_parent, new_name.clone());
+                if *mode != RenameMode::Exchange {
+                    // Unknown until the reply: neither the old inode nor absent.
+                    c.entries.remove(&target);
+                    c.complete.remove(new_parent);
+                }
+                if *mode == RenameMode::Exchange {
+                    for key in [(*parent, name.clone()), (*new_parent, new_name.clone())] {
+                        c.complete.remove(&key.0);
+                        c.entries.remove(&key);
+                    }
+                    return Plan::Nothing;
+                }
+                Plan::Moved {
+                    from: (*parent, name.clone()),
+                    to: Some(target),
+                    ino,
+                }
+            }
+            R::Link {
+                ino, parent, name, ..
+            } => {
+                c.forget_inode(*ino);
+                c.attrs.remove(parent);
+                Plan::Entry(*parent, name.clone())
             }
             _ => Plan::Nothing,
         }
@@ -186,6 +261,13 @@ impl MetaCache {
         if c.epoch != epoch {
             if let Response::Attr(a) | Response::Made(a, _) = resp {
                 c.attrs.remove(&a.ino);
+            }
+            if let Plan::Moved { from, to, .. } = plan {
+                // Unknown now whether the names changed: ask the metaserver next time.
+                for key in [Some(from), to].into_iter().flatten() {
+                    c.complete.remove(&key.0);
+                    c.entries.remove(&key);
+                }
             }
             return;
         }
@@ -207,6 +289,12 @@ impl MetaCache {
                 c.complete.insert(a.ino);
             }
             (Plan::Entry(p, n), Response::Err(MetaError::NotFound)) => c.put_entry(p, n, None),
+            (Plan::Moved { from, to, ino }, Response::Unit) => {
+                c.put_entry(from.0, from.1, None);
+                if let (Some((p, n)), Some(i)) = (to, ino) {
+                    c.put_entry(p, n, Some(i));
+                }
+            }
             (_, Response::Attr(a) | Response::Made(a, _)) => {
                 c.attrs.remove(&a.ino);
             }
@@ -333,5 +421,121 @@ mod tests {
             name: b"g".to_vec(),
         };
         assert_eq!(c.answer(&g), None);
+    }
+
+    /// A directory made here with file `f` (inode 8) in it, known complete.
+    fn dir_with_file(c: &MetaCache) -> Request {
+        let root = Caller::root();
+        let made = |a| Response::Made(a, attr(1, 0o755, FileKind::Directory));
+        let mkdir = Request::Mkdir {
+            who: root.clone(),
+            parent: ROOT,
+            name: b"d".to_vec(),
+            mode: 0o755,
+        };
+        let e = c.epoch();
+        let p = c.plan(&mkdir);
+        c.learn(e, p, &made(attr(7, 0o755, FileKind::Directory)));
+        let create = Request::Create {
+            who: root.clone(),
+            parent: InodeId(7),
+            name: b"f".to_vec(),
+            mode: 0o644,
+        };
+        let e = c.epoch();
+        let p = c.plan(&create);
+        c.learn(
+            e,
+            p,
+            &Response::Made(
+                attr(8, 0o644, FileKind::Regular),
+                attr(7, 0o755, FileKind::Directory),
+            ),
+        );
+        in_dir(b"f")
+    }
+
+    fn in_dir(name: &[u8]) -> Request {
+        Request::Lookup {
+            who: Caller::root(),
+            parent: InodeId(7),
+            name: name.to_vec(),
+        }
+    }
+
+    #[test]
+    fn own_unlink_keeps_the_directory_complete_and_fails_safe() {
+        let c = MetaCache::default();
+        let f = dir_with_file(&c);
+        assert!(matches!(c.answer(&f), Some(Response::Attr(a)) if a.ino == InodeId(8)));
+        let unlink = Request::Unlink {
+            who: Caller::root(),
+            parent: InodeId(7),
+            name: b"f".to_vec(),
+        };
+        // A failed unlink: the name still resolves, through the metaserver (its link
+        // count is unknown here now).
+        let e = c.epoch();
+        let p = c.plan(&unlink);
+        assert!(c.answer(&f).is_none());
+        c.learn(e, p, &Response::Err(MetaError::AccessDenied));
+        assert!(c.answer(&f).is_none());
+        // A successful one: absent, answered here; the directory is still complete.
+        let e = c.epoch();
+        let p = c.plan(&unlink);
+        c.learn(e, p, &Response::Unit);
+        assert_eq!(c.answer(&f), Some(Response::Err(MetaError::NotFound)));
+        assert_eq!(
+            c.answer(&in_dir(b"g")),
+            Some(Response::Err(MetaError::NotFound))
+        );
+        assert!(c.answer(&Request::Getattr { ino: InodeId(8) }).is_none());
+        assert!(c.plan(&in_dir(b"..")).is_nothing());
+    }
+
+    #[test]
+    fn own_rename_moves_the_entry_and_a_crossed_invalidation_forgets_both_names() {
+        let c = MetaCache::default();
+        let f = dir_with_file(&c);
+        let rename = |to: &[u8]| Request::Rename {
+            who: Caller::root(),
+            parent: InodeId(7),
+            name: b"f".to_vec(),
+            new_parent: InodeId(7),
+            new_name: to.to_vec(),
+            mode: RenameMode::Replace,
+        };
+        let e = c.epoch();
+        let p = c.plan(&rename(b"g"));
+        c.learn(e, p, &Response::Unit);
+        assert_eq!(c.answer(&f), Some(Response::Err(MetaError::NotFound)));
+        // The new name is known to be inode 8, whose ctime changed: the metaserver says.
+        assert!(c.answer(&in_dir(b"g")).is_none());
+        let e = c.epoch();
+        let p = c.plan(&Request::Getattr { ino: InodeId(8) });
+        c.learn(e, p, &Response::Attr(attr(8, 0o644, FileKind::Regular)));
+        assert!(matches!(c.answer(&in_dir(b"g")), Some(Response::Attr(a)) if a.ino == InodeId(8)));
+        // A reply that crossed an invalidation: neither name nor absence is trusted.
+        let e = c.epoch();
+        let back = Request::Rename {
+            who: Caller::root(),
+            parent: InodeId(7),
+            name: b"g".to_vec(),
+            new_parent: InodeId(7),
+            new_name: b"f".to_vec(),
+            mode: RenameMode::Replace,
+        };
+        let p = c.plan(&back);
+        c.apply(&[Invalidation::Inode(InodeId(99))]);
+        c.learn(e, p, &Response::Unit);
+        let e = c.epoch();
+        let p = c.plan(&Request::Getattr { ino: InodeId(8) });
+        c.learn(e, p, &Response::Attr(attr(8, 0o644, FileKind::Regular)));
+        assert!(c.answer(&in_dir(b"g")).is_none());
+        assert!(c.answer(&in_dir(b"f")).is_none());
+        assert!(
+            c.answer(&in_dir(b"h")).is_none(),
+            "no longer known complete"
+        );
     }
 }

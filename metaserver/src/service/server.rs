@@ -236,6 +236,7 @@ async fn connection(
 
 /// Runs one call and answers it (after other clients dropped what it made stale).
 fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, id: u64, req: Request) {
+    tracing::trace!(session = me.id, id, ?req, "call");
     match req {
         Request::Sync => {
             let (ns, me, session) = (ns.clone(), me.clone(), me.id);

@@ -78,6 +78,12 @@ pub trait ReadTxn {
         after: Option<&[u8]>,
         limit: usize,
     ) -> MetaResult<Vec<Pair>>;
+    /// A hint that the transaction is about to `get` these keys. A store that pays a round
+    /// trip per read fetches them together; the others ignore it. Reads stay exact either
+    /// way.
+    fn prefetch(&self, _keys: &[(Table, &[u8])]) -> MetaResult<()> {
+        Ok(())
+    }
 }
 
 /// Reads and writes inside a transaction.

@@ -22,6 +22,7 @@ enum Op {
     Delete(bool, Vec<u8>),
     Get(bool, Vec<u8>),
     Scan(bool, Vec<u8>, Option<Vec<u8>>, usize),
+    Prefetch(Vec<(bool, Vec<u8>)>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -32,6 +33,7 @@ fn op() -> impl Strategy<Value = Op> {
         (any::<bool>(), key()).prop_map(|(t, k)| Op::Get(t, k)),
         (any::<bool>(), key(), proptest::option::of(key()), 0..5usize)
             .prop_map(|(t, p, a, l)| Op::Scan(t, p, a, l)),
+        proptest::collection::vec((any::<bool>(), key()), 0..4).prop_map(Op::Prefetch),
     ]
 }
 
@@ -98,6 +100,13 @@ fn transactions_read_their_own_writes<S: Store>(s: &S) {
                                 model.get(&(*tb, k.clone())).map(|v| vec![*v]),
                                 "get {op:?}"
                             ),
+                            Op::Prefetch(keys) => {
+                                let keys: Vec<(Table, &[u8])> = keys
+                                    .iter()
+                                    .map(|(tb, k)| (table(*tb), k.as_slice()))
+                                    .collect();
+                                t.prefetch(&keys)?;
+                            }
                             Op::Scan(tb, p, a, l) => assert_eq!(
                                 t.scan(table(*tb), p, a.as_deref(), *l)?,
                                 model_scan(&model, *tb, p, a.as_deref(), *l),

@@ -18,6 +18,15 @@
 //! - Round trips are few (see [`txn`]): a transaction's opening statements travel with its
 //!   first query, its writes are buffered and sent with the COMMIT in one round trip, and
 //!   the COMMIT of a read (or the ROLLBACK of a failed write) is sent without waiting.
+//! - A `Deferred` write returns once its COMMIT is written to the socket, not answered
+//!   (unless its writes exceed [`txn::WAIT_ABOVE`] bytes, more than a socket buffer surely
+//!   takes at once). Everything later on this store is sent after it on the same
+//!   connection and waits for its answer first (`Driver::settle`), so it sees the change;
+//!   other processes see it one round trip later. Only a failure of the
+//!   connection or the server makes a sent COMMIT fail (one advisory lock, no
+//!   constraints a buffered write can break): that is the database crash deferred
+//!   durability allows, and it is handled as one — the change is lost, logged, the next
+//!   call fails and the connection is made afresh.
 //! - The SQL is plain (no extensions): it runs on PostgreSQL-compatible distributed engines
 //!   (CockroachDB, YugabyteDB) that implement advisory locks or serialize the one lock row
 //!   — see docs/operations.md.
@@ -33,7 +42,8 @@ use meridian_proto::{MetaError, MetaResult};
 use parking_lot::Mutex;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
-use std::task::Poll;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use tokio_postgres::{Client, NoTls, Statement};
 use txn::PgTxn;
 
@@ -50,6 +60,8 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS meridian_kv (
 /// The statements every transaction uses, prepared once per connection.
 struct Stmts {
     get: Statement,
+    /// Arrays of (tbl, k) → (tbl, k, v or NULL) for each.
+    get_many: Statement,
     scan_to: Statement,
     scan_all: Statement,
     /// Upserts arrays of (tbl, k, v).
@@ -58,57 +70,94 @@ struct Stmts {
     delete_many: Statement,
 }
 
-/// Drives one connection's socket on a runtime of its own, on the calling thread.
+type PgFuture<T> = Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send>>;
+
+/// Drives one connection's socket on the calling thread (no thread hop per round trip),
+/// on a runtime of its own.
 struct Driver {
     rt: tokio::runtime::Runtime,
-    connection: Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send>>,
+    connection: PgFuture<()>,
     closed: bool,
+    /// Deferred commits sent and not yet answered, oldest first.
+    inflight: Vec<PgFuture<()>>,
 }
 
 impl Driver {
-    /// Runs `fut` to completion, driving the connection meanwhile.
-    fn run<T>(
-        &mut self,
-        fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
-    ) -> MetaResult<T> {
+    /// Polls `fut` with the connection until `done` says it is finished.
+    fn drive<T>(&mut self, mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>) -> T {
         let Driver {
             rt,
             connection,
             closed,
+            ..
         } = self;
-        let mut fut = pin!(fut);
         rt.block_on(poll_fn(|cx| {
-            let out = fut.as_mut().poll(cx);
+            let out = poll(cx);
             if !*closed && connection.as_mut().poll(cx).is_ready() {
                 *closed = true;
             }
             out
         }))
-        .map_err(pg)
     }
 
-    /// Sends what `fut` sends on its first poll and returns without waiting for the answer
-    /// (the connection reads and drops it later).
-    fn send(&mut self, fut: impl Future<Output = Result<(), tokio_postgres::Error>>) {
-        let Driver {
-            rt,
-            connection,
-            closed,
-        } = self;
+    /// Runs `fut` to completion.
+    fn run<T>(
+        &mut self,
+        fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> MetaResult<T> {
         let mut fut = pin!(fut);
-        rt.block_on(poll_fn(|cx| {
-            let _ = fut.as_mut().poll(cx);
-            if !*closed && connection.as_mut().poll(cx).is_ready() {
-                *closed = true;
+        self.drive(|cx| fut.as_mut().poll(cx)).map_err(pg)
+    }
+
+    /// Sends what `fut` sends on its first poll and writes it to the socket, without
+    /// waiting for the answer; what is left of `fut` (if it did not end at once) is
+    /// returned, to be polled later.
+    fn start(&mut self, mut fut: PgFuture<()>) -> MetaResult<Option<PgFuture<()>>> {
+        match self.drive(|cx| Poll::Ready(fut.as_mut().poll(cx))) {
+            Poll::Ready(out) => out.map(|()| None).map_err(pg),
+            Poll::Pending => Ok(Some(fut)),
+        }
+    }
+
+    /// Waits for the answers to the deferred commits: the first failure, as after a crash
+    /// of the database, loses the change, is logged, and is this call's error.
+    fn settle(&mut self) -> MetaResult<()> {
+        if self.inflight.is_empty() {
+            return Ok(());
+        }
+        let mut pending = std::mem::take(&mut self.inflight);
+        let mut failed = None;
+        self.drive(|cx| {
+            pending.retain_mut(|f| match f.as_mut().poll(cx) {
+                Poll::Ready(Ok(())) => false,
+                Poll::Ready(Err(e)) => {
+                    failed.get_or_insert(e.to_string());
+                    false
+                }
+                Poll::Pending => true,
+            });
+            if pending.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-            Poll::Ready(())
-        }))
+        });
+        match failed {
+            None => Ok(()),
+            Some(e) => {
+                tracing::error!(error = %e, "postgresql: a deferred commit failed; its change is lost");
+                self.closed = true;
+                Err(MetaError::Store(format!(
+                    "postgresql: an earlier change could not be committed and is lost: {e}"
+                )))
+            }
+        }
     }
 }
 
 struct Conn {
     driver: Driver,
-    client: Client,
+    client: Arc<Client>,
     stmts: Stmts,
 }
 
@@ -135,6 +184,7 @@ impl Conn {
             rt,
             connection: Box::pin(connection),
             closed: false,
+            inflight: Vec::new(),
         };
         driver.run(client.batch_execute(SCHEMA))?;
         let prepare = |d: &mut Driver, sql: &str| d.run(client.prepare(sql));
@@ -142,6 +192,11 @@ impl Conn {
             get: prepare(
                 &mut driver,
                 "SELECT v FROM meridian_kv WHERE tbl = $1 AND k = $2",
+            )?,
+            get_many: prepare(
+                &mut driver,
+                "SELECT w.tbl, w.k, (SELECT m.v FROM meridian_kv m WHERE m.tbl = w.tbl AND m.k = w.k) \
+                 FROM unnest($1::smallint[], $2::bytea[]) AS w(tbl, k)",
             )?,
             scan_to: prepare(
                 &mut driver,
@@ -166,7 +221,7 @@ impl Conn {
         };
         Ok(Conn {
             driver,
-            client,
+            client: Arc::new(client),
             stmts,
         })
     }
@@ -199,9 +254,13 @@ impl PgStore {
         })
     }
 
-    /// Runs `f` on the connection, first connecting again if the last one was lost.
+    /// Runs `f` on the connection, first connecting again if the last one was lost, and
+    /// first reporting a deferred commit that failed.
     fn with_conn<T>(&self, f: impl FnOnce(&mut Conn) -> MetaResult<T>) -> MetaResult<T> {
         let mut guard = self.conn.lock();
+        if let Some(c) = guard.as_mut() {
+            c.driver.settle()?;
+        }
         if guard.as_ref().is_none_or(|c| c.driver.closed) {
             *guard = None;
             *guard = Some(Conn::open(&self.url)?);
@@ -237,7 +296,7 @@ impl Store for PgStore {
             }
             let mut txn = PgTxn::new(conn, begin, Some(Table::Meta));
             match f(&mut txn) {
-                Ok(v) => txn.commit().map(|()| v),
+                Ok(v) => txn.commit(durability == Durability::Immediate).map(|()| v),
                 Err(e) => {
                     txn.forget();
                     Err(e)

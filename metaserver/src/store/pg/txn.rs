@@ -25,6 +25,10 @@ use std::ops::Bound;
 
 type Key = (i16, Vec<u8>);
 
+/// A deferred commit with more bytes of writes than this is waited for: a message that
+/// may not fit the socket's send buffer must not be left half-sent.
+pub(super) const WAIT_ABOVE: usize = 8 << 10;
+
 struct State<'c> {
     conn: &'c mut Conn,
     /// The opening statements, until they are sent.
@@ -64,12 +68,16 @@ impl<'c> PgTxn<'c> {
     pub(super) fn forget(self) {
         let State { conn, begin, .. } = self.state.into_inner();
         if begin.is_none() {
-            conn.driver.send(conn.client.batch_execute("ROLLBACK"));
+            let client = conn.client.clone();
+            // The connection reads and drops the answer later.
+            let rollback = async move { client.batch_execute("ROLLBACK").await };
+            let _ = conn.driver.start(Box::pin(rollback));
         }
     }
 
-    /// Sends the buffered writes and COMMIT in one round trip and waits for the answer.
-    pub(super) fn commit(self) -> MetaResult<()> {
+    /// Sends the buffered writes and COMMIT in one round trip; waits for the answer if
+    /// `wait`, or else leaves it in `inflight` (see the store's invariants).
+    pub(super) fn commit(self, wait: bool) -> MetaResult<()> {
         let PgTxn { state, writes } = self;
         let State { conn, begin, .. } = state.into_inner();
         let Conn {
@@ -81,6 +89,10 @@ impl<'c> PgTxn<'c> {
             return Ok(()); // nothing was sent
         }
         let (mut pt, mut pk, mut pv, mut dt, mut dk) = (vec![], vec![], vec![], vec![], vec![]);
+        let size: usize = writes
+            .iter()
+            .map(|((_, k), v)| 16 + k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum();
         for ((t, k), v) in writes {
             match v {
                 Some(v) => {
@@ -94,36 +106,43 @@ impl<'c> PgTxn<'c> {
                 }
             }
         }
-        let begin = async {
-            match &begin {
-                Some(b) => client.batch_execute(b).await,
-                None => Ok(()),
+        let (client, del, put) = (
+            client.clone(),
+            stmts.delete_many.clone(),
+            stmts.put_many.clone(),
+        );
+        let all = async move {
+            let begin = async {
+                match &begin {
+                    Some(b) => client.batch_execute(b).await,
+                    None => Ok(()),
+                }
+            };
+            let deletes = async {
+                match dt.is_empty() {
+                    true => Ok(0),
+                    false => client.execute(&del, &[&dt, &dk]).await,
+                }
+            };
+            let puts = async {
+                match pt.is_empty() {
+                    true => Ok(0),
+                    false => client.execute(&put, &[&pt, &pk, &pv]).await,
+                }
+            };
+            let (b, d, p, c) = tokio::join!(begin, deletes, puts, client.batch_execute("COMMIT"));
+            // After a failed statement PostgreSQL answers COMMIT with ROLLBACK, so the
+            // first error is the transaction's.
+            b.and(d.map(drop)).and(p.map(drop)).and(c)
+        };
+        match driver.start(Box::pin(all))? {
+            Some(rest) if wait || size > WAIT_ABOVE => driver.run(rest),
+            Some(rest) => {
+                driver.inflight.push(rest);
+                Ok(())
             }
-        };
-        let deletes = async {
-            match dt.is_empty() {
-                true => Ok(0),
-                false => client.execute(&stmts.delete_many, &[&dt, &dk]).await,
-            }
-        };
-        let puts = async {
-            match pt.is_empty() {
-                true => Ok(0),
-                false => client.execute(&stmts.put_many, &[&pt, &pk, &pv]).await,
-            }
-        };
-        let all = async {
-            Ok(tokio::join!(
-                begin,
-                deletes,
-                puts,
-                client.batch_execute("COMMIT")
-            ))
-        };
-        // After a failed statement PostgreSQL answers COMMIT with ROLLBACK, so the first
-        // error is the transaction's.
-        let (b, d, p, c) = driver.run(all)?;
-        b.and(d.map(drop)).and(p.map(drop)).and(c).map_err(pg)
+            None => Ok(()),
+        }
     }
 
     /// Runs one query; if the opening statements are unsent, they and the preload go in
@@ -197,20 +216,47 @@ impl<'c> PgTxn<'c> {
     }
 }
 
+impl PgTxn<'_> {
+    /// The value of `k` if this transaction already knows it.
+    fn known(&self, k: &Key) -> Option<Option<Vec<u8>>> {
+        if let Some(v) = self.writes.get(k) {
+            return Some(v.clone());
+        }
+        let s = self.state.borrow();
+        match s.seen.get(k) {
+            Some(v) => Some(v.clone()),
+            None if s.whole == Some(k.0) => Some(None),
+            None => None,
+        }
+    }
+}
+
 impl ReadTxn for PgTxn<'_> {
+    fn prefetch(&self, keys: &[(Table, &[u8])]) -> MetaResult<()> {
+        let (mut ts, mut ks) = (Vec::new(), Vec::new());
+        for &(t, k) in keys {
+            let key = (tbl(t), k.to_vec());
+            let dup = ts.iter().zip(&ks).any(|(t, k)| (*t, k) == (key.0, &key.1));
+            if self.known(&key).is_none() && !dup {
+                ts.push(key.0);
+                ks.push(key.1);
+            }
+        }
+        if ks.is_empty() {
+            return Ok(());
+        }
+        let rows = self.query(|s| &s.get_many, &[&ts, &ks])?;
+        let mut s = self.state.borrow_mut();
+        for r in rows {
+            s.seen.insert((r.get(0), r.get(1)), r.get(2));
+        }
+        Ok(())
+    }
+
     fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
         let k = (tbl(table), key.to_vec());
-        if let Some(v) = self.writes.get(&k) {
-            return Ok(v.clone());
-        }
-        {
-            let s = self.state.borrow();
-            if let Some(v) = s.seen.get(&k) {
-                return Ok(v.clone());
-            }
-            if s.whole == Some(k.0) {
-                return Ok(None);
-            }
+        if let Some(v) = self.known(&k) {
+            return Ok(v);
         }
         let rows = self.query(|s| &s.get, &[&k.0, &key])?;
         let v: Option<Vec<u8>> = rows.into_iter().next().map(|r| r.get(0));

@@ -1,0 +1,47 @@
+#!/bin/sh
+# One metadata run on this machine: an embedded mount, a mount through a QUIC metaserver
+# (redb), and one through a QUIC metaserver over PostgreSQL, then benches/meta/run.py
+# across the three. PostgreSQL comes from Debian's packages (apt-get install postgresql);
+# the cluster runs as the postgres user on loopback, in WORK. Blocks stay local
+# (no bucket): this measures metadata only. Run as root.
+#
+#   benches/meta/compare.sh /tmp/metabench [run.py options, e.g. --files 2000]
+set -eu
+WORK=${1:?usage: compare.sh WORKDIR [run.py options]}
+shift
+HERE=$(cd "$(dirname "$0")" && pwd)
+M=${MERIDIAN:-$HERE/../../target/release/meridian}
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
+PGPORT=${PGPORT:-55439}
+rm -rf "$WORK"; mkdir -p "$WORK/pg" "$WORK/mnt/emb" "$WORK/mnt/quic" "$WORK/mnt/qpg"
+chown postgres "$WORK/pg"
+
+cleanup() {
+    for m in emb quic qpg; do "$M" umount "$WORK/mnt/$m" 2>/dev/null || umount -l "$WORK/mnt/$m" 2>/dev/null || true; done
+    kill $S1 $S2 2>/dev/null || true
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null 2>&1 || true
+}
+S1=; S2=
+trap cleanup EXIT
+
+runuser -u postgres -- "$PGBIN/initdb" --auth=trust --username=postgres --no-sync -D "$WORK/pg/data" >/dev/null
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w \
+    -o "-p $PGPORT -k $WORK/pg -c listen_addresses=127.0.0.1" start >/dev/null
+
+site() { # name port extra-line
+    mkdir -p "$WORK/$1"
+    printf 'data_dir = "%s/%s/data"\nlisten = "127.0.0.1:%s"\n%s\n' "$WORK" "$1" "$2" "$3" > "$WORK/$1/site.toml"
+    "$M" metaserver -c "$WORK/$1/site.toml" add-client bench | awk 'NR==1{print $4}' > "$WORK/$1/token"
+    "$M" metaserver -c "$WORK/$1/site.toml" > "$WORK/$1/log" 2>&1 &
+}
+site quic 7451 ""; S1=$!
+site qpg 7452 "postgres = \"postgresql://postgres@127.0.0.1:$PGPORT/postgres\""; S2=$!
+sleep 2
+
+"$M" mount "$WORK/mnt/emb" --data-dir "$WORK/emb" --attr-ttl-ms 0
+for s in quic:7451 qpg:7452; do
+    n=${s%%:*}; p=${s##*:}
+    "$M" mount "$WORK/mnt/$n" --data-dir "$WORK/c-$n" --attr-ttl-ms 0 --meta "quic://127.0.0.1:$p" \
+        --meta-cert "$WORK/$n/data/metaserver.crt" --meta-token "$(cat "$WORK/$n/token")"
+done
+python3 "$HERE/run.py" "$@" embedded="$WORK/mnt/emb" quic="$WORK/mnt/quic" quic-postgres="$WORK/mnt/qpg"
