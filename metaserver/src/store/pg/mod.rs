@@ -11,7 +11,8 @@
 //!   read-modify-write transactions, inode allocation included, never interleave), then
 //!   reads the latest committed state.
 //! - Read transactions are REPEATABLE READ snapshots.
-//! - `Deferred` writes commit with `synchronous_commit = off` (PostgreSQL's own deferred
+//! - `Deferred` writes commit with `synchronous_commit = off`, the session's setting
+//!   (PostgreSQL's own deferred
 //!   durability: a crash of the database server loses at most the last few hundred
 //!   milliseconds of them, whole transactions only); `sync` commits a transaction with
 //!   `synchronous_commit = on`, which flushes the WAL up to it and so every earlier one.
@@ -187,6 +188,8 @@ impl Conn {
             inflight: Vec::new(),
         };
         driver.run(client.batch_execute(SCHEMA))?;
+        // `Deferred` is the common case; `Immediate` writes and `sync` turn it on locally.
+        driver.run(client.batch_execute("SET synchronous_commit = off"))?;
         let prepare = |d: &mut Driver, sql: &str| d.run(client.prepare(sql));
         let stmts = Stmts {
             get: prepare(
@@ -291,8 +294,8 @@ impl Store for PgStore {
     ) -> MetaResult<T> {
         self.with_conn(|conn| {
             let mut begin = format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})");
-            if durability == Durability::Deferred {
-                begin.push_str("; SET LOCAL synchronous_commit = off");
+            if durability == Durability::Immediate {
+                begin.push_str("; SET LOCAL synchronous_commit = on"); // the session's is off
             }
             let mut txn = PgTxn::new(conn, begin, Some(Table::Meta));
             match f(&mut txn) {
