@@ -178,7 +178,8 @@ fn locks_taken_in_one_mount_hold_in_the_other() {
 
 /// Two metaserver processes over one PostgreSQL database serve one site: a mount of each
 /// sees the other's changes — each metaserver follows the shared change feed and pushes
-/// what the other made to its own clients (within its 100 ms poll, so this polls).
+/// what the other made to its own clients (within its 100 ms poll, so this polls) — and
+/// the other's locks.
 #[test]
 fn two_metaservers_over_one_postgresql_serve_one_site() {
     let pg = meridian_metaserver::store::pg::testing::Cluster::start();
@@ -215,4 +216,30 @@ fn two_metaservers_over_one_postgresql_serve_one_site() {
     soon("a delete", &|| {
         std::fs::read_dir(a.path("shot")).unwrap().count() == 0
     });
+    // Locks live in the shared database: one taken through either metaserver holds
+    // against the other's clients, and its release is seen at once.
+    std::fs::write(a.path("shot/edl.lock"), b"").unwrap();
+    soon("the lock file", &|| b.path("shot/edl.lock").exists());
+    for (take, probe) in [
+        (
+            "fcntl.lockf(f, fcntl.LOCK_EX)",
+            "fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+        ),
+        (
+            "fcntl.flock(f, fcntl.LOCK_EX)",
+            "fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+        ),
+    ] {
+        let mut holder = hold(&a.path("shot/edl.lock"), take);
+        assert!(
+            !try_lock(&b.path("shot/edl.lock"), probe),
+            "{take}: not held across metaservers"
+        );
+        drop(holder.stdin.take());
+        holder.wait().unwrap();
+        assert!(
+            try_lock(&b.path("shot/edl.lock"), probe),
+            "{take}: not released"
+        );
+    }
 }

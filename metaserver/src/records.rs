@@ -59,6 +59,7 @@ pub fn check_value(table: Table, key: &[u8], bytes: &[u8]) -> MetaResult<()> {
         Table::Feed => {
             decode::<(u64, Vec<meridian_proto::session::Invalidation>)>(table, key, bytes).map(drop)
         }
+        Table::Locks => decode::<Vec<crate::meta::locks::Stored>>(table, key, bytes).map(drop),
         Table::Xattrs | Table::Orphans => Ok(()),
     }
 }
@@ -139,6 +140,26 @@ pub trait Records {
             Some(v) => decode(Table::Data, &key, &v),
             None => Ok(Layout::default()),
         }
+    }
+    /// `ino`'s byte-range locks, when a shared store keeps them.
+    fn locks(&self, ino: InodeId) -> MetaResult<Vec<crate::meta::locks::Stored>> {
+        let key = ino_key(ino);
+        match self.txn().get(Table::Locks, &key)? {
+            Some(v) => decode(Table::Locks, &key, &v),
+            None => Ok(Vec::new()),
+        }
+    }
+    /// Every inode with locks, and its locks.
+    fn all_locks(&self) -> MetaResult<Vec<(InodeId, Vec<crate::meta::locks::Stored>)>> {
+        let mut out = Vec::new();
+        for (k, v) in self.txn().scan(Table::Locks, b"", None, usize::MAX)? {
+            let ino =
+                InodeId(u64::from_be_bytes(k.as_slice().try_into().map_err(
+                    |_| MetaError::Corrupt(format!("locks key {}", hex_key(&k))),
+                )?));
+            out.push((ino, decode(Table::Locks, &k, &v)?));
+        }
+        Ok(out)
     }
     fn counter(&self, name: &[u8]) -> MetaResult<u64> {
         match self.txn().get(Table::Meta, name)? {
@@ -252,6 +273,17 @@ impl<'a> Writer<'a> {
         self.touch(ino);
         self.txn.delete(Table::Xattrs, &child_key(ino, name))
     }
+    /// Stores `ino`'s locks (none: the entry goes).
+    pub fn put_locks(
+        &mut self,
+        ino: InodeId,
+        locks: &[crate::meta::locks::Stored],
+    ) -> MetaResult<()> {
+        match locks.is_empty() {
+            true => self.txn.delete(Table::Locks, &ino_key(ino)),
+            false => self.txn.put(Table::Locks, &ino_key(ino), &encode(&locks)),
+        }
+    }
     pub fn set_orphan(&mut self, ino: InodeId, orphan: bool) -> MetaResult<()> {
         if orphan {
             self.txn.put(Table::Orphans, &ino_key(ino), &[])
@@ -267,6 +299,7 @@ impl<'a> Writer<'a> {
             self.del_xattr(ino, &name)?;
         }
         self.txn.delete(Table::Data, &ino_key(ino))?;
+        self.txn.delete(Table::Locks, &ino_key(ino))?;
         self.txn.delete(Table::Inodes, &ino_key(ino))?;
         self.set_orphan(ino, false)?;
         self.add_counter(FILES, -1)?;

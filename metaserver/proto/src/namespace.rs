@@ -240,6 +240,11 @@ pub trait Namespace: Send + Sync {
     /// Releases every lock of a client session that ended (its connection closed or its
     /// lease ran out).
     fn end_session(&self, session: u64) -> MetaResult<()>;
+    /// Periodic upkeep a service runs every few seconds (for a store several metaservers
+    /// share: liveness, and the locks of metaservers gone silent). Nothing by default.
+    fn maintain(&self) -> MetaResult<()> {
+        Ok(())
+    }
 
     /// Up to `limit` entries of the change feed stamped after `after` (from the start with
     /// `Hlc(0)`), oldest first. A subscriber keeps the last stamp it read as its cursor.

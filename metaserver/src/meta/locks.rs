@@ -1,8 +1,11 @@
 //! Byte-range locks of every client: POSIX record locks (fcntl) and flock, kept apart as
 //! Linux keeps them (a flock never conflicts with a record lock).
 //!
-//! Owns: the lock table, in memory (locks do not survive a metaserver restart, as they do
-//! not survive a reboot of a local filesystem; clients re-take them).
+//! Owns: the lock table's rules. The table lives in memory (locks do not survive a
+//! metaserver restart, as they do not survive a reboot of a local filesystem; clients
+//! re-take them), or, when several metaservers share the store, in the store as one
+//! [`Stored`] list per inode, each lock with the metaserver instance whose session holds it
+//! (see [`with_stored`]).
 //!
 //! Invariants: the ranges one owner holds on one inode in one flavour never overlap (a new
 //! lock replaces the owner's overlap, splitting what it cuts); two owners never hold
@@ -10,7 +13,72 @@
 //! has no entry.
 
 use meridian_proto::{InodeId, Lock, LockKind, LockOwner, MetaError, MetaResult};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+/// A lock as a shared store keeps it: sessions are numbered by each metaserver, so the
+/// holder is its metaserver instance, session and lock owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    pub instance: u64,
+    pub owner: LockOwner,
+    pub lock: Lock,
+}
+
+/// Runs `f` on a table holding `ino`'s stored locks, `owner` being `instance`'s; returns its
+/// result and the inode's locks afterwards. Each distinct (instance, session) is given a
+/// number of its own for the table, so sessions of different metaservers never match.
+pub fn with_stored<T>(
+    ino: InodeId,
+    stored: Vec<Stored>,
+    instance: u64,
+    owner: LockOwner,
+    f: impl FnOnce(&mut LockTable, LockOwner) -> T,
+) -> (T, Vec<Stored>) {
+    let mut sessions: Vec<(u64, u64)> = Vec::new();
+    let mut local = |instance: u64, o: LockOwner| -> LockOwner {
+        let key = (instance, o.session);
+        let n = sessions.iter().position(|s| *s == key).unwrap_or_else(|| {
+            sessions.push(key);
+            sessions.len() - 1
+        });
+        LockOwner {
+            session: n as u64,
+            owner: o.owner,
+        }
+    };
+    let held: Vec<Held> = stored
+        .iter()
+        .map(|s| Held {
+            owner: local(s.instance, s.owner),
+            lock: s.lock,
+        })
+        .collect();
+    let me = local(instance, owner);
+    let mut table = LockTable::default();
+    if !held.is_empty() {
+        table.by_inode.insert(ino, held);
+    }
+    let out = f(&mut table, me);
+    let after = table
+        .by_inode
+        .remove(&ino)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| {
+            let (instance, session) = sessions[h.owner.session as usize];
+            Stored {
+                instance,
+                owner: LockOwner {
+                    session,
+                    owner: h.owner.owner,
+                },
+                lock: h.lock,
+            }
+        })
+        .collect();
+    (out, after)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Held {

@@ -3,7 +3,7 @@
 //! Layout: `perm` (permission checks), `create` (mknod, mkdir, symlink, link), `remove`
 //! (unlink, rmdir, dropping links), `rename`, `attr` (setattr, xattrs), `data` (open,
 //! release, layouts and commits), `feed` (the HLC-stamped change feed), `locks` (byte-range
-//! locks).
+//! locks, in memory) and `shared_locks` (the same in a store several metaservers share).
 //!
 //! Invariants:
 //! - Every public operation runs in one store transaction (`Store::write_with` or
@@ -26,6 +26,7 @@ pub(crate) mod perm;
 pub mod placement;
 mod remove;
 mod rename;
+pub mod shared_locks;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -101,6 +102,7 @@ impl<S: Store> Meta<S> {
         };
         meta.init_root()?;
         meta.purge_orphans()?;
+        meta.maintain_at(Hlc::wall_millis())?; // alive, for shared locks
         Ok(meta)
     }
 
@@ -500,17 +502,30 @@ impl<S: Store> Namespace for Meta<S> {
     }
 
     fn getlk(&self, ino: InodeId, owner: LockOwner, lock: &Lock) -> MetaResult<Option<Lock>> {
+        if self.store.shared() {
+            return self.getlk_shared(ino, owner, lock);
+        }
         self.getattr(ino)?;
         Ok(self.locks.lock().test(ino, owner, lock))
     }
 
     fn setlk(&self, ino: InodeId, owner: LockOwner, lock: &Lock) -> MetaResult<()> {
+        if self.store.shared() {
+            return self.setlk_shared(ino, owner, lock);
+        }
         self.getattr(ino)?;
         self.locks.lock().set(ino, owner, lock)
     }
 
+    fn maintain(&self) -> MetaResult<()> {
+        self.maintain_at(Hlc::wall_millis()).map(drop)
+    }
+
     fn end_session(&self, session: u64) -> MetaResult<()> {
-        let n = self.locks.lock().end_session(session);
+        let n = match self.store.shared() {
+            true => self.end_session_shared(session)?,
+            false => self.locks.lock().end_session(session),
+        };
         if n > 0 {
             tracing::info!(session, locks = n, "released the locks of an ended session");
         }

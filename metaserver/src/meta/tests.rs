@@ -128,6 +128,58 @@ fn two_metaservers_share_one_postgresql_database() {
     assert!(feed.len() >= 121);
 }
 
+/// Two metaservers over one PostgreSQL database: a lock taken through one holds against
+/// the other's clients (sessions of different metaservers never match, even with the same
+/// number); an ended session's locks go at once; a silent metaserver's go after its lease.
+#[test]
+fn locks_hold_across_metaservers_sharing_postgresql() {
+    let cluster = crate::store::pg::testing::Cluster::start();
+    let open = || {
+        Meta::open(
+            crate::store::PgStore::connect(&cluster.url()).unwrap(),
+            MetaConfig::default(),
+        )
+        .unwrap()
+    };
+    let (a, b) = (open(), open());
+    let root = Caller::root();
+    let f = Namespace::create(&a, &root, ROOT, b"edl.lock", 0o644).unwrap();
+    let whole = |kind| Lock {
+        kind,
+        start: 0,
+        end: u64::MAX,
+        pid: 1,
+        flock: false,
+    };
+    let same = LockOwner {
+        session: 1,
+        owner: 7,
+    };
+    a.setlk(f.ino, same, &whole(LockKind::Write)).unwrap();
+    assert_eq!(
+        b.setlk(f.ino, same, &whole(LockKind::Read)),
+        Err(MetaError::WouldBlock),
+        "same session number on another metaserver is another client"
+    );
+    assert!(
+        b.getlk(f.ino, same, &whole(LockKind::Read))
+            .unwrap()
+            .is_some()
+    );
+    a.end_session(1).unwrap();
+    b.setlk(f.ino, same, &whole(LockKind::Read)).unwrap();
+    // b goes silent: its lock stays while its lease runs, then a's upkeep removes it.
+    let now = Hlc::wall_millis();
+    assert_eq!(a.maintain_at(now + 1_000).unwrap(), 0);
+    assert_eq!(
+        a.setlk(f.ino, same, &whole(LockKind::Write)),
+        Err(MetaError::WouldBlock)
+    );
+    let lease = super::shared_locks::INSTANCE_LEASE.as_millis() as u64;
+    assert_eq!(a.maintain_at(now + lease + 1_000).unwrap(), 1);
+    a.setlk(f.ino, same, &whole(LockKind::Write)).unwrap();
+}
+
 #[test]
 fn suite_on_memory_store() {
     suite(MemStore::new);

@@ -106,8 +106,19 @@ impl Server {
 
     /// For a metaserver sharing its store with others (PostgreSQL): follows the change feed
     /// and pushes the changes the other metaservers made to this one's clients, as if made
-    /// here (within [`FOLLOW_EVERY`] of their commit). Runs until the task is dropped.
+    /// here (within [`FOLLOW_EVERY`] of their commit); and runs the namespace's upkeep
+    /// (`Namespace::maintain`) every few seconds. Runs until the task is dropped.
     pub async fn follow(&self, ns: Arc<dyn Namespace>, origin: u64) {
+        let upkeep = ns.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(crate::meta::shared_locks::MAINTAIN_EVERY).await;
+                let ns = upkeep.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || ns.maintain()).await {
+                    tracing::warn!(error = %e, "shared store upkeep");
+                }
+            }
+        });
         let mut cursor = meridian_proto::Hlc::at_millis(meridian_proto::Hlc::wall_millis());
         loop {
             tokio::time::sleep(FOLLOW_EVERY).await;

@@ -34,10 +34,12 @@ pub enum Table {
     Orphans,
     /// The change feed: HLC (big-endian) → what one transaction changed.
     Feed,
+    /// Byte-range locks by inode, when the store is shared by several metaservers.
+    Locks,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Inodes,
         Table::Dentries,
         Table::Xattrs,
@@ -45,6 +47,7 @@ impl Table {
         Table::Meta,
         Table::Orphans,
         Table::Feed,
+        Table::Locks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +59,7 @@ impl Table {
             Table::Meta => "meta",
             Table::Orphans => "orphans",
             Table::Feed => "feed",
+            Table::Locks => "locks",
         }
     }
 
@@ -113,6 +117,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> MetaResult<T>;
     /// Makes every deferred write durable.
     fn sync(&self) -> MetaResult<()>;
+
+    /// Other processes may use this store at the same time, so what one process keeps in
+    /// memory (locks, for one) is not seen by the others and must be kept in the store.
+    fn shared(&self) -> bool {
+        false
+    }
 
     /// A write that is durable when this returns.
     fn write<T>(&self, f: impl FnOnce(&mut dyn WriteTxn) -> MetaResult<T>) -> MetaResult<T> {

@@ -32,6 +32,7 @@ const DEFS: [Def; Table::ALL.len()] = [
     TableDefinition::new("meta"),
     TableDefinition::new("orphans"),
     TableDefinition::new("feed"),
+    TableDefinition::new("locks"),
 ];
 
 /// Private: the journal sequence the database holds (key `SEQ_KEY`).

@@ -308,6 +308,10 @@ impl Store for PgStore {
         })
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn sync(&self) -> MetaResult<()> {
         self.with_conn(|conn| {
             conn.driver.run(conn.client.batch_execute(
