@@ -179,6 +179,10 @@ pub struct S3Flags {
     /// Secret access key
     #[arg(long, env = "MERIDIAN_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub secret_access_key: Option<String>,
+    /// Sign upload payloads with SHA-256 instead of a CRC32C checksum (servers that refuse
+    /// unsigned payloads)
+    #[arg(long)]
+    pub sign_payload: bool,
 }
 
 /// Flags that locate the namespace and blocks.
@@ -229,6 +233,7 @@ impl StoreFlags {
             if f.secret_access_key.is_some() {
                 s3.secret_access_key = f.secret_access_key.clone();
             }
+            s3.sign_payload |= f.sign_payload;
             cfg.s3 = Some(s3);
         } else if f.endpoint.is_some() {
             bail!("--endpoint given without --bucket: name the bucket that holds the blocks");

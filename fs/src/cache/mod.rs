@@ -11,6 +11,7 @@
 //!   when the writer falls behind, blocks are simply not cached on disk).
 //! - Prefetch never blocks the caller: requests beyond the queue depth are dropped.
 
+pub(crate) mod aligned;
 mod disk;
 pub mod pieces;
 pub mod uring;

@@ -5,6 +5,7 @@
 //! four reads in flight at the device. Buffers live on the caller's stack frame until every
 //! completion has been reaped, which is what makes the raw pointers sound.
 
+use super::aligned::{ALIGN, AlignedBuf};
 use io_uring::{IoUring, opcode, types};
 use std::cell::RefCell;
 use std::fs::File;
@@ -102,9 +103,32 @@ pub fn read_at(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Writes `data` as the whole content of a new file at `path`.
+thread_local! {
+    /// This thread's aligned copy buffer for direct writes.
+    static BOUNCE: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
+}
+
+/// Writes `data` as the whole content of a new file at `path`. Whole pages go with direct
+/// I/O (from an aligned copy), so a cache fill neither copies into the page cache nor
+/// leaves dirty pages for writeback; other sizes, or a filesystem without direct I/O,
+/// are written through the page cache.
 pub fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
-    let file = File::create(path)?;
+    if !data.is_empty() && data.len().is_multiple_of(ALIGN) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let direct = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path);
+        if let Ok(file) = direct {
+            return BOUNCE.with(|b| write_all(&file, path, b.borrow_mut().padded_copy(data)));
+        }
+    }
+    write_all(&File::create(path)?, path, data)
+}
+
+fn write_all(file: &File, path: &Path, data: &[u8]) -> io::Result<()> {
     let fd = types::Fd(file.as_raw_fd());
     let ptr = data.as_ptr();
     let done = with_ring(|ring| {

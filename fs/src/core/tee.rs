@@ -20,6 +20,7 @@
 //! Locks: the tee is only touched with its inode's `state` lock held (state → tee).
 
 use super::passthrough::{MIN_SIZE, copy_name, trim};
+use crate::cache::aligned::{ALIGN, AlignedBuf};
 use super::{Fs, OpenInode};
 use meridian_proto::{Attr, CHUNK_SIZE, Layout};
 use std::fs::File;
@@ -68,7 +69,7 @@ pub(crate) fn start_writer() -> Option<SyncSender<Job>> {
 }
 
 fn writer(rx: Receiver<Job>) {
-    let mut bounce = Bounce::new();
+    let mut bounce = AlignedBuf::default();
     while let Ok(job) = rx.recv() {
         match job {
             Job::Write(c, offset, data) => {
@@ -89,48 +90,19 @@ fn writer(rx: Receiver<Job>) {
     }
 }
 
-/// A 4 KiB-aligned buffer of one chunk, for O_DIRECT writes.
-struct Bounce(*mut u8);
-
-const ALIGN: usize = 4096;
-
-impl Bounce {
-    fn layout() -> std::alloc::Layout {
-        std::alloc::Layout::from_size_align(CHUNK_SIZE as usize, ALIGN).expect("valid layout")
-    }
-    fn new() -> Self {
-        // SAFETY: the layout has a non-zero size.
-        let p = unsafe { std::alloc::alloc_zeroed(Self::layout()) };
-        if p.is_null() {
-            std::alloc::handle_alloc_error(Self::layout());
-        }
-        Bounce(p)
-    }
-    fn buf(&mut self) -> &mut [u8] {
-        // SAFETY: `self.0` points to CHUNK_SIZE bytes owned by this value.
-        unsafe { std::slice::from_raw_parts_mut(self.0, CHUNK_SIZE as usize) }
-    }
-}
-
-impl Drop for Bounce {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with the same layout.
-        unsafe { std::alloc::dealloc(self.0, Self::layout()) }
-    }
-}
-
 /// Writes a chunk at its (chunk-aligned) offset. Through O_DIRECT the bytes go from an
 /// aligned copy straight to the disk, padded to 4 KiB (the final `set_len` cuts the
 /// padding): no page-cache copy competes with the application for CPU.
-fn write_at(file: &File, bounce: &mut Bounce, data: &[u8], offset: u64) -> std::io::Result<()> {
+fn write_at(
+    file: &File,
+    bounce: &mut AlignedBuf,
+    data: &[u8],
+    offset: u64,
+) -> std::io::Result<()> {
     if data.len() > CHUNK_SIZE as usize || !offset.is_multiple_of(ALIGN as u64) {
         return file.write_all_at(data, offset);
     }
-    let padded = data.len().next_multiple_of(ALIGN);
-    let buf = bounce.buf();
-    buf[..data.len()].copy_from_slice(data);
-    buf[data.len()..padded].fill(0);
-    file.write_all_at(&buf[..padded], offset)
+    file.write_all_at(bounce.padded_copy(data), offset)
 }
 
 fn finish(c: &Mirror, keep: Option<(Attr, PathBuf, u64)>) {
