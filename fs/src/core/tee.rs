@@ -20,8 +20,8 @@
 //! Locks: the tee is only touched with its inode's `state` lock held (state → tee).
 
 use super::passthrough::{MIN_SIZE, copy_name, trim};
-use crate::cache::aligned::{ALIGN, AlignedBuf};
 use super::{Fs, OpenInode};
+use crate::cache::aligned::{ALIGN, AlignedBuf};
 use meridian_proto::{Attr, CHUNK_SIZE, Layout};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -93,12 +93,7 @@ fn writer(rx: Receiver<Job>) {
 /// Writes a chunk at its (chunk-aligned) offset. Through O_DIRECT the bytes go from an
 /// aligned copy straight to the disk, padded to 4 KiB (the final `set_len` cuts the
 /// padding): no page-cache copy competes with the application for CPU.
-fn write_at(
-    file: &File,
-    bounce: &mut AlignedBuf,
-    data: &[u8],
-    offset: u64,
-) -> std::io::Result<()> {
+fn write_at(file: &File, bounce: &mut AlignedBuf, data: &[u8], offset: u64) -> std::io::Result<()> {
     if data.len() > CHUNK_SIZE as usize || !offset.is_multiple_of(ALIGN as u64) {
         return file.write_all_at(data, offset);
     }
