@@ -80,19 +80,18 @@ fn suite_on_postgresql() {
     });
 }
 
+/// A metaserver's namespace over `cluster`'s database (several may share it).
+fn on_postgresql(cluster: &crate::store::pg::testing::Cluster) -> Meta<crate::store::PgStore> {
+    let store = crate::store::PgStore::connect(&cluster.url()).unwrap();
+    Meta::open(store, MetaConfig::default()).unwrap()
+}
+
 /// Two metaservers over one PostgreSQL database, creating at once in one directory: no
 /// name or inode number is lost or given twice, and each sees the other's files.
 #[test]
 fn two_metaservers_share_one_postgresql_database() {
     let cluster = crate::store::pg::testing::Cluster::start();
-    let open = || {
-        Meta::open(
-            crate::store::PgStore::connect(&cluster.url()).unwrap(),
-            MetaConfig::default(),
-        )
-        .unwrap()
-    };
-    let (a, b) = (open(), open());
+    let (a, b) = (on_postgresql(&cluster), on_postgresql(&cluster));
     let (a, b): (&dyn Namespace, &dyn Namespace) = (&a, &b);
     let root = Caller::root();
     let d = a.mkdir(&root, ROOT, b"renders", 0o755).unwrap();
@@ -134,14 +133,7 @@ fn two_metaservers_share_one_postgresql_database() {
 #[test]
 fn locks_hold_across_metaservers_sharing_postgresql() {
     let cluster = crate::store::pg::testing::Cluster::start();
-    let open = || {
-        Meta::open(
-            crate::store::PgStore::connect(&cluster.url()).unwrap(),
-            MetaConfig::default(),
-        )
-        .unwrap()
-    };
-    let (a, b) = (open(), open());
+    let (a, b) = (on_postgresql(&cluster), on_postgresql(&cluster));
     let root = Caller::root();
     let f = Namespace::create(&a, &root, ROOT, b"edl.lock", 0o644).unwrap();
     let whole = |kind| Lock {

@@ -376,16 +376,8 @@ mod tests {
     fn a_directory_made_here_answers_absent_names_until_another_client_changes_it() {
         let c = MetaCache::default();
         let root = Caller::root();
-        let mkdir = Request::Mkdir {
-            who: root.clone(),
-            parent: ROOT,
-            name: b"d".to_vec(),
-            mode: 0o755,
-        };
-        let e = c.epoch();
-        let p = c.plan(&mkdir);
+        mkdir_here(&c);
         let made = |a| Response::Made(a, attr(1, 0o755, FileKind::Directory));
-        c.learn(e, p, &made(attr(7, 0o755, FileKind::Directory)));
         let probe = Request::Lookup {
             who: root.clone(),
             parent: InodeId(7),
@@ -423,19 +415,28 @@ mod tests {
         assert_eq!(c.answer(&g), None);
     }
 
-    /// A directory made here with file `f` (inode 8) in it, known complete.
-    fn dir_with_file(c: &MetaCache) -> Request {
-        let root = Caller::root();
-        let made = |a| Response::Made(a, attr(1, 0o755, FileKind::Directory));
+    /// This client makes directory `d` (inode 7) in the root.
+    fn mkdir_here(c: &MetaCache) {
         let mkdir = Request::Mkdir {
-            who: root.clone(),
+            who: Caller::root(),
             parent: ROOT,
             name: b"d".to_vec(),
             mode: 0o755,
         };
         let e = c.epoch();
         let p = c.plan(&mkdir);
-        c.learn(e, p, &made(attr(7, 0o755, FileKind::Directory)));
+        let dir = attr(1, 0o755, FileKind::Directory);
+        c.learn(
+            e,
+            p,
+            &Response::Made(attr(7, 0o755, FileKind::Directory), dir),
+        );
+    }
+
+    /// A directory made here with file `f` (inode 8) in it, known complete.
+    fn dir_with_file(c: &MetaCache) -> Request {
+        let root = Caller::root();
+        mkdir_here(c);
         let create = Request::Create {
             who: root.clone(),
             parent: InodeId(7),
