@@ -377,7 +377,6 @@ mod tests {
         let c = MetaCache::default();
         let root = Caller::root();
         mkdir_here(&c);
-        let made = |a| Response::Made(a, attr(1, 0o755, FileKind::Directory));
         let probe = Request::Lookup {
             who: root.clone(),
             parent: InodeId(7),
@@ -385,15 +384,7 @@ mod tests {
         };
         assert_eq!(c.answer(&probe), Some(Response::Err(MetaError::NotFound)));
         // This client creates it: the absent entry is dropped before the call goes out.
-        let create = Request::Create {
-            who: root.clone(),
-            parent: InodeId(7),
-            name: b"f".to_vec(),
-            mode: 0o644,
-        };
-        let e = c.epoch();
-        let p = c.plan(&create);
-        c.learn(e, p, &made(attr(8, 0o644, FileKind::Regular)));
+        create_here(&c);
         assert!(matches!(
             c.answer(&Request::Getattr { ino: ROOT }),
             Some(Response::Attr(_))
@@ -433,26 +424,28 @@ mod tests {
         );
     }
 
-    /// A directory made here with file `f` (inode 8) in it, known complete.
-    fn dir_with_file(c: &MetaCache) -> Request {
-        let root = Caller::root();
-        mkdir_here(c);
+    /// This client creates file `f` (inode 8) in `d`.
+    fn create_here(c: &MetaCache) {
         let create = Request::Create {
-            who: root.clone(),
+            who: Caller::root(),
             parent: InodeId(7),
             name: b"f".to_vec(),
             mode: 0o644,
         };
         let e = c.epoch();
         let p = c.plan(&create);
+        let dir = attr(7, 0o755, FileKind::Directory);
         c.learn(
             e,
             p,
-            &Response::Made(
-                attr(8, 0o644, FileKind::Regular),
-                attr(7, 0o755, FileKind::Directory),
-            ),
+            &Response::Made(attr(8, 0o644, FileKind::Regular), dir),
         );
+    }
+
+    /// A directory made here with file `f` (inode 8) in it, known complete.
+    fn dir_with_file(c: &MetaCache) -> Request {
+        mkdir_here(c);
+        create_here(c);
         in_dir(b"f")
     }
 
