@@ -406,6 +406,13 @@ mod tests {
         assert_eq!(c.answer(&g), None);
     }
 
+    /// This client's call `req` that made `made` in directory `dir`, planned and learnt.
+    fn made_here(c: &MetaCache, req: Request, made: Attr, dir: Attr) {
+        let e = c.epoch();
+        let p = c.plan(&req);
+        c.learn(e, p, &Response::Made(made, dir));
+    }
+
     /// This client makes directory `d` (inode 7) in the root.
     fn mkdir_here(c: &MetaCache) {
         let mkdir = Request::Mkdir {
@@ -414,14 +421,8 @@ mod tests {
             name: b"d".to_vec(),
             mode: 0o755,
         };
-        let e = c.epoch();
-        let p = c.plan(&mkdir);
-        let dir = attr(1, 0o755, FileKind::Directory);
-        c.learn(
-            e,
-            p,
-            &Response::Made(attr(7, 0o755, FileKind::Directory), dir),
-        );
+        let d = attr(7, 0o755, FileKind::Directory);
+        made_here(c, mkdir, d, attr(1, 0o755, FileKind::Directory));
     }
 
     /// This client creates file `f` (inode 8) in `d`.
@@ -432,14 +433,8 @@ mod tests {
             name: b"f".to_vec(),
             mode: 0o644,
         };
-        let e = c.epoch();
-        let p = c.plan(&create);
-        let dir = attr(7, 0o755, FileKind::Directory);
-        c.learn(
-            e,
-            p,
-            &Response::Made(attr(8, 0o644, FileKind::Regular), dir),
-        );
+        let f = attr(8, 0o644, FileKind::Regular);
+        made_here(c, create, f, attr(7, 0o755, FileKind::Directory));
     }
 
     /// A directory made here with file `f` (inode 8) in it, known complete.
