@@ -76,6 +76,18 @@ pub fn ino_key(ino: InodeId) -> [u8; 8] {
     ino.0.to_be_bytes()
 }
 
+/// The inode a key made by [`ino_key`] names.
+pub fn key_ino(table: Table, key: &[u8]) -> MetaResult<InodeId> {
+    let b: [u8; 8] = key.try_into().map_err(|_| {
+        MetaError::Corrupt(format!(
+            "{} key {}: not an inode number",
+            table.name(),
+            hex_key(key)
+        ))
+    })?;
+    Ok(InodeId(u64::from_be_bytes(b)))
+}
+
 pub fn child_key(parent: InodeId, name: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + name.len());
     k.extend_from_slice(&ino_key(parent));
@@ -153,11 +165,7 @@ pub trait Records {
     fn all_locks(&self) -> MetaResult<Vec<(InodeId, Vec<crate::meta::locks::Stored>)>> {
         let mut out = Vec::new();
         for (k, v) in self.txn().scan(Table::Locks, b"", None, usize::MAX)? {
-            let ino =
-                InodeId(u64::from_be_bytes(k.as_slice().try_into().map_err(
-                    |_| MetaError::Corrupt(format!("locks key {}", hex_key(&k))),
-                )?));
-            out.push((ino, decode(Table::Locks, &k, &v)?));
+            out.push((key_ino(Table::Locks, &k)?, decode(Table::Locks, &k, &v)?));
         }
         Ok(out)
     }

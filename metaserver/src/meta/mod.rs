@@ -32,7 +32,9 @@ mod tests;
 #[cfg(test)]
 mod tests_placement;
 
-use crate::records::{DentryRec, FORMAT, FORMAT_VERSION, InodeRec, NEXT_INO, Records, Writer};
+use crate::records::{
+    DentryRec, FORMAT, FORMAT_VERSION, InodeRec, NEXT_INO, Records, Writer, key_ino,
+};
 use crate::store::{Durability, ReadTxn, Store, Table};
 use meridian_proto::*;
 use parking_lot::Mutex;
@@ -163,7 +165,7 @@ impl<S: Store> Meta<S> {
             .store
             .read(|t| t.scan(Table::Orphans, &[], None, usize::MAX))?;
         for (key, _) in orphans {
-            let ino = InodeId(u64::from_be_bytes(key[..8].try_into().expect("8-byte key")));
+            let ino = key_ino(Table::Orphans, &key)?;
             self.store.write(|txn| Writer::new(txn).purge_inode(ino))?;
             tracing::info!(
                 ino = ino.0,

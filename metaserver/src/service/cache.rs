@@ -226,18 +226,16 @@ impl MetaCache {
                 let ino = c.entry_ino(*parent, name);
                 c.entry_ino(*new_parent, new_name); // a replaced inode loses a link
                 let target = (*new_parent, new_name.clone());
-                if *mode != RenameMode::Exchange {
-                    // Unknown until the reply: neither the old inode nor absent.
-                    c.entries.remove(&target);
-                    c.complete.remove(new_parent);
-                }
                 if *mode == RenameMode::Exchange {
-                    for key in [(*parent, name.clone()), (*new_parent, new_name.clone())] {
+                    for key in [(*parent, name.clone()), target] {
                         c.complete.remove(&key.0);
                         c.entries.remove(&key);
                     }
                     return Plan::Nothing;
                 }
+                // Unknown until the reply: neither the old inode nor absent.
+                c.entries.remove(&target);
+                c.complete.remove(new_parent);
                 Plan::Moved {
                     from: (*parent, name.clone()),
                     to: Some(target),

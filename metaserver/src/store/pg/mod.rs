@@ -84,7 +84,7 @@ struct Driver {
 }
 
 impl Driver {
-    /// Polls `fut` with the connection until `done` says it is finished.
+    /// Calls `poll` (then polls the connection) until `poll` is ready.
     fn drive<T>(&mut self, mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>) -> T {
         let Driver {
             rt,

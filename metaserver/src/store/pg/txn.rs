@@ -1,6 +1,7 @@
 //! One PostgreSQL transaction with as few round trips as it can: the opening statements
-//! (`BEGIN`, the write lock, `SET LOCAL`) are pipelined with the first query, reads are
-//! remembered, writes are buffered and sent with the `COMMIT` in one round trip.
+//! (`BEGIN`, the write lock, an `Immediate` write's `SET LOCAL`) are pipelined with the
+//! first query, reads are remembered, writes are buffered and sent with the `COMMIT` in
+//! one round trip.
 //!
 //! Invariants:
 //! - `writes` holds the transaction's own puts (`Some`) and deletes (`None`), newest
@@ -63,8 +64,8 @@ impl<'c> PgTxn<'c> {
         }
     }
 
-    /// Ends the transaction without waiting for the answer: the COMMIT of a read, the
-    /// ROLLBACK of a failed write (which sent no writes).
+    /// Ends the transaction with a ROLLBACK, without waiting for the answer: the end of a
+    /// read, or of a failed write (which sent no writes).
     pub(super) fn forget(self) {
         let State { conn, begin, .. } = self.state.into_inner();
         if begin.is_none() {
@@ -89,11 +90,9 @@ impl<'c> PgTxn<'c> {
             return Ok(()); // nothing was sent
         }
         let (mut pt, mut pk, mut pv, mut dt, mut dk) = (vec![], vec![], vec![], vec![], vec![]);
-        let size: usize = writes
-            .iter()
-            .map(|((_, k), v)| 16 + k.len() + v.as_ref().map_or(0, Vec::len))
-            .sum();
+        let mut size = 0;
         for ((t, k), v) in writes {
+            size += 16 + k.len() + v.as_ref().map_or(0, Vec::len);
             match v {
                 Some(v) => {
                     pt.push(t);
@@ -199,6 +198,19 @@ impl<'c> PgTxn<'c> {
         rows.map_err(pg)
     }
 
+    /// The value of `k` if this transaction already knows it.
+    fn known(&self, k: &Key) -> Option<Option<Vec<u8>>> {
+        if let Some(v) = self.writes.get(k) {
+            return Some(v.clone());
+        }
+        let s = self.state.borrow();
+        match s.seen.get(k) {
+            Some(v) => Some(v.clone()),
+            None if s.whole == Some(k.0) => Some(None),
+            None => None,
+        }
+    }
+
     /// The buffered writes of `table` with keys in `[start, end)`.
     fn buffered<'a>(
         &'a self,
@@ -213,21 +225,6 @@ impl<'c> PgTxn<'c> {
             None => Bound::Excluded((t + 1, Vec::new())),
         };
         self.writes.range((lo, hi)).map(|((_, k), v)| (k, v))
-    }
-}
-
-impl PgTxn<'_> {
-    /// The value of `k` if this transaction already knows it.
-    fn known(&self, k: &Key) -> Option<Option<Vec<u8>>> {
-        if let Some(v) = self.writes.get(k) {
-            return Some(v.clone());
-        }
-        let s = self.state.borrow();
-        match s.seen.get(k) {
-            Some(v) => Some(v.clone()),
-            None if s.whole == Some(k.0) => Some(None),
-            None => None,
-        }
     }
 }
 
