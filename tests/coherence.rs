@@ -85,10 +85,16 @@ fn hold(path: &std::path::Path, how: &str) -> Child {
         "import fcntl,sys\nf=open({path:?},'r+')\n{how}\nprint('locked',flush=True)\nsys.stdin.read()\n",
         path = path.display().to_string()
     );
+    spawn_ready(&script, "locked")
+}
+
+/// Runs the python `script` and waits for it to print `ready`.
+fn spawn_ready(script: &str, ready: &str) -> Child {
     let mut c = Command::new("python3")
-        .args(["-c", &script])
+        .args(["-c", script])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -97,7 +103,7 @@ fn hold(path: &std::path::Path, how: &str) -> Child {
         &mut line,
     )
     .unwrap();
-    assert_eq!(line.trim(), "locked");
+    assert_eq!(line.trim(), ready);
     c
 }
 
@@ -242,4 +248,35 @@ fn two_metaservers_over_one_postgresql_serve_one_site() {
             "{take}: not released"
         );
     }
+    // A file open through one metaserver outlives an unlink through the other: it can
+    // still be read, written and synced until it is closed (each metaserver's upkeep,
+    // every 5 s, runs meanwhile).
+    std::fs::write(a.path("shot/take.exr"), vec![7u8; 300 << 10]).unwrap();
+    soon("the open file", &|| b.path("shot/take.exr").exists());
+    let mut reader = open_then(
+        &a.path("shot/take.exr"),
+        "f.seek(0)\nf.write(b'new')\nf.flush()\nos.fsync(f.fileno())\nf.seek(0)\n\
+         d=f.read()\nprint(os.fstat(f.fileno()).st_nlink, len(d), d[:4])",
+    );
+    std::fs::remove_file(b.path("shot/take.exr")).unwrap();
+    soon("the unlink", &|| !a.path("shot/take.exr").exists());
+    std::thread::sleep(Duration::from_secs(6));
+    drop(reader.stdin.take());
+    let out = reader.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0 307200 b'new\\x07'",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A python process that opens `path` read-write and, once its stdin closes, runs `then`
+/// (with the file as `f`).
+fn open_then(path: &std::path::Path, then: &str) -> Child {
+    let script = format!(
+        "import os,sys\nf=open({path:?},'r+b')\nprint('open',flush=True)\nsys.stdin.read()\n{then}\n",
+        path = path.display().to_string()
+    );
+    spawn_ready(&script, "open")
 }

@@ -6,7 +6,8 @@
 //! - `xattrs`:   ino ++ name → value
 //! - `data`:     ino → [`Layout`] (regular files only)
 //! - `meta`:     fixed names → counters ([`NEXT_INO`], [`FILES`], [`BYTES`])
-//! - `orphans`:  ino → empty (inodes with no name left, kept while open)
+//! - `orphans`:  ino → [`OrphanRec`] (inodes with no name left, kept while open; empty
+//!   for a store only one process uses)
 //! - `feed`:     HLC stamp → the items one transaction changed (the change feed; the last
 //!   stamp issued is the counter [`FEED_HLC`])
 //!
@@ -36,6 +37,16 @@ pub struct InodeRec {
     pub target: Vec<u8>,
 }
 
+/// Who may still hold an orphan open, when several metaservers share the store (see
+/// `meta::shared_opens`). An empty value decodes as the default: no one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrphanRec {
+    /// Instances alive when it was orphaned that have not yet said whether they hold it.
+    pub pending: Vec<u64>,
+    /// Instances that hold it open.
+    pub holders: Vec<u64>,
+}
+
 /// One directory entry as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DentryRec {
@@ -60,7 +71,15 @@ pub fn check_value(table: Table, key: &[u8], bytes: &[u8]) -> MetaResult<()> {
             decode::<(u64, Vec<meridian_proto::session::Invalidation>)>(table, key, bytes).map(drop)
         }
         Table::Locks => decode::<Vec<crate::meta::locks::Stored>>(table, key, bytes).map(drop),
-        Table::Xattrs | Table::Orphans => Ok(()),
+        Table::Orphans => decode_orphan(key, bytes).map(drop),
+        Table::Xattrs => Ok(()),
+    }
+}
+
+fn decode_orphan(key: &[u8], bytes: &[u8]) -> MetaResult<OrphanRec> {
+    match bytes.is_empty() {
+        true => Ok(OrphanRec::default()),
+        false => decode(Table::Orphans, key, bytes),
     }
 }
 
@@ -166,6 +185,22 @@ pub trait Records {
         let mut out = Vec::new();
         for (k, v) in self.txn().scan(Table::Locks, b"", None, usize::MAX)? {
             out.push((key_ino(Table::Locks, &k)?, decode(Table::Locks, &k, &v)?));
+        }
+        Ok(out)
+    }
+    /// `ino`'s orphan record, if it is an orphan.
+    fn orphan(&self, ino: InodeId) -> MetaResult<Option<OrphanRec>> {
+        let key = ino_key(ino);
+        match self.txn().get(Table::Orphans, &key)? {
+            Some(v) => Ok(Some(decode_orphan(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
+    /// Every orphan and its record.
+    fn orphans(&self) -> MetaResult<Vec<(InodeId, OrphanRec)>> {
+        let mut out = Vec::new();
+        for (k, v) in self.txn().scan(Table::Orphans, b"", None, usize::MAX)? {
+            out.push((key_ino(Table::Orphans, &k)?, decode_orphan(&k, &v)?));
         }
         Ok(out)
     }
@@ -292,11 +327,14 @@ impl<'a> Writer<'a> {
             false => self.txn.put(Table::Locks, &ino_key(ino), &encode(&locks)),
         }
     }
-    pub fn set_orphan(&mut self, ino: InodeId, orphan: bool) -> MetaResult<()> {
-        if orphan {
-            self.txn.put(Table::Orphans, &ino_key(ino), &[])
-        } else {
-            self.txn.delete(Table::Orphans, &ino_key(ino))
+    /// Marks `ino` an orphan with `rec` (`None`: no longer an orphan).
+    pub fn set_orphan(&mut self, ino: InodeId, rec: Option<&OrphanRec>) -> MetaResult<()> {
+        match rec {
+            Some(r) if *r == OrphanRec::default() => {
+                self.txn.put(Table::Orphans, &ino_key(ino), &[])
+            }
+            Some(r) => self.txn.put(Table::Orphans, &ino_key(ino), &encode(r)),
+            None => self.txn.delete(Table::Orphans, &ino_key(ino)),
         }
     }
     /// Removes an inode and everything hanging off it (data, xattrs, orphan mark).
@@ -309,7 +347,7 @@ impl<'a> Writer<'a> {
         self.txn.delete(Table::Data, &ino_key(ino))?;
         self.txn.delete(Table::Locks, &ino_key(ino))?;
         self.txn.delete(Table::Inodes, &ino_key(ino))?;
-        self.set_orphan(ino, false)?;
+        self.set_orphan(ino, None)?;
         self.add_counter(FILES, -1)?;
         self.add_counter(BYTES, -(rec.attr.size as i64))
     }

@@ -163,7 +163,7 @@ pub(super) fn link(
     }
     let now = Timestamp::now();
     if rec.attr.nlink == 0 {
-        w.set_orphan(ino, false)?; // linkat of an O_TMPFILE-style orphan brings it back
+        w.set_orphan(ino, None)?; // linkat of an O_TMPFILE-style orphan brings it back
     }
     rec.attr.nlink += 1;
     rec.attr.ctime = now;

@@ -29,6 +29,14 @@ impl<S: Store> Meta<S> {
         let mask = if read { perm::R } else { 0 } | if write { perm::W } else { 0 };
         perm::check(who, &attr, mask)?;
         *self.opens.lock().entry(ino).or_insert(0) += 1;
+        let orphan = attr.nlink == 0 && attr.kind == FileKind::Regular;
+        if orphan
+            && self.store.shared()
+            && let Err(e) = self.hold_orphan(ino)
+        {
+            self.release_file(ino)?;
+            return Err(e);
+        }
         Ok(attr)
     }
 
@@ -43,14 +51,11 @@ impl<S: Store> Meta<S> {
             }
             last
         };
-        // Only an inode this process orphaned can need purging (see `drop_link`).
+        // Only an orphan this process holds can need purging (see `shared_opens`).
         if !last || !self.orphaned.lock().remove(&ino) {
             return Ok(());
         }
-        self.write(|w| match w.try_inode(ino)? {
-            Some(rec) if rec.attr.nlink == 0 && !self.is_open(ino) => w.purge_inode(ino),
-            _ => Ok(()),
-        })
+        self.release_orphan(ino)
     }
 }
 

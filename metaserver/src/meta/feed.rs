@@ -109,7 +109,7 @@ mod tests {
         for (i, at) in [old, old + 1, now].into_iter().enumerate() {
             s.write(|txn| {
                 let mut w = Writer::new(txn);
-                w.set_orphan(meridian_proto::InodeId(i as u64 + 10), false)?;
+                w.set_orphan(meridian_proto::InodeId(i as u64 + 10), None)?;
                 w.put_xattr(meridian_proto::InodeId(i as u64 + 10), b"user.x", b"1")?;
                 let hlc = w.append_feed(at, 1)?.expect("a change");
                 trim(&mut w, hlc)

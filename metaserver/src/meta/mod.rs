@@ -11,7 +11,8 @@
 //!   operation returns (the store's journal) and a crash of the machine after `sync`.
 //! - A directory's nlink is 2 plus its number of subdirectories; the root is its own parent.
 //! - An inode whose nlink reaches 0 while open is marked in the orphan table and purged on
-//!   its last release, or at the next start if the process died first.
+//!   its last release, or at the next start if the process died first (with a shared
+//!   store: on its last release on every metaserver, see [`shared_opens`]).
 //!
 //! Locks: `opens` (the in-memory open counts) is taken only outside store transactions or
 //! inside them without calling back into the store's lock, so the order is always
@@ -27,10 +28,13 @@ pub mod placement;
 mod remove;
 mod rename;
 pub mod shared_locks;
+mod shared_opens;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_placement;
+#[cfg(test)]
+mod tests_shared;
 
 use crate::records::{
     DentryRec, FORMAT, FORMAT_VERSION, InodeRec, NEXT_INO, Records, Writer, key_ino,
@@ -70,9 +74,8 @@ pub struct Meta<S: Store> {
     /// Open counts per inode (the embedded client's opens; clients of a site service keep
     /// theirs in sessions).
     opens: Mutex<HashMap<InodeId, u32>>,
-    /// Inodes this process kept as orphans (unlinked while open here): their last release
-    /// purges them. Orphans only come from here, so a release of any other inode needs
-    /// no read.
+    /// Orphans this process holds open (see [`shared_opens`]): only their last release
+    /// can purge, so a release of any other inode needs no store access.
     orphaned: Mutex<std::collections::HashSet<InodeId>>,
     /// The compiled objectives and the generation they were built at (see [`placement`]).
     engine: Mutex<Option<(u64, std::sync::Arc<meridian_objectives::Engine>)>>,
@@ -103,7 +106,9 @@ impl<S: Store> Meta<S> {
             appended: Default::default(),
         };
         meta.init_root()?;
-        meta.purge_orphans()?;
+        if !meta.store.shared() {
+            meta.purge_orphans()?;
+        }
         meta.maintain_at(Hlc::wall_millis())?; // alive, for shared locks
         Ok(meta)
     }

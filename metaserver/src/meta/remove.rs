@@ -2,7 +2,8 @@
 //!
 //! Rules: the parent must be writable and searchable; the sticky bit limits who may remove;
 //! rmdir needs an empty directory; an inode whose last link goes is purged at once unless it
-//! is open, in which case it is marked orphan and purged on its last release.
+//! is open, in which case it is marked orphan and purged on its last release (with a
+//! shared store: its last release on every metaserver, see `shared_opens`).
 
 use super::create::{touch_dir, writable_parent};
 use super::{Meta, perm};
@@ -60,14 +61,8 @@ impl<S: Store> Meta<S> {
         if rec.attr.nlink > 0 {
             return w.put_inode(&rec);
         }
-        if self.is_open(ino) {
-            // A superset if this transaction fails: the last release checks again.
-            self.orphaned.lock().insert(ino);
-            w.put_inode(&rec)?;
-            w.set_orphan(ino, true)
-        } else {
-            w.put_inode(&rec)?;
-            w.purge_inode(ino)
-        }
+        let file = rec.attr.kind == FileKind::Regular;
+        w.put_inode(&rec)?;
+        self.orphan_or_purge(w, ino, file)
     }
 }

@@ -82,8 +82,9 @@ impl<S: Store> Meta<S> {
         self.write(|w| Self::drop_locks(w, |s| s.instance == me && s.owner.session == session))
     }
 
-    /// Marks this instance alive at `now_ms` and takes away the locks of instances silent
-    /// for [`INSTANCE_LEASE`]; how many locks went.
+    /// Marks this instance alive at `now_ms`, takes away the locks of instances silent
+    /// for [`INSTANCE_LEASE`] and answers for this instance's orphans (see
+    /// [`super::shared_opens`]); how many locks went.
     pub fn maintain_at(&self, now_ms: u64) -> MetaResult<usize> {
         if !self.store.shared() {
             return Ok(0);
@@ -91,14 +92,12 @@ impl<S: Store> Meta<S> {
         let lease = INSTANCE_LEASE.as_millis() as u64;
         self.write(|w| {
             w.set_counter(&alive_key(self.instance), now_ms)?;
-            let mut live = Vec::new();
             for (k, _) in w.txn().scan(Table::Meta, ALIVE, None, usize::MAX)? {
-                let instance = u64::from_be_bytes(k[ALIVE.len()..].try_into().unwrap_or_default());
-                match w.counter(&k)? + lease < now_ms {
-                    true => w.txn.delete(Table::Meta, &k)?,
-                    false => live.push(instance),
+                if w.counter(&k)? + lease < now_ms {
+                    w.txn.delete(Table::Meta, &k)?;
                 }
             }
+            let live = alive_instances(w, now_ms, INSTANCE_LEASE)?;
             let dropped = Self::drop_locks(w, |s| !live.contains(&s.instance))?;
             if dropped > 0 {
                 tracing::info!(
@@ -106,7 +105,31 @@ impl<S: Store> Meta<S> {
                     "released the locks of metaservers gone silent"
                 );
             }
+            let purged = self.answer_orphans(w, &live)?;
+            if purged > 0 {
+                tracing::info!(
+                    files = purged,
+                    "purged files unlinked while open, now closed everywhere"
+                );
+            }
             Ok(dropped)
         })
     }
+}
+
+/// The instances marked alive within `lease` of `now_ms`.
+pub(super) fn alive_instances(
+    r: &impl Records,
+    now_ms: u64,
+    lease: Duration,
+) -> MetaResult<Vec<u64>> {
+    let mut live = Vec::new();
+    for (k, _) in r.txn().scan(Table::Meta, ALIVE, None, usize::MAX)? {
+        if r.counter(&k)? + lease.as_millis() as u64 >= now_ms {
+            live.push(u64::from_be_bytes(
+                k[ALIVE.len()..].try_into().unwrap_or_default(),
+            ));
+        }
+    }
+    Ok(live)
 }

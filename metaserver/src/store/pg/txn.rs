@@ -12,7 +12,7 @@
 //! - Nothing is sent to the database until the first read or the end; a transaction that
 //!   neither reads nor writes sends nothing.
 //! - A write transaction loads the small [`Table::Meta`] (the counters every write reads)
-//!   whole, in its first round trip; `whole` then answers its absent keys.
+//!   whole, in its first round trip; `whole` then answers its absent keys and its scans.
 //! - A scan merges the database's rows with `writes`: it asks for `limit` plus the number
 //!   of buffered deletes in its range, so at least `limit` surviving rows come back when
 //!   that many exist.
@@ -211,6 +211,34 @@ impl<'c> PgTxn<'c> {
         }
     }
 
+    /// A scan of `[start, end)` answered without the database, when `table` is loaded
+    /// whole: the loaded rows merged with the buffered writes.
+    fn scan_whole(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Option<Vec<Pair>> {
+        let t = tbl(table);
+        let s = self.state.borrow();
+        if s.whole != Some(t) {
+            return None;
+        }
+        let hi = match end {
+            Some(e) => Bound::Excluded((t, e.to_vec())),
+            None => Bound::Excluded((t + 1, Vec::new())),
+        };
+        let loaded = s.seen.range(((Bound::Included((t, start.to_vec()))), hi));
+        let mut merged: BTreeMap<&Vec<u8>, &Option<Vec<u8>>> =
+            loaded.map(|((_, k), v)| (k, v)).collect();
+        merged.extend(self.buffered(table, start, end));
+        let rows = merged
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)));
+        Some(rows.take(limit).collect())
+    }
+
     /// The buffered writes of `table` with keys in `[start, end)`.
     fn buffered<'a>(
         &'a self,
@@ -270,6 +298,9 @@ impl ReadTxn for PgTxn<'_> {
     ) -> MetaResult<Vec<Pair>> {
         let start = scan_start(prefix, after);
         let end = prefix_end(prefix);
+        if let Some(rows) = self.scan_whole(table, &start, end.as_deref(), limit) {
+            return Ok(rows);
+        }
         let deletes = self
             .buffered(table, &start, end.as_deref())
             .filter(|(_, v)| v.is_none())
