@@ -183,17 +183,19 @@ fn locks_taken_in_one_mount_hold_in_the_other() {
 }
 
 /// Two metaserver processes over one PostgreSQL database serve one site: a mount of each
-/// sees the other's changes — each metaserver follows the shared change feed and pushes
-/// what the other made to its own clients (within its 100 ms poll, so this polls) — and
-/// the other's locks.
+/// sees the other's changes — each metaserver announces its changes (NOTIFY), and the
+/// other reads the shared change feed and pushes them to its own clients — and the other's
+/// locks. The feed's fallback poll is set to a minute, so the announcements alone must
+/// carry every change here (they arrive in milliseconds, not at once: this polls).
 #[test]
 fn two_metaservers_over_one_postgresql_serve_one_site() {
     let pg = meridian_metaserver::store::pg::testing::Cluster::start();
     let prefix = format!("pg-site-{}/", pg.port);
-    let (s1, s2) = (
-        Site::start_postgres(&pg.url(), &prefix),
-        Site::start_postgres(&pg.url(), &prefix),
-    );
+    let site = || {
+        let toml = format!("postgres = {:?}\nfeed_poll_ms = 60000\n", pg.url());
+        Site::start_with(&toml, Some(prefix.clone()))
+    };
+    let (s1, s2) = (site(), site());
     let a = s1.mount(&s1.add_client("ws1"), &["--attr-ttl-ms", "60000"]);
     let b = s2.mount(&s2.add_client("ws2"), &["--attr-ttl-ms", "60000"]);
     let soon = |what: &str, ok: &dyn Fn() -> bool| {

@@ -1,7 +1,8 @@
 #!/bin/sh
 # One metadata run on this machine: an embedded mount, a mount through a QUIC metaserver
 # (redb), and one through a QUIC metaserver over PostgreSQL, then benches/meta/run.py
-# across the three. PostgreSQL comes from Debian's packages (apt-get install postgresql);
+# across the three; then benches/meta/cross.py between two clients of the QUIC
+# metaserver, and between clients of two metaservers over the one PostgreSQL. PostgreSQL comes from Debian's packages (apt-get install postgresql);
 # the cluster runs as the postgres user on loopback, in WORK. Blocks stay local
 # (no bucket): this measures metadata only. Run as root.
 #
@@ -13,15 +14,16 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 M=${MERIDIAN:-$HERE/../../target/release/meridian}
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
 PGPORT=${PGPORT:-55439}
-rm -rf "$WORK"; mkdir -p "$WORK/pg" "$WORK/mnt/emb" "$WORK/mnt/quic" "$WORK/mnt/qpg"
+rm -rf "$WORK"; mkdir -p "$WORK/pg" "$WORK/mnt/emb" "$WORK/mnt/quic" "$WORK/mnt/qpg" \
+    "$WORK/mnt/quic2" "$WORK/mnt/qpg2"
 chown postgres "$WORK/pg"
 
 cleanup() {
-    for m in emb quic qpg; do "$M" umount "$WORK/mnt/$m" 2>/dev/null || umount -l "$WORK/mnt/$m" 2>/dev/null || true; done
-    kill $S1 $S2 2>/dev/null || true
+    for m in emb quic qpg quic2 qpg2; do "$M" umount "$WORK/mnt/$m" 2>/dev/null || umount -l "$WORK/mnt/$m" 2>/dev/null || true; done
+    kill $S1 $S2 $S3 2>/dev/null || true
     runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null 2>&1 || true
 }
-S1=; S2=
+S1=; S2=; S3=
 trap cleanup EXIT
 
 runuser -u postgres -- "$PGBIN/initdb" --auth=trust --username=postgres --no-sync -D "$WORK/pg/data" >/dev/null
@@ -39,9 +41,18 @@ site qpg 7452 "postgres = \"postgresql://postgres@127.0.0.1:$PGPORT/postgres\"";
 sleep 2
 
 "$M" mount "$WORK/mnt/emb" --data-dir "$WORK/emb" --attr-ttl-ms 0
-for s in quic:7451 qpg:7452; do
-    n=${s%%:*}; p=${s##*:}
-    "$M" mount "$WORK/mnt/$n" --data-dir "$WORK/c-$n" --attr-ttl-ms 0 --meta "quic://127.0.0.1:$p" \
-        --meta-cert "$WORK/$n/data/metaserver.crt" --meta-token "$(cat "$WORK/$n/token")"
-done
+client() { # mount site port
+    "$M" mount "$WORK/mnt/$1" --data-dir "$WORK/c-$1" --attr-ttl-ms 0 --meta "quic://127.0.0.1:$3" \
+        --meta-cert "$WORK/$2/data/metaserver.crt" --meta-token "$(cat "$WORK/$2/token")"
+}
+client quic quic 7451; client qpg qpg 7452
 python3 "$HERE/run.py" "$@" embedded="$WORK/mnt/emb" quic="$WORK/mnt/quic" quic-postgres="$WORK/mnt/qpg"
+# The second PostgreSQL metaserver starts only now: with it alive, every change the first
+# makes is announced to it, a cost the single-metaserver figures above do not carry.
+site qpg2 7453 "postgres = \"postgresql://postgres@127.0.0.1:$PGPORT/postgres\""; S3=$!
+sleep 2
+client quic2 quic 7451; client qpg2 qpg2 7453
+echo "two clients of one metaserver (quic):"
+python3 "$HERE/cross.py" "$WORK/mnt/quic" "$WORK/mnt/quic2"
+echo "clients of two metaservers over one PostgreSQL:"
+python3 "$HERE/cross.py" "$WORK/mnt/qpg" "$WORK/mnt/qpg2"

@@ -62,6 +62,9 @@ pub struct SiteConfig {
     /// Keep the namespace in PostgreSQL (a libpq URL) instead of `<data_dir>/namespace.redb`;
     /// several metaservers may share one database.
     pub postgres: Option<String>,
+    /// With `postgres`: how often the change feed is read when no other metaserver's
+    /// change was announced (a fallback; announcements wake the reader at once).
+    pub feed_poll_ms: u64,
 }
 
 impl Default for SiteConfig {
@@ -73,6 +76,7 @@ impl Default for SiteConfig {
             cert: None,
             key: None,
             postgres: None,
+            feed_poll_ms: server::FOLLOW_EVERY.as_millis() as u64,
         }
     }
 }
@@ -246,7 +250,12 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
                 .blocking
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             let (s3, ns3) = (srv.clone(), ns.clone());
-            tokio::spawn(async move { s3.follow(ns3, origin).await });
+            let wake = Arc::new(tokio::sync::Notify::new());
+            let url = cfg.postgres.clone().unwrap_or_default();
+            let listen = meridian_metaserver::store::pg::listen::follow_announcements;
+            tokio::spawn(listen(url, origin, wake.clone()));
+            let poll = Duration::from_millis(cfg.feed_poll_ms.max(1));
+            tokio::spawn(async move { s3.follow(ns3, origin, wake, poll).await });
         }
         let serving = srv.serve(ns.clone(), scfg.clients.clone());
         tokio::select! {

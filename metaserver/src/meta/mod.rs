@@ -232,12 +232,16 @@ impl<S: Store> Meta<S> {
             .write_with(Durability::Deferred, |txn| {
                 let mut w = Writer::new(txn);
                 let out = f(&mut w)?;
-                if let Some(hlc) = w.append_feed(Hlc::wall_millis(), self.instance)?
-                    && self
-                        .appended
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                        .is_multiple_of(feed::TRIM_EVERY)
-                {
+                let Some(hlc) = w.append_feed(Hlc::wall_millis(), self.instance)? else {
+                    return Ok(out);
+                };
+                if self.store.shared() && self.others_alive(&w)? {
+                    w.txn.announce(self.instance); // their clients may cache what changed
+                }
+                let n = self
+                    .appended
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n.is_multiple_of(feed::TRIM_EVERY) {
                     feed::trim(&mut w, hlc)?;
                 }
                 Ok(out)

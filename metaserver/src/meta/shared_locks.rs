@@ -77,6 +77,12 @@ impl<S: Store> Meta<S> {
         Ok(dropped)
     }
 
+    /// Whether another instance is marked alive (within [`INSTANCE_LEASE`]).
+    pub(super) fn others_alive(&self, r: &impl Records) -> MetaResult<bool> {
+        let live = alive_instances(r, meridian_proto::Hlc::wall_millis(), INSTANCE_LEASE)?;
+        Ok(live.iter().any(|&i| i != self.instance))
+    }
+
     pub(super) fn end_session_shared(&self, session: u64) -> MetaResult<usize> {
         let me = self.instance;
         self.write(|w| Self::drop_locks(w, |s| s.instance == me && s.owner.session == session))

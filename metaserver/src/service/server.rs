@@ -46,7 +46,8 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// How often a metaserver sharing its store reads the change feed.
+/// How often a metaserver sharing its store reads the change feed when no change was
+/// announced (the default of `feed_poll_ms`).
 pub const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A running server.
@@ -106,9 +107,16 @@ impl Server {
 
     /// For a metaserver sharing its store with others (PostgreSQL): follows the change feed
     /// and pushes the changes the other metaservers made to this one's clients, as if made
-    /// here (within [`FOLLOW_EVERY`] of their commit); and runs the namespace's upkeep
-    /// (`Namespace::maintain`) every few seconds. Runs until the task is dropped.
-    pub async fn follow(&self, ns: Arc<dyn Namespace>, origin: u64) {
+    /// here — read when `wake` is notified (another metaserver announced a change, see
+    /// [`crate::store::pg::listen`]) and at least every `poll`; and runs the namespace's
+    /// upkeep (`Namespace::maintain`) every few seconds. Runs until the task is dropped.
+    pub async fn follow(
+        &self,
+        ns: Arc<dyn Namespace>,
+        origin: u64,
+        wake: Arc<tokio::sync::Notify>,
+        poll: std::time::Duration,
+    ) {
         let upkeep = ns.clone();
         tokio::spawn(async move {
             loop {
@@ -119,12 +127,20 @@ impl Server {
                 }
             }
         });
+        const PAGE: usize = 1000;
         let mut cursor = meridian_proto::Hlc::at_millis(meridian_proto::Hlc::wall_millis());
         loop {
-            tokio::time::sleep(FOLLOW_EVERY).await;
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
             let ns2 = ns.clone();
-            let read = tokio::task::spawn_blocking(move || ns2.changes(cursor, 1000)).await;
+            let read = tokio::task::spawn_blocking(move || ns2.changes(cursor, PAGE)).await;
             let changes = match read {
+                Ok(Ok(c)) if c.len() == PAGE => {
+                    wake.notify_one(); // more to read at once
+                    c
+                }
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "reading the change feed");

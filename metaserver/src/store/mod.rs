@@ -94,6 +94,10 @@ pub trait ReadTxn {
 pub trait WriteTxn: ReadTxn {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> MetaResult<()>;
     fn delete(&mut self, table: Table, key: &[u8]) -> MetaResult<()>;
+    /// Asks that the other processes sharing the store be woken when this transaction
+    /// commits, told that instance `from` wrote (PostgreSQL: `NOTIFY`). A hint: stores
+    /// only one process uses ignore it.
+    fn announce(&mut self, _from: u64) {}
 }
 
 /// How soon a committed write must be on stable storage.

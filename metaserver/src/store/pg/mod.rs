@@ -35,6 +35,7 @@
 //! Locks: `conn` for the whole of one transaction.
 
 #[doc(hidden)]
+pub mod listen;
 pub mod testing;
 mod txn;
 

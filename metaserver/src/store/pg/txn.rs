@@ -44,6 +44,8 @@ struct State<'c> {
 pub(super) struct PgTxn<'c> {
     state: RefCell<State<'c>>,
     writes: BTreeMap<Key, Option<Vec<u8>>>,
+    /// The instance to name in a `NOTIFY` sent with the COMMIT (see [`super::listen`]).
+    announce: Option<u64>,
 }
 
 fn tbl(t: Table) -> i16 {
@@ -61,6 +63,7 @@ impl<'c> PgTxn<'c> {
                 whole: None,
             }),
             writes: BTreeMap::new(),
+            announce: None,
         }
     }
 
@@ -79,7 +82,11 @@ impl<'c> PgTxn<'c> {
     /// Sends the buffered writes and COMMIT in one round trip; waits for the answer if
     /// `wait`, or else leaves it in `inflight` (see the store's invariants).
     pub(super) fn commit(self, wait: bool) -> MetaResult<()> {
-        let PgTxn { state, writes } = self;
+        let PgTxn {
+            state,
+            writes,
+            announce,
+        } = self;
         let State { conn, begin, .. } = state.into_inner();
         let Conn {
             driver,
@@ -110,6 +117,10 @@ impl<'c> PgTxn<'c> {
             stmts.delete_many.clone(),
             stmts.put_many.clone(),
         );
+        let end = match announce {
+            Some(from) => super::listen::notify_then_commit(from),
+            None => "COMMIT".to_string(),
+        };
         let all = async move {
             let begin = async {
                 match &begin {
@@ -129,7 +140,7 @@ impl<'c> PgTxn<'c> {
                     false => client.execute(&put, &[&pt, &pk, &pv]).await,
                 }
             };
-            let (b, d, p, c) = tokio::join!(begin, deletes, puts, client.batch_execute("COMMIT"));
+            let (b, d, p, c) = tokio::join!(begin, deletes, puts, client.batch_execute(&end));
             // After a failed statement PostgreSQL answers COMMIT with ROLLBACK, so the
             // first error is the transaction's.
             b.and(d.map(drop)).and(p.map(drop)).and(c)
@@ -328,6 +339,10 @@ impl WriteTxn for PgTxn<'_> {
         self.writes
             .insert((tbl(table), key.to_vec()), Some(value.to_vec()));
         Ok(())
+    }
+
+    fn announce(&mut self, from: u64) {
+        self.announce = Some(from);
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) -> MetaResult<()> {
