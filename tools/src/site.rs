@@ -65,6 +65,9 @@ pub struct SiteConfig {
     /// With `postgres`: how often the change feed is read when no other metaserver's
     /// change was announced (a fallback; announcements wake the reader at once).
     pub feed_poll_ms: u64,
+    /// With `postgres`: the longest wait for any answer of the database; past it the
+    /// call fails (clients get EIO) and the connection is made again at the next one.
+    pub postgres_timeout_ms: u64,
 }
 
 impl Default for SiteConfig {
@@ -77,6 +80,8 @@ impl Default for SiteConfig {
             key: None,
             postgres: None,
             feed_poll_ms: server::FOLLOW_EVERY.as_millis() as u64,
+            postgres_timeout_ms: meridian_metaserver::store::pg::DEFAULT_TIMEOUT.as_millis()
+                as u64,
         }
     }
 }
@@ -200,7 +205,8 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
     // With PostgreSQL, other metaservers may change the namespace too: follow the feed.
     let (ns, follow, location): (Arc<dyn Namespace>, _, _) = match &cfg.postgres {
         Some(url) => {
-            let store = meridian_metaserver::PgStore::connect(url)
+            let timeout = Duration::from_millis(cfg.postgres_timeout_ms.max(1));
+            let store = meridian_metaserver::PgStore::connect_with(url, timeout)
                 .map_err(|e| anyhow!("postgres = {url:?} in the site file: {e}"))?;
             let meta = meridian_metaserver::Meta::open(store, crate::open::meta_config(&file))
                 .map_err(|e| anyhow!("namespace in {url}: {e}"))?;

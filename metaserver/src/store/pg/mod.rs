@@ -46,8 +46,12 @@ use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio_postgres::{Client, NoTls, Statement};
 use txn::PgTxn;
+
+/// The default longest wait for an answer of the database ([`PgStore::connect_with`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The advisory lock id every writer takes (`meridian` in ASCII, as a number).
 pub const WRITE_LOCK: i64 = 0x6d65_7269_6469_616e;
@@ -82,24 +86,38 @@ struct Driver {
     closed: bool,
     /// Deferred commits sent and not yet answered, oldest first.
     inflight: Vec<PgFuture<()>>,
+    /// How long one wait for the database may last (see [`PgStore::connect_with`]).
+    timeout: Duration,
 }
 
 impl Driver {
-    /// Calls `poll` (then polls the connection) until `poll` is ready.
-    fn drive<T>(&mut self, mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>) -> T {
+    /// Calls `poll` (then polls the connection) until `poll` is ready. A database that
+    /// does not answer within `timeout` fails the call, and the connection is dropped (it
+    /// is made again at the next call): a hung server or a lost network never hangs one.
+    fn drive<T>(&mut self, mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>) -> MetaResult<T> {
         let Driver {
             rt,
             connection,
             closed,
+            timeout,
             ..
         } = self;
-        rt.block_on(poll_fn(|cx| {
+        let both = poll_fn(|cx| {
             let out = poll(cx);
             if !*closed && connection.as_mut().poll(cx).is_ready() {
                 *closed = true;
             }
             out
-        }))
+        });
+        let out = rt.block_on(async { tokio::time::timeout(*timeout, both).await });
+        out.map_err(|_| {
+            self.closed = true;
+            tracing::error!(timeout = ?self.timeout, "postgresql: no answer; connecting again at the next call");
+            MetaError::Store(format!(
+                "postgresql: no answer within {:?} (the database is down, hung or unreachable)",
+                self.timeout
+            ))
+        })
     }
 
     /// Runs `fut` to completion.
@@ -108,14 +126,14 @@ impl Driver {
         fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> MetaResult<T> {
         let mut fut = pin!(fut);
-        self.drive(|cx| fut.as_mut().poll(cx)).map_err(pg)
+        self.drive(|cx| fut.as_mut().poll(cx))?.map_err(pg)
     }
 
     /// Sends what `fut` sends on its first poll and writes it to the socket, without
     /// waiting for the answer; what is left of `fut` (if it did not end at once) is
     /// returned, to be polled later.
     fn start(&mut self, mut fut: PgFuture<()>) -> MetaResult<Option<PgFuture<()>>> {
-        match self.drive(|cx| Poll::Ready(fut.as_mut().poll(cx))) {
+        match self.drive(|cx| Poll::Ready(fut.as_mut().poll(cx)))? {
             Poll::Ready(out) => out.map(|()| None).map_err(pg),
             Poll::Pending => Ok(Some(fut)),
         }
@@ -143,7 +161,10 @@ impl Driver {
             } else {
                 Poll::Pending
             }
-        });
+        })
+        .inspect_err(|_| {
+            tracing::error!("postgresql: deferred commits unanswered; their changes may be lost");
+        })?;
         match failed {
             None => Ok(()),
             Some(e) => {
@@ -167,6 +188,7 @@ struct Conn {
 pub struct PgStore {
     url: String,
     conn: Mutex<Option<Conn>>,
+    timeout: Duration,
 }
 
 fn pg(e: tokio_postgres::Error) -> MetaError {
@@ -174,19 +196,27 @@ fn pg(e: tokio_postgres::Error) -> MetaError {
 }
 
 impl Conn {
-    fn open(url: &str) -> MetaResult<Conn> {
+    fn open(url: &str, timeout: Duration) -> MetaResult<Conn> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| MetaError::Store(format!("postgresql runtime: {e}")))?;
-        let (client, connection) = rt
-            .block_on(tokio_postgres::connect(url, NoTls))
-            .map_err(|e| MetaError::Store(format!("cannot connect to {url}: {e}")))?;
+        let connect =
+            async { tokio::time::timeout(timeout, tokio_postgres::connect(url, NoTls)).await };
+        let (client, connection) = match rt.block_on(connect) {
+            Ok(c) => c.map_err(|e| MetaError::Store(format!("cannot connect to {url}: {e}")))?,
+            Err(_) => {
+                return Err(MetaError::Store(format!(
+                    "cannot connect to {url}: no answer within {timeout:?}"
+                )));
+            }
+        };
         let mut driver = Driver {
             rt,
             connection: Box::pin(connection),
             closed: false,
             inflight: Vec::new(),
+            timeout,
         };
         driver.run(client.batch_execute(SCHEMA))?;
         // `Deferred` is the common case; `Immediate` writes and `sync` turn it on locally.
@@ -251,10 +281,18 @@ impl PgStore {
     /// Connects with a libpq-style URL (`postgresql://user@host:port/db`) and creates the
     /// table if needed.
     pub fn connect(url: &str) -> MetaResult<PgStore> {
-        let conn = Conn::open(url)?;
+        PgStore::connect_with(url, DEFAULT_TIMEOUT)
+    }
+
+    /// As [`PgStore::connect`], with `timeout` the longest wait for any answer of the
+    /// database (connecting included): past it the call fails and the connection is made
+    /// again at the next one.
+    pub fn connect_with(url: &str, timeout: Duration) -> MetaResult<PgStore> {
+        let conn = Conn::open(url, timeout)?;
         Ok(PgStore {
             url: url.to_string(),
             conn: Mutex::new(Some(conn)),
+            timeout,
         })
     }
 
@@ -267,7 +305,7 @@ impl PgStore {
         }
         if guard.as_ref().is_none_or(|c| c.driver.closed) {
             *guard = None;
-            *guard = Some(Conn::open(&self.url)?);
+            *guard = Some(Conn::open(&self.url, self.timeout)?);
             tracing::info!("postgresql: connected again");
         }
         f(guard.as_mut().expect("connected above"))
@@ -330,5 +368,24 @@ mod tests {
     fn store_contract_on_postgresql() {
         let c = testing::Cluster::start();
         super::super::suite::run_all(&PgStore::connect(&c.url()).unwrap());
+    }
+
+    /// A database that stops answering (not closing its connections) fails the calls after
+    /// the timeout instead of hanging them, and they work again once it answers.
+    #[test]
+    fn a_hung_database_fails_calls_and_they_work_again_after() {
+        let c = testing::Cluster::start();
+        let store = Arc::new(PgStore::connect_with(&c.url(), Duration::from_secs(1)).unwrap());
+        store.write(|t| t.put(Table::Meta, b"k", b"1")).unwrap();
+        c.pause(true);
+        let s2 = store.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(s2.read(|t| t.get(Table::Meta, b"k"))));
+        let answer = rx.recv_timeout(Duration::from_secs(30));
+        c.pause(false);
+        let err = answer.expect("the call hung").unwrap_err();
+        assert!(err.to_string().contains("no answer within"), "{err}");
+        let v = store.read(|t| t.get(Table::Meta, b"k")).unwrap();
+        assert_eq!(v.as_deref(), Some(&b"1"[..]));
     }
 }

@@ -100,4 +100,22 @@ impl Cluster {
     pub fn url(&self) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
     }
+
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the server and its backends: a database that
+    /// hangs without closing its connections.
+    pub fn pause(&self, paused: bool) {
+        let server = self.child.id();
+        let mut pids = vec![server.to_string()];
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid …: the fields after the last ')'.
+            let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+            if after.split_whitespace().nth(1) == Some(&server.to_string()) {
+                pids.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill").arg(signal).args(&pids).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill {signal} {pids:?}");
+    }
 }
