@@ -80,8 +80,7 @@ impl Default for SiteConfig {
             key: None,
             postgres: None,
             feed_poll_ms: server::FOLLOW_EVERY.as_millis() as u64,
-            postgres_timeout_ms: meridian_metaserver::store::pg::DEFAULT_TIMEOUT.as_millis()
-                as u64,
+            postgres_timeout_ms: meridian_metaserver::store::pg::DEFAULT_TIMEOUT.as_millis() as u64,
         }
     }
 }
