@@ -52,6 +52,15 @@ fn tbl(t: Table) -> i16 {
     t.index() as i16
 }
 
+/// The keys of table `t` in `[start, end)` (`end` `None`: to the table's end).
+fn key_range(t: i16, start: &[u8], end: Option<&[u8]>) -> (Bound<Key>, Bound<Key>) {
+    let hi = match end {
+        Some(e) => Bound::Excluded((t, e.to_vec())),
+        None => Bound::Excluded((t + 1, Vec::new())),
+    };
+    (Bound::Included((t, start.to_vec())), hi)
+}
+
 impl<'c> PgTxn<'c> {
     pub(super) fn new(conn: &'c mut Conn, begin: String, preload: Option<Table>) -> PgTxn<'c> {
         PgTxn {
@@ -236,11 +245,7 @@ impl<'c> PgTxn<'c> {
         if s.whole != Some(t) {
             return None;
         }
-        let hi = match end {
-            Some(e) => Bound::Excluded((t, e.to_vec())),
-            None => Bound::Excluded((t + 1, Vec::new())),
-        };
-        let loaded = s.seen.range(((Bound::Included((t, start.to_vec()))), hi));
+        let loaded = s.seen.range(key_range(t, start, end));
         let mut merged: BTreeMap<&Vec<u8>, &Option<Vec<u8>>> =
             loaded.map(|((_, k), v)| (k, v)).collect();
         merged.extend(self.buffered(table, start, end));
@@ -257,13 +262,9 @@ impl<'c> PgTxn<'c> {
         start: &[u8],
         end: Option<&[u8]>,
     ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> {
-        let t = tbl(table);
-        let lo = Bound::Included((t, start.to_vec()));
-        let hi = match end {
-            Some(e) => Bound::Excluded((t, e.to_vec())),
-            None => Bound::Excluded((t + 1, Vec::new())),
-        };
-        self.writes.range((lo, hi)).map(|((_, k), v)| (k, v))
+        self.writes
+            .range(key_range(tbl(table), start, end))
+            .map(|((_, k), v)| (k, v))
     }
 }
 
