@@ -98,12 +98,13 @@ impl<S: Store> Meta<S> {
         let lease = INSTANCE_LEASE.as_millis() as u64;
         self.write(|w| {
             w.set_counter(&alive_key(self.instance), now_ms)?;
-            for (k, _) in w.txn().scan(Table::Meta, ALIVE, None, usize::MAX)? {
-                if w.counter(&k)? + lease < now_ms {
-                    w.txn.delete(Table::Meta, &k)?;
+            let mut live = Vec::new();
+            for (key, instance, stamp) in alive_rows(w)? {
+                match stamp + lease < now_ms {
+                    true => w.txn.delete(Table::Meta, &key)?,
+                    false => live.push(instance),
                 }
             }
-            let live = alive_instances(w, now_ms, INSTANCE_LEASE)?;
             let dropped = Self::drop_locks(w, |s| !live.contains(&s.instance))?;
             if dropped > 0 {
                 tracing::info!(
@@ -129,13 +130,18 @@ pub(super) fn alive_instances(
     now_ms: u64,
     lease: Duration,
 ) -> MetaResult<Vec<u64>> {
-    let mut live = Vec::new();
+    let rows = alive_rows(r)?.into_iter();
+    let fresh = rows.filter(|&(_, _, stamp)| stamp + lease.as_millis() as u64 >= now_ms);
+    Ok(fresh.map(|(_, instance, _)| instance).collect())
+}
+
+/// Every liveness row: (its key, the instance, when it last marked itself alive).
+fn alive_rows(r: &impl Records) -> MetaResult<Vec<(Vec<u8>, u64, u64)>> {
+    let mut out = Vec::new();
     for (k, _) in r.txn().scan(Table::Meta, ALIVE, None, usize::MAX)? {
-        if r.counter(&k)? + lease.as_millis() as u64 >= now_ms {
-            live.push(u64::from_be_bytes(
-                k[ALIVE.len()..].try_into().unwrap_or_default(),
-            ));
-        }
+        let instance = u64::from_be_bytes(k[ALIVE.len()..].try_into().unwrap_or_default());
+        let stamp = r.counter(&k)?;
+        out.push((k, instance, stamp));
     }
-    Ok(live)
+    Ok(out)
 }
