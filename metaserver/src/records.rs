@@ -182,11 +182,7 @@ pub trait Records {
     }
     /// Every inode with locks, and its locks.
     fn all_locks(&self) -> MetaResult<Vec<(InodeId, Vec<crate::meta::locks::Stored>)>> {
-        let mut out = Vec::new();
-        for (k, v) in self.txn().scan(Table::Locks, b"", None, usize::MAX)? {
-            out.push((key_ino(Table::Locks, &k)?, decode(Table::Locks, &k, &v)?));
-        }
-        Ok(out)
+        self.every_inode(Table::Locks, |k, v| decode(Table::Locks, k, v))
     }
     /// `ino`'s orphan record, if it is an orphan.
     fn orphan(&self, ino: InodeId) -> MetaResult<Option<OrphanRec>> {
@@ -198,11 +194,18 @@ pub trait Records {
     }
     /// Every orphan and its record.
     fn orphans(&self) -> MetaResult<Vec<(InodeId, OrphanRec)>> {
-        let mut out = Vec::new();
-        for (k, v) in self.txn().scan(Table::Orphans, b"", None, usize::MAX)? {
-            out.push((key_ino(Table::Orphans, &k)?, decode_orphan(&k, &v)?));
-        }
-        Ok(out)
+        self.every_inode(Table::Orphans, decode_orphan)
+    }
+    /// Every row of `table`, an inode-keyed table, with its value decoded by `decode`.
+    fn every_inode<T>(
+        &self,
+        table: Table,
+        decode: impl Fn(&[u8], &[u8]) -> MetaResult<T>,
+    ) -> MetaResult<Vec<(InodeId, T)>> {
+        let rows = self.txn().scan(table, b"", None, usize::MAX)?;
+        rows.iter()
+            .map(|(k, v)| Ok((key_ino(table, k)?, decode(k, v)?)))
+            .collect()
     }
     fn counter(&self, name: &[u8]) -> MetaResult<u64> {
         match self.txn().get(Table::Meta, name)? {
