@@ -10,7 +10,9 @@
 //!   `prefix ++ after` when `after` is given.
 
 pub mod journal;
+mod layer;
 mod mem;
+mod overlay;
 pub mod pg;
 mod redb_store;
 #[cfg(test)]

@@ -1,28 +1,43 @@
-//! The embedded default [`Store`]: one redb database file and its redo journal.
+//! The embedded default [`Store`]: one redb database file, its redo journal, and a
+//! [`Layer`] of committed changes held in memory above the file.
 //!
-//! Invariants: every table exists from `open` on. An immediate write is one redb write
-//! transaction committed with fsync before `write` returns. A deferred write is committed
-//! without fsync and its changes appended to the [`journal`](super::journal) before it
-//! returns, so it survives a crash of the process at once and a crash of the machine after
-//! the next sync (at most [`SYNC_INTERVAL`] later, or at the next immediate write or
-//! `sync`). Each transaction stamps the journal sequence it reached in a private table;
-//! opening replays the journal records after the durable stamp, so acknowledged deferred
-//! writes are never lost to a `kill -9`. redb locks the file, so a second process opening
-//! the same namespace is refused ([`RedbStore::open`] says which file).
+//! A deferred write appends its changes to the [`journal`](super::journal) and then adds
+//! them to the layer, and returns: it survives a crash of the process at once (the journal
+//! is replayed at the next open) and a crash of the machine after the next flush. A flush
+//! writes the whole layer into the database in one redb transaction committed with fsync,
+//! stamps the journal sequence it reached in a private table, empties the layer and the
+//! journal. The syncer flushes every [`SYNC_INTERVAL`]; a writer flushes when the layer
+//! holds more than [`FLUSH_BYTES`]; an immediate write and `sync` flush before returning.
+//! Without a syncer every write is immediate. Opening replays the journal records after the
+//! durable stamp, so acknowledged deferred writes are never lost to a `kill -9`. redb locks
+//! the file, so a second process opening the same namespace is refused
+//! ([`RedbStore::open`] says which file).
 //!
-//! Locks: the journal mutex is taken before redb's write transaction, by writers and by the
-//! syncer alike.
+//! Reads: a transaction reads one snapshot — the layer as it was and a redb read
+//! transaction begun together under the layer's lock — through the layer first. A write
+//! transaction changes its own copy of the layer, installed only if it commits.
+//!
+//! Invariants: writers and flushes hold the journal lock throughout, so a write transaction
+//! sees every commit before it and nothing changes under it. The database only changes
+//! in a flush, which empties the layer after its commit: a snapshot pairs the layer and
+//! the database as they were at one moment (before the flush, or after it, when the layer
+//! it holds repeats what the database now holds).
+//!
+//! Locks: journal → layer; the layer's lock is held only to copy or replace it.
 
 use super::journal::{Entry, Journal, Op};
+use super::layer::Layer;
+use super::overlay::merge;
 use super::{Pair, ReadTxn, Store, Table, WriteTxn, prefix_end, scan_start};
 use meridian_proto::{MetaError, MetaResult};
 use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
+type RTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 const DEFS: [Def; Table::ALL.len()] = [
     TableDefinition::new("inodes"),
@@ -50,11 +65,14 @@ fn err(e: impl std::fmt::Display) -> MetaError {
 /// Deferred writes reach the disk at least this often.
 pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// A layer larger than this is flushed by the writer that grew it.
+pub const FLUSH_BYTES: usize = 64 << 20;
+
 struct Inner {
     db: Database,
     journal: Mutex<Journal>,
-    /// Deferred commits not yet followed by an immediate one.
-    unsynced: AtomicBool,
+    /// Committed changes the database file does not hold yet.
+    layer: Mutex<Layer>,
 }
 
 /// A namespace kept in one redb database file.
@@ -94,7 +112,7 @@ impl RedbStore {
             inner: Arc::new(Inner {
                 db,
                 journal: Mutex::new(journal),
-                unsynced: AtomicBool::new(false),
+                layer: Mutex::default(),
             }),
             syncer: false,
         };
@@ -178,94 +196,138 @@ fn start_syncer(inner: Weak<Inner>) -> bool {
 impl Inner {
     fn sync(&self) -> MetaResult<()> {
         let mut journal = self.journal.lock();
-        if self.unsynced.load(Ordering::Acquire) {
-            self.sync_locked(&mut journal)?;
+        if !self.layer.lock().is_empty() {
+            self.flush_locked(&mut journal)?;
         }
         Ok(())
     }
 
-    /// An empty immediate commit (durable: every deferred commit before it, and the stamp
-    /// they left), then an empty journal.
-    fn sync_locked(&self, journal: &mut Journal) -> MetaResult<()> {
-        self.db.begin_write().map_err(err)?.commit().map_err(err)?;
-        self.unsynced.store(false, Ordering::Release);
+    /// Writes the layer into the database in one durable commit stamped with the journal's
+    /// sequence (also when the layer is empty: the commit is then a barrier), then empties
+    /// the layer and the journal.
+    fn flush_locked(&self, journal: &mut Journal) -> MetaResult<()> {
+        let layer = self.layer.lock().clone();
+        let txn = self.db.begin_write().map_err(err)?;
+        for t in Table::ALL {
+            let mut table = txn.open_table(def(t)).map_err(err)?;
+            for (k, v) in layer.changes(t) {
+                match v {
+                    Some(v) => table.insert(k, v).map(drop),
+                    None => table.remove(k).map(drop),
+                }
+                .map_err(err)?;
+            }
+        }
+        stamp(&txn, journal.seq)?;
+        txn.commit().map_err(err)?;
+        *self.layer.lock() = Layer::default();
         journal.reset()
     }
+
+    /// The layer and a database read transaction as they are now (see the invariants).
+    fn snapshot(&self) -> MetaResult<Snapshot> {
+        let layer = self.layer.lock();
+        let txn = self.db.begin_read().map_err(err)?;
+        Ok(Snapshot {
+            layer: layer.clone(),
+            txn,
+            tables: Default::default(),
+        })
+    }
 }
 
-fn scan_table<T: ReadableTable<&'static [u8], &'static [u8]>>(
-    table: &T,
-    prefix: &[u8],
-    after: Option<&[u8]>,
-    limit: usize,
-) -> MetaResult<Vec<Pair>> {
-    let start = scan_start(prefix, after);
-    let end = prefix_end(prefix);
-    let iter = match &end {
-        Some(end) => table.range::<&[u8]>(start.as_slice()..end.as_slice()),
-        None => table.range::<&[u8]>(start.as_slice()..),
-    }
-    .map_err(err)?;
-    let mut out = Vec::new();
-    for item in iter.take(limit) {
-        let (k, v) = item.map_err(err)?;
-        out.push((k.value().to_vec(), v.value().to_vec()));
-    }
-    Ok(out)
+/// What a transaction reads: a layer over a database snapshot.
+struct Snapshot {
+    layer: Layer,
+    txn: redb::ReadTransaction,
+    /// The database's tables, opened on first use.
+    tables: [OnceCell<RTable>; Table::ALL.len()],
 }
 
-struct RRead(redb::ReadTransaction);
-/// A write transaction; `.1` records its changes when they go to the journal.
-struct RWrite(redb::WriteTransaction, Option<Vec<Op>>);
-
-/// Both transaction kinds read alike; only the table type behind `open_table` differs.
-macro_rules! impl_read_txn {
-    ($txn:ty) => {
-        impl ReadTxn for $txn {
-            fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
-                let t = self.0.open_table(def(table)).map_err(err)?;
-                Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
-            }
-            fn scan(
-                &self,
-                table: Table,
-                prefix: &[u8],
-                after: Option<&[u8]>,
-                limit: usize,
-            ) -> MetaResult<Vec<Pair>> {
-                let t = self.0.open_table(def(table)).map_err(err)?;
-                scan_table(&t, prefix, after, limit)
-            }
+impl Snapshot {
+    fn table(&self, t: Table) -> MetaResult<&RTable> {
+        let cell = &self.tables[t.index()];
+        if let Some(table) = cell.get() {
+            return Ok(table);
         }
-    };
+        let table = self.txn.open_table(def(t)).map_err(err)?;
+        Ok(cell.get_or_init(|| table))
+    }
 }
 
-impl_read_txn!(RRead);
-impl_read_txn!(RWrite);
+impl ReadTxn for Snapshot {
+    fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
+        if let Some(v) = self.layer.get(table, key) {
+            return Ok(v.map(<[u8]>::to_vec));
+        }
+        let t = self.table(table)?;
+        Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+    }
 
-impl WriteTxn for RWrite {
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> MetaResult<Vec<Pair>> {
+        let start = scan_start(prefix, after);
+        let end = prefix_end(prefix);
+        let t = self.table(table)?;
+        let rows = match &end {
+            Some(end) => t.range::<&[u8]>(start.as_slice()..end.as_slice()),
+            None => t.range::<&[u8]>(start.as_slice()..),
+        }
+        .map_err(err)?
+        .map(|row| {
+            row.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                .map_err(err)
+        });
+        let changes = self.layer.range(table, &start, end.as_deref());
+        merge(changes, rows, limit)
+    }
+}
+
+/// A write transaction: its own copy of the layer, and its changes for the journal.
+struct LayerWrite {
+    snap: Snapshot,
+    ops: Vec<Op>,
+}
+
+impl ReadTxn for LayerWrite {
+    fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
+        self.snap.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> MetaResult<Vec<Pair>> {
+        self.snap.scan(table, prefix, after, limit)
+    }
+}
+
+impl LayerWrite {
+    fn set(&mut self, table: Table, key: &[u8], value: Option<&[u8]>) {
+        self.snap.layer.set(table, key, value);
+        self.ops.push(Op {
+            table: table.index() as u8,
+            key: key.to_vec(),
+            value: value.map(serde_bytes::ByteBuf::from),
+        });
+    }
+}
+
+impl WriteTxn for LayerWrite {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> MetaResult<()> {
-        let mut t = self.0.open_table(def(table)).map_err(err)?;
-        t.insert(key, value).map_err(err)?;
-        if let Some(ops) = &mut self.1 {
-            ops.push(Op {
-                table: table.index() as u8,
-                key: key.to_vec(),
-                value: Some(serde_bytes::ByteBuf::from(value)),
-            });
-        }
+        self.set(table, key, Some(value));
         Ok(())
     }
     fn delete(&mut self, table: Table, key: &[u8]) -> MetaResult<()> {
-        let mut t = self.0.open_table(def(table)).map_err(err)?;
-        t.remove(key).map_err(err)?;
-        if let Some(ops) = &mut self.1 {
-            ops.push(Op {
-                table: table.index() as u8,
-                key: key.to_vec(),
-                value: None,
-            });
-        }
+        self.set(table, key, None);
         Ok(())
     }
 }
@@ -276,8 +338,7 @@ impl Store for RedbStore {
     }
 
     fn read<T>(&self, f: impl FnOnce(&dyn ReadTxn) -> MetaResult<T>) -> MetaResult<T> {
-        let txn = self.inner.db.begin_read().map_err(err)?;
-        f(&RRead(txn))
+        f(&self.inner.snapshot()?)
     }
 
     fn write_with<T>(
@@ -287,40 +348,25 @@ impl Store for RedbStore {
     ) -> MetaResult<T> {
         let inner = &*self.inner;
         let mut journal = inner.journal.lock();
-        let deferred = durability == super::Durability::Deferred && self.syncer;
-        let mut txn = RWrite(
-            inner.db.begin_write().map_err(err)?,
-            deferred.then(Vec::new),
-        );
-        let v = match f(&mut txn) {
-            Ok(v) => v,
-            Err(e) => {
-                txn.0.abort().map_err(err)?;
-                return Err(e);
-            }
+        let mut txn = LayerWrite {
+            snap: inner.snapshot()?,
+            ops: Vec::new(),
         };
-        let RWrite(txn, ops) = txn;
-        match ops {
-            Some(ops) if ops.is_empty() => txn.abort().map_err(err)?,
-            Some(ops) => {
-                let seq = journal.seq + 1;
-                stamp(&txn, seq)?;
-                let mut txn = txn;
-                txn.set_durability(redb::Durability::None).map_err(err)?;
-                txn.commit().map_err(err)?;
-                journal.seq = seq;
-                inner.unsynced.store(true, Ordering::Release);
-                if let Err(e) = journal.append(&Entry { seq, ops }) {
-                    tracing::warn!(error = %e, "journal append failed; committing durably instead");
-                    inner.sync_locked(&mut journal)?;
-                }
+        let v = f(&mut txn)?; // a failed transaction's copy is dropped
+        let immediate = durability == super::Durability::Immediate || !self.syncer;
+        let LayerWrite { snap, ops } = txn;
+        if !ops.is_empty() {
+            let seq = journal.seq + 1;
+            let appended = journal.append(&Entry { seq, ops });
+            journal.seq = seq;
+            *inner.layer.lock() = snap.layer;
+            if let Err(e) = appended {
+                tracing::warn!(error = %e, "journal append failed; committing durably instead");
+                return inner.flush_locked(&mut journal).map(|()| v);
             }
-            None => {
-                stamp(&txn, journal.seq)?;
-                txn.commit().map_err(err)?;
-                inner.unsynced.store(false, Ordering::Release);
-                journal.reset()?;
-            }
+        }
+        if immediate || inner.layer.lock().bytes() > FLUSH_BYTES {
+            inner.flush_locked(&mut journal)?;
         }
         Ok(v)
     }
@@ -361,7 +407,7 @@ mod tests {
             .unwrap();
             std::thread::sleep(SYNC_INTERVAL * 3);
             assert!(
-                !s.inner.unsynced.load(Ordering::Acquire),
+                s.inner.layer.lock().is_empty(),
                 "the syncer made it durable"
             );
         }
@@ -411,6 +457,61 @@ mod tests {
             200
         );
         assert_eq!(std::fs::metadata(journal_path(&copy)).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_reader_keeps_its_snapshot_across_a_flush_and_later_writes() {
+        use crate::store::Durability::Deferred;
+        let dir = tempfile::tempdir().unwrap();
+        let s = RedbStore::open(&dir.path().join("ns.redb")).unwrap();
+        for k in [b"a", b"b", b"c"] {
+            s.write(|t| t.put(Table::Meta, k, b"db")).unwrap(); // in the file
+        }
+        s.write_with(Deferred, |t| {
+            t.delete(Table::Meta, b"b")?;
+            t.put(Table::Meta, b"d", b"layer")
+        })
+        .unwrap();
+        let keys = |rows: Vec<Pair>| rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        let abcd = vec![b"a".to_vec(), b"c".to_vec(), b"d".to_vec()];
+        s.read(|r| {
+            assert!(!s.inner.layer.lock().is_empty());
+            s.sync()?; // flushes while this snapshot is open
+            s.write_with(Deferred, |t| t.put(Table::Meta, b"a", b"new"))?;
+            assert_eq!(keys(r.scan(Table::Meta, b"", None, 10)?), abcd);
+            assert_eq!(r.get(Table::Meta, b"a")?, Some(b"db".to_vec()));
+            assert_eq!(r.get(Table::Meta, b"b")?, None);
+            Ok(())
+        })
+        .unwrap();
+        s.read(|r| {
+            assert_eq!(
+                keys(r.scan(Table::Meta, b"", Some(b"a"), 1)?),
+                vec![b"c".to_vec()]
+            );
+            assert_eq!(r.get(Table::Meta, b"a")?, Some(b"new".to_vec()));
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_writer_flushes_a_layer_past_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RedbStore::open(&dir.path().join("ns.redb")).unwrap();
+        let big = vec![7u8; 1 << 20];
+        for i in 0..(FLUSH_BYTES >> 20) as u32 + 1 {
+            s.write_with(crate::store::Durability::Deferred, |t| {
+                t.put(Table::Data, &i.to_be_bytes(), &big)
+            })
+            .unwrap();
+        }
+        assert!(
+            s.inner.layer.lock().bytes() <= FLUSH_BYTES,
+            "flushed by the writer"
+        );
+        let rows = s.read(|t| t.scan(Table::Data, b"", None, 1000)).unwrap();
+        assert_eq!(rows.len(), (FLUSH_BYTES >> 20) + 1);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //!   that many exist.
 
 use super::{Conn, pg};
+use crate::store::overlay::merge;
 use crate::store::{Pair, ReadTxn, Table, WriteTxn, prefix_end, scan_start};
 use meridian_proto::MetaResult;
 use std::cell::RefCell;
@@ -239,20 +240,15 @@ impl<'c> PgTxn<'c> {
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
-    ) -> Option<Vec<Pair>> {
+    ) -> Option<MetaResult<Vec<Pair>>> {
         let t = tbl(table);
         let s = self.state.borrow();
         if s.whole != Some(t) {
             return None;
         }
         let loaded = s.seen.range(key_range(t, start, end));
-        let mut merged: BTreeMap<&Vec<u8>, &Option<Vec<u8>>> =
-            loaded.map(|((_, k), v)| (k, v)).collect();
-        merged.extend(self.buffered(table, start, end));
-        let rows = merged
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)));
-        Some(rows.take(limit).collect())
+        let rows = loaded.filter_map(|((_, k), v)| Some(Ok((k.clone(), v.clone()?))));
+        Some(merge(self.buffered(table, start, end), rows, limit))
     }
 
     /// The buffered writes of `table` with keys in `[start, end)`.
@@ -261,10 +257,10 @@ impl<'c> PgTxn<'c> {
         table: Table,
         start: &[u8],
         end: Option<&[u8]>,
-    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> {
+    ) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> {
         self.writes
             .range(key_range(tbl(table), start, end))
-            .map(|((_, k), v)| (k, v))
+            .map(|((_, k), v)| (k.as_slice(), v.as_deref()))
     }
 }
 
@@ -311,7 +307,7 @@ impl ReadTxn for PgTxn<'_> {
         let start = scan_start(prefix, after);
         let end = prefix_end(prefix);
         if let Some(rows) = self.scan_whole(table, &start, end.as_deref(), limit) {
-            return Ok(rows);
+            return rows;
         }
         let deletes = self
             .buffered(table, &start, end.as_deref())
@@ -323,15 +319,8 @@ impl ReadTxn for PgTxn<'_> {
             Some(e) => self.query(|s| &s.scan_to, &[&t, &start, e, &ask])?,
             None => self.query(|s| &s.scan_all, &[&t, &start, &ask])?,
         };
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
-            rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
-        for (k, v) in self.buffered(table, &start, end.as_deref()) {
-            match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
-                None => merged.remove(k),
-            };
-        }
-        Ok(merged.into_iter().take(limit).collect())
+        let rows = rows.into_iter().map(|r| Ok((r.get(0), r.get(1))));
+        merge(self.buffered(table, &start, end.as_deref()), rows, limit)
     }
 }
 
