@@ -55,6 +55,34 @@ fn each_mount_sees_the_others_changes_at_once() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     assert!(ls_l(&b.path("shot")).contains("-rw-------"));
+    // an extended attribute b knew absent (its kernel asks for security.capability before
+    // every write, and b answers that from its cache)
+    let get = |m: &common::Mount| {
+        let script = format!(
+            "import os\ntry: print(os.getxattr('{}', 'security.meridian').decode())\nexcept OSError as e: print('errno', e.errno)",
+            m.path("shot/SH010.clip").display()
+        );
+        let out = Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let no_data = format!("errno {}", libc::ENODATA);
+    assert_eq!(get(&b), no_data);
+    assert_eq!(get(&b), no_data);
+    let set = format!(
+        "import os; os.setxattr('{}', 'security.meridian', b'graded')",
+        a.path("shot/SH010.clip").display()
+    );
+    assert!(
+        Command::new("python3")
+            .args(["-c", &set])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(get(&b), "graded");
     // rename
     std::fs::rename(a.path("shot/SH010.clip"), a.path("shot/SH020.clip")).unwrap();
     let listing = ls_l(&b.path("shot"));

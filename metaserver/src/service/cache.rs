@@ -1,11 +1,13 @@
 //! A site client's cache of attributes and directory entries, kept true by the
-//! metaserver's pushed invalidations: a `stat` of something unchanged, or the lookup of a
-//! name that does not exist in a directory this client knows completely, is answered
-//! without a round trip.
+//! metaserver's pushed invalidations: a `stat` of something unchanged, the lookup of a
+//! name that does not exist in a directory this client knows completely, or the kernel's
+//! question before every `write` whether the file has a `security.capability` attribute,
+//! is answered without a round trip.
 //!
 //! Owns: attributes by inode, entries by (directory, name) — present or known absent —,
-//! the directories whose every entry is known (made here, unchanged by others since), and
-//! an epoch counting the invalidations received.
+//! the directories whose every entry is known (made here, unchanged by others since),
+//! `security.*` attribute names known absent per inode, and an epoch counting the
+//! invalidations received.
 //!
 //! Invariants:
 //! - Only a reply read while no invalidation arrived is stored: the epoch is read before
@@ -25,6 +27,10 @@
 //!   never cached (a move changes `..`).
 //! - Lookups answered here check search permission on the directory's last known
 //!   attributes, as the metaserver would.
+//! - Absent `security.*` names (readable by every caller, so the answer is the same for
+//!   all) are kept only beside the inode's attributes: whatever drops those (an
+//!   invalidation of the inode, this client's own setxattr or removexattr, which change
+//!   its ctime) drops them too, so they are never answered after a change.
 //!
 //! Locks: one mutex over everything.
 
@@ -49,6 +55,8 @@ struct Inner {
     /// `None`: known absent.
     entries: HashMap<(InodeId, Vec<u8>), Option<InodeId>>,
     complete: HashSet<InodeId>,
+    /// `security.*` attribute names known absent, by inode (only while `attrs` holds it).
+    no_xattrs: HashMap<InodeId, HashSet<Vec<u8>>>,
 }
 
 impl Inner {
@@ -58,6 +66,13 @@ impl Inner {
         self.dirs.clear();
         self.entries.clear();
         self.complete.clear();
+        self.no_xattrs.clear();
+    }
+
+    /// Drops an inode's attributes, and with them its known-absent attribute names.
+    fn drop_attr(&mut self, i: &InodeId) {
+        self.attrs.remove(i);
+        self.no_xattrs.remove(i);
     }
 
     /// The inode `name` in `parent` is known to name, with its attributes forgotten (an
@@ -75,7 +90,7 @@ impl Inner {
     }
 
     fn forget_inode(&mut self, i: InodeId) {
-        self.attrs.remove(&i);
+        self.drop_attr(&i);
         self.dirs.remove(&i);
         self.complete.remove(&i);
     }
@@ -84,6 +99,7 @@ impl Inner {
         if self.attrs.len() > MAX_ITEMS {
             self.attrs.clear();
             self.dirs.clear();
+            self.no_xattrs.clear();
         }
         self.attrs.insert(a.ino, a.clone());
         if a.kind == FileKind::Directory {
@@ -114,6 +130,8 @@ pub enum Plan {
     Entry(InodeId, Vec<u8>),
     /// A directory made by this client: also known complete (empty).
     NewDir(InodeId, Vec<u8>),
+    /// A `security.*` attribute: if the reply says it is absent, remember that.
+    NoXattr(InodeId, Vec<u8>),
     /// On success, `from` is absent and `to` (if any) names `ino` (if known).
     Moved {
         from: (InodeId, Vec<u8>),
@@ -142,7 +160,7 @@ impl MetaCache {
                 Invalidation::Inode(i) => c.forget_inode(*i),
                 Invalidation::Entry { parent, name } => {
                     if let Some(Some(i)) = c.entries.remove(&(*parent, name.clone())) {
-                        c.attrs.remove(&i);
+                        c.drop_attr(&i);
                     }
                 }
             }
@@ -171,6 +189,11 @@ impl MetaCache {
                     None => None,
                 }
             }
+            Request::Getxattr { ino, name, .. } => {
+                let absent = c.attrs.contains_key(ino)
+                    && c.no_xattrs.get(ino).is_some_and(|n| n.contains(name));
+                absent.then_some(Response::Err(MetaError::NoAttribute))
+            }
             _ => None,
         }
     }
@@ -188,12 +211,15 @@ impl MetaCache {
             }
             R::Lookup { name, .. } if name == b"." || name == b".." => Plan::Nothing,
             R::Lookup { parent, name, .. } => Plan::Entry(*parent, name.clone()),
+            R::Getxattr { ino, name, .. } if name.starts_with(b"security.") => {
+                Plan::NoXattr(*ino, name.clone())
+            }
             R::Mknod { parent, name, .. }
             | R::Create { parent, name, .. }
             | R::Mkdir { parent, name, .. }
             | R::Symlink { parent, name, .. } => {
                 // The directory's times change (its permissions do not).
-                c.attrs.remove(parent);
+                c.drop_attr(parent);
                 c.entries.remove(&(*parent, name.clone()));
                 match req {
                     R::Mkdir { .. } => Plan::NewDir(*parent, name.clone()),
@@ -201,11 +227,11 @@ impl MetaCache {
                 }
             }
             R::Setxattr { ino, .. } | R::Removexattr { ino, .. } => {
-                c.attrs.remove(ino);
+                c.drop_attr(ino);
                 Plan::Nothing
             }
             R::Unlink { parent, name, .. } | R::Rmdir { parent, name, .. } => {
-                c.attrs.remove(parent);
+                c.drop_attr(parent);
                 let ino = c.entry_ino(*parent, name);
                 Plan::Moved {
                     from: (*parent, name.clone()),
@@ -221,8 +247,8 @@ impl MetaCache {
                 mode,
                 ..
             } => {
-                c.attrs.remove(parent);
-                c.attrs.remove(new_parent);
+                c.drop_attr(parent);
+                c.drop_attr(new_parent);
                 let ino = c.entry_ino(*parent, name);
                 c.entry_ino(*new_parent, new_name); // a replaced inode loses a link
                 let target = (*new_parent, new_name.clone());
@@ -246,7 +272,7 @@ impl MetaCache {
                 ino, parent, name, ..
             } => {
                 c.forget_inode(*ino);
-                c.attrs.remove(parent);
+                c.drop_attr(parent);
                 Plan::Entry(*parent, name.clone())
             }
             _ => Plan::Nothing,
@@ -258,7 +284,7 @@ impl MetaCache {
         let mut c = self.inner.lock();
         if c.epoch != epoch {
             if let Response::Attr(a) | Response::Made(a, _) = resp {
-                c.attrs.remove(&a.ino);
+                c.drop_attr(&a.ino);
             }
             if let Plan::Moved { from, to, .. } = plan {
                 // Unknown now whether the names changed: ask the metaserver next time.
@@ -287,6 +313,11 @@ impl MetaCache {
                 c.complete.insert(a.ino);
             }
             (Plan::Entry(p, n), Response::Err(MetaError::NotFound)) => c.put_entry(p, n, None),
+            (Plan::NoXattr(i, n), Response::Err(MetaError::NoAttribute))
+                if c.attrs.contains_key(&i) =>
+            {
+                c.no_xattrs.entry(i).or_default().insert(n);
+            }
             (Plan::Moved { from, to, ino }, Response::Unit) => {
                 c.put_entry(from.0, from.1, None);
                 if let (Some((p, n)), Some(i)) = (to, ino) {
@@ -294,7 +325,7 @@ impl MetaCache {
                 }
             }
             (_, Response::Attr(a) | Response::Made(a, _)) => {
-                c.attrs.remove(&a.ino);
+                c.drop_attr(&a.ino);
             }
             _ => {}
         }
@@ -358,6 +389,67 @@ mod tests {
         }]);
         assert!(c.answer(&lookup(root, b"a")).is_none());
         assert!(c.answer(&Request::Getattr { ino: InodeId(5) }).is_none());
+    }
+
+    fn getxattr(ino: u64, name: &[u8]) -> Request {
+        Request::Getxattr {
+            who: Caller {
+                uid: 1000,
+                gid: 1000,
+                groups: vec![],
+            },
+            ino: InodeId(ino),
+            name: name.to_vec(),
+        }
+    }
+
+    /// Asks `req` through the cache as the client does; true if the metaserver was asked.
+    fn ask(c: &MetaCache, req: &Request, reply: Response) -> bool {
+        if c.answer(req).is_some() {
+            return false;
+        }
+        let (e, p) = (c.epoch(), c.plan(req));
+        c.learn(e, p, &reply);
+        true
+    }
+
+    #[test]
+    fn an_absent_security_attribute_is_answered_until_the_inode_changes() {
+        let c = MetaCache::default();
+        let cap = getxattr(5, b"security.capability");
+        let absent = || Response::Err(MetaError::NoAttribute);
+        // Without the inode's attributes nothing is kept.
+        assert!(ask(&c, &cap, absent()));
+        assert!(ask(&c, &cap, absent()));
+        let file = Response::Attr(attr(5, 0o644, FileKind::Regular));
+        assert!(ask(&c, &Request::Getattr { ino: InodeId(5) }, file.clone()));
+        assert!(ask(&c, &cap, absent()));
+        assert!(!ask(&c, &cap, absent()), "answered here");
+        // Only security.* names, whose answer is the same for every caller.
+        let user = getxattr(5, b"user.note");
+        assert!(ask(&c, &user, absent()));
+        assert!(ask(&c, &user, absent()));
+        // Another client's change of the inode drops it, and a getattr does not bring it back.
+        c.apply(&[Invalidation::Inode(InodeId(5))]);
+        assert!(ask(&c, &Request::Getattr { ino: InodeId(5) }, file.clone()));
+        assert!(ask(&c, &cap, absent()));
+        assert!(!ask(&c, &cap, absent()));
+        // So does this client's own setxattr, before it is sent.
+        let set = Request::Setxattr {
+            who: Caller::root(),
+            ino: InodeId(5),
+            name: b"security.capability".to_vec(),
+            value: vec![1],
+            mode: meridian_proto::XattrMode::Any,
+        };
+        c.plan(&set);
+        assert!(c.answer(&Request::Getattr { ino: InodeId(5) }).is_none());
+        assert!(ask(&c, &Request::Getattr { ino: InodeId(5) }, file));
+        assert!(ask(&c, &cap, Response::Bytes(vec![1].into())));
+        assert!(
+            ask(&c, &cap, Response::Bytes(vec![1].into())),
+            "a present value is not kept"
+        );
     }
 
     #[test]
