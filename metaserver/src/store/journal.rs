@@ -1,17 +1,19 @@
 //! The redo journal that makes a deferred commit survive a crash of the process.
 //!
-//! Owns: one append-only file beside the database. Each deferred transaction appends one
+//! Owns: one append-only file beside the database, and while a flush runs the file it
+//! replaced (`<journal>.old`, see [`Journal::rotate`]). Each deferred transaction appends one
 //! record, `len: u32 LE ++ check: 8 bytes ++ body`, where `body` is the postcard encoding of
 //! [`Entry`] (the transaction's sequence number and every put and delete it made, in order)
 //! and `check` the first 8 bytes of its BLAKE3 hash. A record is written with one `write`
 //! call before the commit is acknowledged, so once `write_with` returns the kernel holds it:
 //! a `kill -9` of the process loses nothing; a crash of the machine loses what the kernel had
-//! not written back, which is what the store's sync (an fsync'd database commit, then
-//! [`Journal::reset`]) bounds.
+//! not written back, which is what the store's flush (rotate, an fsync'd database commit,
+//! then [`Journal::drop_old`]) bounds.
 //!
 //! Invariants: sequence numbers grow by one per record; the database stores the sequence
 //! of the newest record it holds durably, and replay applies only records after it, so a
-//! record replayed twice is harmless. Decoding stops at the first torn or corrupt record
+//! record replayed twice is harmless. Opening reads the old file's records before the
+//! current file's (older sequences first). Decoding stops at the first torn or corrupt record
 //! (a write cut short by the crash) and never panics on any input (fuzzed: `journal`).
 
 use meridian_proto::{MetaError, MetaResult};
@@ -87,24 +89,41 @@ pub struct Journal {
     pub seq: u64,
 }
 
+/// Where the file a rotation replaced lives.
+fn old_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".old");
+    PathBuf::from(p)
+}
+
+fn open_append(path: &Path) -> MetaResult<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| io(path, "open", e))
+}
+
 fn io(path: &Path, what: &str, e: std::io::Error) -> MetaError {
     MetaError::Store(format!("cannot {what} journal {}: {e}", path.display()))
 }
 
 impl Journal {
     /// Opens (creating if needed) the journal at `path` and returns it with the records it
-    /// holds.
+    /// holds, those of a replaced file a flush had not finished with first.
     pub fn open(path: &Path) -> MetaResult<(Journal, Vec<Entry>)> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(|e| io(path, "open", e))?;
+        let old = old_path(path);
+        let mut entries = match std::fs::read(&old) {
+            Ok(bytes) => decode(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(&old, "read", e)),
+        };
+        let mut file = open_append(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| io(path, "read", e))?;
-        let entries = decode(&bytes);
+        entries.extend(decode(&bytes));
         let journal = Journal {
             path: path.to_owned(),
             file,
@@ -120,11 +139,38 @@ impl Journal {
             .map_err(|e| io(&self.path, "append to", e))
     }
 
-    /// Empties the journal: every record in it is durable in the database.
+    /// Empties the journal, and drops the replaced file: every record in them is durable in
+    /// the database.
     pub fn reset(&mut self) -> MetaResult<()> {
         self.file
             .set_len(0)
-            .map_err(|e| io(&self.path, "truncate", e))
+            .map_err(|e| io(&self.path, "truncate", e))?;
+        self.drop_old()
+    }
+
+    /// Moves the records so far aside (to `<journal>.old`) and starts an empty file, so a
+    /// flush can make them durable while new records go on being appended. At most one
+    /// replaced file exists: a rotation before the last one was dropped is refused.
+    pub fn rotate(&mut self) -> MetaResult<()> {
+        let old = old_path(&self.path);
+        if old.exists() {
+            return Err(MetaError::Store(format!(
+                "cannot rotate journal {}: {} is still there",
+                self.path.display(),
+                old.display()
+            )));
+        }
+        std::fs::rename(&self.path, &old).map_err(|e| io(&self.path, "rotate", e))?;
+        self.file = open_append(&self.path)?;
+        Ok(())
+    }
+
+    /// Removes the replaced file: its records are durable in the database.
+    pub fn drop_old(&mut self) -> MetaResult<()> {
+        match std::fs::remove_file(old_path(&self.path)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&self.path, "drop", e)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -178,6 +224,27 @@ mod tests {
         j.append(&entry(3, 1)).unwrap();
         drop(j);
         assert_eq!(Journal::open(&path).unwrap().1, vec![entry(3, 1)]);
+    }
+
+    #[test]
+    fn a_rotated_file_is_read_first_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let (mut j, _) = Journal::open(&path).unwrap();
+        j.append(&entry(1, 2)).unwrap();
+        j.rotate().unwrap();
+        assert!(j.rotate().is_err(), "one replaced file at a time");
+        j.append(&entry(2, 1)).unwrap();
+        // A crash here: both files are read, older records first.
+        assert_eq!(
+            Journal::open(&path).unwrap().1,
+            vec![entry(1, 2), entry(2, 1)]
+        );
+        j.drop_old().unwrap();
+        assert_eq!(Journal::open(&path).unwrap().1, vec![entry(2, 1)]);
+        j.rotate().unwrap();
+        j.reset().unwrap();
+        assert!(Journal::open(&path).unwrap().1.is_empty());
     }
 
     proptest! {

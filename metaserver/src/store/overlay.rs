@@ -15,36 +15,55 @@ pub(crate) fn merge<'a>(
     base: impl Iterator<Item = MetaResult<Pair>>,
     limit: usize,
 ) -> MetaResult<Vec<Pair>> {
-    let mut over = over.peekable();
-    let mut base = base.peekable();
-    let mut out = Vec::new();
-    while out.len() < limit {
-        if let Some(Err(_)) = base.peek() {
-            return Err(base
-                .next()
-                .and_then(Result::err)
-                .expect("an error was peeked"));
-        }
-        let order = match (over.peek(), base.peek()) {
-            (None, None) => break,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some((k, _)), Some(Ok((b, _)))) => (*k).cmp(b.as_slice()),
-            (Some(_), Some(Err(_))) => unreachable!("errors are returned above"),
-        };
-        if order != Ordering::Greater {
-            let (k, v) = over.next().expect("peeked");
-            if order == Ordering::Equal {
-                base.next();
-            }
-            if let Some(v) = v {
-                out.push((k.to_vec(), v.to_vec()));
-            }
-        } else if let Some(Ok(row)) = base.next() {
-            out.push(row);
+    Merged::new(over, base).take(limit).collect()
+}
+
+/// The rows of `base` as changed by `over`, in key order (an error ends the rows).
+pub(crate) struct Merged<'a, O: Iterator<Item = (&'a [u8], Option<&'a [u8]>)>, B: Iterator> {
+    over: std::iter::Peekable<O>,
+    base: std::iter::Peekable<B>,
+}
+
+impl<'a, O, B> Merged<'a, O, B>
+where
+    O: Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    B: Iterator<Item = MetaResult<Pair>>,
+{
+    pub(crate) fn new(over: O, base: B) -> Self {
+        Merged {
+            over: over.peekable(),
+            base: base.peekable(),
         }
     }
-    Ok(out)
+}
+
+impl<'a, O, B> Iterator for Merged<'a, O, B>
+where
+    O: Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    B: Iterator<Item = MetaResult<Pair>>,
+{
+    type Item = MetaResult<Pair>;
+
+    fn next(&mut self) -> Option<MetaResult<Pair>> {
+        loop {
+            let order = match (self.over.peek(), self.base.peek()) {
+                (None, None) => return None,
+                (_, Some(Err(_))) | (None, Some(_)) => Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
+                (Some((k, _)), Some(Ok((b, _)))) => (*k).cmp(b.as_slice()),
+            };
+            if order == Ordering::Greater {
+                return self.base.next(); // a row, or the error
+            }
+            let (k, v) = self.over.next().expect("peeked");
+            if order == Ordering::Equal {
+                self.base.next();
+            }
+            if let Some(v) = v {
+                return Some(Ok((k.to_vec(), v.to_vec())));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +105,23 @@ mod tests {
             )
             .unwrap();
             prop_assert_eq!(rows, model(&base, &over, limit));
+        }
+
+        #[test]
+        fn merging_twice_equals_applying_both(
+            base in proptest::collection::btree_map(key(), key(), 0..12),
+            older in proptest::collection::btree_map(key(), proptest::option::of(key()), 0..12),
+            newer in proptest::collection::btree_map(key(), proptest::option::of(key()), 0..12),
+        ) {
+            let mid = Merged::new(
+                older.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
+                base.clone().into_iter().map(Ok),
+            );
+            let top = Merged::new(newer.iter().map(|(k, v)| (k.as_slice(), v.as_deref())), mid);
+            let rows: Vec<Pair> = top.collect::<MetaResult<_>>().unwrap();
+            let mut both = older.clone();
+            both.extend(newer.clone());
+            prop_assert_eq!(rows, model(&base, &both, usize::MAX));
         }
     }
 

@@ -1,33 +1,38 @@
-//! The embedded default [`Store`]: one redb database file, its redo journal, and a
-//! [`Layer`] of committed changes held in memory above the file.
+//! The embedded default [`Store`]: one redb database file, its redo journal, and layers
+//! of committed changes held in memory above the file.
 //!
 //! A deferred write appends its changes to the [`journal`](super::journal) and then adds
-//! them to the layer, and returns: it survives a crash of the process at once (the journal
-//! is replayed at the next open) and a crash of the machine after the next flush. A flush
-//! writes the whole layer into the database in one redb transaction committed with fsync,
-//! stamps the journal sequence it reached in a private table, empties the layer and the
-//! journal. The syncer flushes every [`SYNC_INTERVAL`]; a writer flushes when the layer
-//! holds more than [`FLUSH_BYTES`]; an immediate write and `sync` flush before returning.
-//! Without a syncer every write is immediate. Opening replays the journal records after the
-//! durable stamp, so acknowledged deferred writes are never lost to a `kill -9`. redb locks
-//! the file, so a second process opening the same namespace is refused
-//! ([`RedbStore::open`] says which file).
+//! them to the active [`Layer`], and returns: it survives a crash of the process at once
+//! (the journal is replayed at the next open) and a crash of the machine after the next
+//! flush. A flush freezes the active layer (an empty one takes its place) and rotates the
+//! journal, then — writers going on meanwhile — writes the frozen layer into the database
+//! in one redb transaction committed with fsync and stamped with the journal sequence it
+//! covers, then drops the frozen layer and the rotated journal. The syncer flushes every
+//! [`SYNC_INTERVAL`], and at once when a writer finds the active layer past [`FLUSH_BYTES`]
+//! (a writer flushes itself past four times that); an immediate write and `sync` flush until everything committed before
+//! them is durable. Without a syncer every write is immediate. Opening replays the journal
+//! records after the durable stamp, so acknowledged deferred writes are never lost to a
+//! `kill -9`. redb locks the file, so a second process opening the same namespace is
+//! refused ([`RedbStore::open`] says which file).
 //!
-//! Reads: a transaction reads one snapshot — the layer as it was and a redb read
-//! transaction begun together under the layer's lock — through the layer first. A write
-//! transaction changes its own copy of the layer, installed only if it commits.
+//! Reads: a transaction reads one snapshot — both layers as they were and a redb read
+//! transaction begun together under the layers' lock — through the active layer, then
+//! the frozen one. A write transaction changes its own copy of the active layer, installed
+//! only if it commits.
 //!
-//! Invariants: writers and flushes hold the journal lock throughout, so a write transaction
-//! sees every commit before it and nothing changes under it. The database only changes
-//! in a flush, which empties the layer after its commit: a snapshot pairs the layer and
-//! the database as they were at one moment (before the flush, or after it, when the layer
-//! it holds repeats what the database now holds).
+//! Invariants: writers and freezing hold the journal lock, so a write transaction sees
+//! every commit before it and no layer changes under it. The database only changes in a
+//! flush, which drops the frozen layer after its commit: a snapshot pairs the layers and
+//! the database as they were at one moment (before the commit, or after it, when the
+//! frozen layer it holds repeats what the database now holds). A failed flush keeps its
+//! frozen layer (and rotated journal) and the next flush writes it again first.
 //!
-//! Locks: journal → layer; the layer's lock is held only to copy or replace it.
+//! Locks: flushing → journal → layers; the layers' lock is held only to copy or replace
+//! them, and a flush holds no other lock while it writes the database.
 
 use super::journal::{Entry, Journal, Op};
 use super::layer::Layer;
-use super::overlay::merge;
+use super::overlay::{Merged, merge};
 use super::{Pair, ReadTxn, Store, Table, WriteTxn, prefix_end, scan_start};
 use meridian_proto::{MetaError, MetaResult};
 use parking_lot::Mutex;
@@ -65,14 +70,33 @@ fn err(e: impl std::fmt::Display) -> MetaError {
 /// Deferred writes reach the disk at least this often.
 pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// A layer larger than this is flushed by the writer that grew it.
+/// An active layer larger than this wakes the syncer; one four times larger (the syncer
+/// cannot keep up) is flushed by the writer that grew it, which bounds the memory used.
 pub const FLUSH_BYTES: usize = 64 << 20;
 
 struct Inner {
     db: Database,
     journal: Mutex<Journal>,
     /// Committed changes the database file does not hold yet.
-    layer: Mutex<Layer>,
+    layers: Mutex<Layers>,
+    /// Held through a flush: one at a time.
+    flushing: Mutex<()>,
+    /// The active layer's size that wakes the syncer ([`FLUSH_BYTES`]; tests lower it).
+    flush_bytes: std::sync::atomic::AtomicUsize,
+    /// Wakes the syncer early (a large active layer).
+    nudge: std::sync::OnceLock<std::sync::mpsc::SyncSender<()>>,
+}
+
+/// The changes above the database: the newest in `active`, those a flush is writing in
+/// `frozen`.
+#[derive(Clone, Default)]
+struct Layers {
+    active: Layer,
+    frozen: Layer,
+    /// The journal sequence `frozen` reaches.
+    frozen_seq: u64,
+    /// The journal sequence the database holds durably.
+    durable: u64,
 }
 
 /// A namespace kept in one redb database file.
@@ -111,8 +135,14 @@ impl RedbStore {
         let mut store = RedbStore {
             inner: Arc::new(Inner {
                 db,
+                layers: Mutex::new(Layers {
+                    durable: journal.seq,
+                    ..Layers::default()
+                }),
                 journal: Mutex::new(journal),
-                layer: Mutex::default(),
+                flushing: Mutex::new(()),
+                nudge: Default::default(),
+                flush_bytes: FLUSH_BYTES.into(),
             }),
             syncer: false,
         };
@@ -172,13 +202,17 @@ fn stamp(txn: &redb::WriteTransaction, seq: u64) -> MetaResult<()> {
     Ok(())
 }
 
-/// A thread that makes deferred commits durable every [`SYNC_INTERVAL`]; it ends with the
-/// store.
+/// A thread that makes deferred commits durable every [`SYNC_INTERVAL`], or at once when a
+/// writer nudges it; it ends with the store.
 fn start_syncer(inner: Weak<Inner>) -> bool {
+    let (nudge, nudged) = std::sync::mpsc::sync_channel::<()>(1);
+    if let Some(i) = inner.upgrade() {
+        let _ = i.nudge.set(nudge);
+    }
     let spawned = std::thread::Builder::new()
         .name("meridian-redb-sync".into())
         .spawn(move || loop {
-            std::thread::sleep(SYNC_INTERVAL);
+            let _ = nudged.recv_timeout(SYNC_INTERVAL);
             let Some(inner) = inner.upgrade() else { return };
             if let Err(e) = inner.sync() {
                 tracing::error!(error = %e, "could not make namespace changes durable; retrying");
@@ -194,19 +228,38 @@ fn start_syncer(inner: Weak<Inner>) -> bool {
 }
 
 impl Inner {
+    /// Flushes until everything committed before the call is durable in the database.
     fn sync(&self) -> MetaResult<()> {
-        let mut journal = self.journal.lock();
-        if !self.layer.lock().is_empty() {
-            self.flush_locked(&mut journal)?;
+        let _one = self.flushing.lock();
+        let target = self.journal.lock().seq;
+        while self.layers.lock().durable < target {
+            let (frozen, seq) = self.freeze()?;
+            self.write_db(&frozen, seq)?;
+            let mut layers = self.layers.lock();
+            layers.frozen = Layer::default();
+            layers.durable = seq;
+            drop(layers);
+            self.journal.lock().drop_old()?;
         }
         Ok(())
     }
 
-    /// Writes the layer into the database in one durable commit stamped with the journal's
-    /// sequence (also when the layer is empty: the commit is then a barrier), then empties
-    /// the layer and the journal.
-    fn flush_locked(&self, journal: &mut Journal) -> MetaResult<()> {
-        let layer = self.layer.lock().clone();
+    /// The layer to write, and the sequence it reaches: the frozen one a failed flush
+    /// left, or else the active one, frozen now with the journal rotated.
+    fn freeze(&self) -> MetaResult<(Layer, u64)> {
+        let mut journal = self.journal.lock();
+        let mut layers = self.layers.lock();
+        if layers.frozen.is_empty() {
+            journal.drop_old()?; // durable, if a flush could not drop it
+            journal.rotate()?;
+            layers.frozen = std::mem::take(&mut layers.active);
+            layers.frozen_seq = journal.seq;
+        }
+        Ok((layers.frozen.clone(), layers.frozen_seq))
+    }
+
+    /// Writes `layer` into the database in one durable commit stamped with `seq`.
+    fn write_db(&self, layer: &Layer, seq: u64) -> MetaResult<()> {
         let txn = self.db.begin_write().map_err(err)?;
         for t in Table::ALL {
             let mut table = txn.open_table(def(t)).map_err(err)?;
@@ -218,18 +271,16 @@ impl Inner {
                 .map_err(err)?;
             }
         }
-        stamp(&txn, journal.seq)?;
-        txn.commit().map_err(err)?;
-        *self.layer.lock() = Layer::default();
-        journal.reset()
+        stamp(&txn, seq)?;
+        txn.commit().map_err(err)
     }
 
-    /// The layer and a database read transaction as they are now (see the invariants).
+    /// The layers and a database read transaction as they are now (see the invariants).
     fn snapshot(&self) -> MetaResult<Snapshot> {
-        let layer = self.layer.lock();
+        let layers = self.layers.lock();
         let txn = self.db.begin_read().map_err(err)?;
         Ok(Snapshot {
-            layer: layer.clone(),
+            layers: layers.clone(),
             txn,
             tables: Default::default(),
         })
@@ -238,7 +289,7 @@ impl Inner {
 
 /// What a transaction reads: a layer over a database snapshot.
 struct Snapshot {
-    layer: Layer,
+    layers: Layers,
     txn: redb::ReadTransaction,
     /// The database's tables, opened on first use.
     tables: [OnceCell<RTable>; Table::ALL.len()],
@@ -257,7 +308,8 @@ impl Snapshot {
 
 impl ReadTxn for Snapshot {
     fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
-        if let Some(v) = self.layer.get(table, key) {
+        let Layers { active, frozen, .. } = &self.layers;
+        if let Some(v) = active.get(table, key).or_else(|| frozen.get(table, key)) {
             return Ok(v.map(<[u8]>::to_vec));
         }
         let t = self.table(table)?;
@@ -283,12 +335,13 @@ impl ReadTxn for Snapshot {
             row.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
                 .map_err(err)
         });
-        let changes = self.layer.range(table, &start, end.as_deref());
-        merge(changes, rows, limit)
+        let Layers { active, frozen, .. } = &self.layers;
+        let below = Merged::new(frozen.range(table, &start, end.as_deref()), rows);
+        merge(active.range(table, &start, end.as_deref()), below, limit)
     }
 }
 
-/// A write transaction: its own copy of the layer, and its changes for the journal.
+/// A write transaction: its own copy of the active layer, and its changes for the journal.
 struct LayerWrite {
     snap: Snapshot,
     ops: Vec<Op>,
@@ -312,7 +365,7 @@ impl ReadTxn for LayerWrite {
 
 impl LayerWrite {
     fn set(&mut self, table: Table, key: &[u8], value: Option<&[u8]>) {
-        self.snap.layer.set(table, key, value);
+        self.snap.layers.active.set(table, key, value);
         self.ops.push(Op {
             table: table.index() as u8,
             key: key.to_vec(),
@@ -355,18 +408,29 @@ impl Store for RedbStore {
         let v = f(&mut txn)?; // a failed transaction's copy is dropped
         let immediate = durability == super::Durability::Immediate || !self.syncer;
         let LayerWrite { snap, ops } = txn;
+        let mut flush = immediate;
         if !ops.is_empty() {
             let seq = journal.seq + 1;
             let appended = journal.append(&Entry { seq, ops });
             journal.seq = seq;
-            *inner.layer.lock() = snap.layer;
+            let mut layers = inner.layers.lock();
+            layers.active = snap.layers.active;
+            let bytes = layers.active.bytes();
+            let limit = inner.flush_bytes.load(std::sync::atomic::Ordering::Relaxed);
+            flush |= bytes > 4 * limit;
+            if bytes > limit
+                && let Some(n) = inner.nudge.get()
+            {
+                let _ = n.try_send(());
+            }
             if let Err(e) = appended {
                 tracing::warn!(error = %e, "journal append failed; committing durably instead");
-                return inner.flush_locked(&mut journal).map(|()| v);
+                flush = true;
             }
         }
-        if immediate || inner.layer.lock().bytes() > FLUSH_BYTES {
-            inner.flush_locked(&mut journal)?;
+        drop(journal);
+        if flush {
+            inner.sync()?;
         }
         Ok(v)
     }
@@ -407,7 +471,7 @@ mod tests {
             .unwrap();
             std::thread::sleep(SYNC_INTERVAL * 3);
             assert!(
-                s.inner.layer.lock().is_empty(),
+                s.inner.layers.lock().active.is_empty(),
                 "the syncer made it durable"
             );
         }
@@ -439,7 +503,8 @@ mod tests {
         }
         let copy = dir.path().join("copy.redb");
         {
-            let _held = s.inner.journal.lock(); // no sync while copying
+            let _flush = s.inner.flushing.lock(); // no flush while copying
+            let _held = s.inner.journal.lock();
             std::fs::copy(&path, &copy).unwrap();
             std::fs::copy(journal_path(&path), journal_path(&copy)).unwrap();
         }
@@ -475,7 +540,7 @@ mod tests {
         let keys = |rows: Vec<Pair>| rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
         let abcd = vec![b"a".to_vec(), b"c".to_vec(), b"d".to_vec()];
         s.read(|r| {
-            assert!(!s.inner.layer.lock().is_empty());
+            assert!(!s.inner.layers.lock().active.is_empty());
             s.sync()?; // flushes while this snapshot is open
             s.write_with(Deferred, |t| t.put(Table::Meta, b"a", b"new"))?;
             assert_eq!(keys(r.scan(Table::Meta, b"", None, 10)?), abcd);
@@ -496,22 +561,59 @@ mod tests {
     }
 
     #[test]
-    fn a_writer_flushes_a_layer_past_its_bound() {
+    fn the_active_layer_stays_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let s = RedbStore::open(&dir.path().join("ns.redb")).unwrap();
-        let big = vec![7u8; 1 << 20];
-        for i in 0..(FLUSH_BYTES >> 20) as u32 + 1 {
+        let limit = 1 << 20;
+        s.inner
+            .flush_bytes
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
+        let value = vec![7u8; 256 << 10];
+        for i in 0..64u32 {
             s.write_with(crate::store::Durability::Deferred, |t| {
-                t.put(Table::Data, &i.to_be_bytes(), &big)
+                t.put(Table::Data, &i.to_be_bytes(), &value)
             })
             .unwrap();
+            let held = s.inner.layers.lock().active.bytes();
+            assert!(held <= 4 * limit + value.len() + 4, "{held} bytes held");
         }
-        assert!(
-            s.inner.layer.lock().bytes() <= FLUSH_BYTES,
-            "flushed by the writer"
-        );
         let rows = s.read(|t| t.scan(Table::Data, b"", None, 1000)).unwrap();
-        assert_eq!(rows.len(), (FLUSH_BYTES >> 20) + 1);
+        assert_eq!(rows.len(), 64);
+    }
+
+    /// A flush that froze its layer and rotated the journal, then stopped (a crash while it
+    /// writes the database, or a failed commit): reopening replays both journal files, and
+    /// the next flush finishes the frozen layer before the active one.
+    #[test]
+    fn a_flush_cut_short_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ns.redb");
+        let s = RedbStore::open(&path).unwrap();
+        let put = |i: u32| {
+            s.write_with(crate::store::Durability::Deferred, |t| {
+                t.put(Table::Inodes, &i.to_be_bytes(), b"x")
+            })
+            .unwrap()
+        };
+        let _no_syncer = s.inner.flushing.lock();
+        (0..50).for_each(put);
+        s.inner.freeze().unwrap();
+        (50..100).for_each(put);
+        let copy = dir.path().join("copy.redb");
+        let old = |p: &Path| PathBuf::from(format!("{}.old", journal_path(p).display()));
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::copy(journal_path(&path), journal_path(&copy)).unwrap();
+        std::fs::copy(old(&path), old(&copy)).unwrap();
+        let c = RedbStore::open(&copy).unwrap();
+        let rows = c.read(|t| t.scan(Table::Inodes, b"", None, 1000)).unwrap();
+        assert_eq!(rows.len(), 100);
+        assert!(!old(&copy).exists(), "replayed, then dropped");
+        drop(_no_syncer);
+        s.sync().unwrap();
+        let layers = s.inner.layers.lock().clone();
+        assert!(layers.active.is_empty() && layers.frozen.is_empty());
+        assert_eq!(layers.durable, s.inner.journal.lock().seq);
+        assert!(!old(&path).exists());
     }
 
     #[test]
