@@ -550,3 +550,29 @@ fn background_uploads_are_read_rewritten_and_committed() {
     );
     real.handles.clear();
 }
+
+/// Found by `core_agrees_with_the_model` in CI: a file written through a handle, its
+/// directory renamed, the file unlinked and the directory removed; the release commits the
+/// write (placement used to look for the file's old directory and fail with ENOENT).
+#[test]
+fn a_write_to_an_unlinked_file_in_a_removed_directory_commits_at_release() {
+    use Op::*;
+    let ops = [
+        Mkdir(1),
+        Create(1),
+        Create(6),
+        Rename(1, 0),
+        Write(3, 0, 1, 0),
+        Unlink(3),
+        Rmdir(0),
+    ];
+    let mut model = Model::default();
+    let mut real = Real::new();
+    for op in &ops {
+        run_op(&mut model, &mut real, op).unwrap();
+    }
+    check_all(&mut model, &real.fs, &real).unwrap();
+    for (_, fh) in real.handles.drain() {
+        real.fs.release(fh).unwrap();
+    }
+}

@@ -314,8 +314,13 @@ impl<S: Store> Meta<S> {
         w.put_xattr(ino, RECORD, &postcard::to_allocvec(&rec).expect("encodes"))
     }
 
-    /// Re-evaluates a file at the name its record holds (after new data or new tags).
+    /// Re-evaluates a file at the name its record holds (after new data or new tags). A
+    /// file unlinked while open has no name left (its directory may be gone too): it keeps
+    /// its record as it was.
     pub(super) fn replace(&self, w: &mut Writer<'_>, ino: InodeId) -> MetaResult<()> {
+        if w.inode(ino)?.attr.nlink == 0 {
+            return Ok(());
+        }
         match record(w, ino)? {
             Some(r) => self.place(w, ino, r.parent, &r.name, false),
             None => Ok(()),
