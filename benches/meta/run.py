@@ -7,7 +7,8 @@ Mount each target with --attr-ttl-ms 0 so every stat reaches the metaserver (oth
 kernel's attribute cache answers and the figure measures nothing). Reports:
   stat p50 / p99 (us): os.stat of one file, repeated;
   creates/s: create + close of empty files in a fresh directory;
-  mkdir+rmdir/s: a directory made and removed.
+  mkdir+rmdir/s: a directory made and removed;
+  64k file p50 / p99 / max (us): create, write 64 KiB, close — the tail shows stalls.
 See docs/benchmarking.md.
 """
 import argparse, os, shutil, statistics, sys, time
@@ -34,6 +35,22 @@ def create_rate(d, n):
     rate = n / (time.perf_counter() - t)
     shutil.rmtree(sub)
     return rate
+
+
+def small_file_latency(d, n):
+    sub = os.path.join(d, "small")
+    os.makedirs(sub, exist_ok=True)
+    data = os.urandom(64 << 10)
+    samples = []
+    for i in range(n):
+        t = time.perf_counter_ns()
+        fd = os.open(os.path.join(sub, f"f{i}"), os.O_CREAT | os.O_WRONLY, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+        samples.append((time.perf_counter_ns() - t) / 1000)
+    shutil.rmtree(sub)
+    samples.sort()
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)], samples[-1]
 
 
 def mkdir_rate(d, n):
@@ -63,6 +80,9 @@ def main():
             "creates/s": create_rate(work, a.files),
             "mkdir+rmdir/s": mkdir_rate(work, a.files // 2),
         }
+        small = small_file_latency(work, a.files)
+        for label, v in zip(("p50", "p99", "max"), small):
+            rows[name][f"64k file {label} (us)"] = v
         shutil.rmtree(work)
         print(f"  {name}: done", file=sys.stderr)
     names = list(rows)
