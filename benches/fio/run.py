@@ -74,9 +74,12 @@ def main():
     hooks = dict(h.split("=", 1) for h in a.before_read)
     results = {name: {} for name, _ in targets}
     units, better = {}, {}
-    for name, d in targets:
+    for _, d in targets:
         os.makedirs(d, exist_ok=True)
-        for job, metrics, is_read in PHASES:
+    # Each job runs on every target in turn, so the figures a ratio compares are measured
+    # minutes apart at most (this machine's disk and CPUs are shared and drift).
+    for job, metrics, is_read in PHASES:
+        for name, d in targets:
             if is_read:
                 drop_caches()
                 if name in hooks:
@@ -87,6 +90,7 @@ def main():
                 results[name][metric] = get(j)
                 units[metric], better[metric] = unit, hi
             print(f"  {name:>10} {job:<20} {time.time() - t0:6.1f}s", file=sys.stderr)
+    for _, d in targets:
         for sub in ("small", "exr"):
             shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
         try:

@@ -576,3 +576,40 @@ fn a_write_to_an_unlinked_file_in_a_removed_directory_commits_at_release() {
         real.fs.release(fh).unwrap();
     }
 }
+
+/// Two clients of one namespace: a name made through one after the other's kernel saw it
+/// absent (or a create retried after a metaserver restart, which finds the file its first
+/// attempt made). `open(O_CREAT)` without `O_EXCL` opens the file that is there, emptied
+/// with `O_TRUNC`, as it would have had the kernel seen the name; a plain create (the
+/// `O_EXCL` path) still fails with EEXIST.
+#[test]
+fn create_without_excl_opens_a_file_another_client_made() {
+    let a = Real::new();
+    let b = Fs::new(a.meta.clone(), cache(&a.blocks), a.fs.config().clone());
+    let who = Caller::root();
+    let rw = OpenMode {
+        read: true,
+        write: true,
+    };
+    let (made, fh) = b.create(&who, ROOT, b"shot.clip", 0o644, rw).unwrap();
+    b.write(fh, 0, b"v1").unwrap();
+    b.release(fh).unwrap();
+    let exclusive = a.fs.create(&who, ROOT, b"shot.clip", 0o644, rw);
+    assert!(matches!(exclusive, Err(FsError::Meta(MetaError::Exists))));
+    let (attr, fh, created) = (a.fs)
+        .create_or_open(&who, ROOT, b"shot.clip", 0o644, rw, false)
+        .unwrap();
+    assert!(!created && attr.ino == made.ino);
+    assert_eq!(&a.fs.read(fh, 0, 10).unwrap()[..], b"v1");
+    a.fs.release(fh).unwrap();
+    let (attr, fh, _) = (a.fs)
+        .create_or_open(&who, ROOT, b"shot.clip", 0o644, rw, true)
+        .unwrap();
+    assert_eq!(attr.size, 0);
+    assert!(a.fs.read(fh, 0, 10).unwrap().is_empty());
+    a.fs.release(fh).unwrap();
+    // A name taken by a directory stays EEXIST.
+    a.fs.mkdir(&who, ROOT, b"shots", 0o755).unwrap();
+    let dir = a.fs.create_or_open(&who, ROOT, b"shots", 0o644, rw, false);
+    assert!(matches!(dir, Err(FsError::Meta(MetaError::Exists))));
+}

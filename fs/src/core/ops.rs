@@ -110,6 +110,48 @@ impl Fs {
         Ok((self.remember(attr), fh))
     }
 
+    /// `open(2)` with `O_CREAT` and without `O_EXCL` of a name the kernel saw absent:
+    /// creates the file, or, if the name exists by now, opens the file it names (emptied
+    /// if `truncate`), as the `open` would have had the kernel seen it. The name appears
+    /// meanwhile when another client of the site made it, or when a call retried after a
+    /// metaserver restart finds the file the first attempt made. Says whether it created.
+    pub fn create_or_open(
+        &self,
+        who: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        mode: u16,
+        open: OpenMode,
+        truncate: bool,
+    ) -> FsResult<(Attr, u64, bool)> {
+        match self.create(who, parent, name, mode, open) {
+            Ok((attr, fh)) => Ok((attr, fh, true)),
+            Err(FsError::Meta(MetaError::Exists)) => {
+                let attr = self.lookup(who, parent, name)?;
+                if attr.kind != FileKind::Regular {
+                    return Err(MetaError::Exists.into());
+                }
+                let (fh, _) = self.open(who, attr.ino, open)?;
+                if !truncate || attr.size == 0 {
+                    return Ok((attr, fh, false));
+                }
+                let empty = SetAttr {
+                    size: Some(0),
+                    via_handle: open.write, // else the metaserver checks write permission
+                    ..SetAttr::default()
+                };
+                match self.setattr(who, attr.ino, empty) {
+                    Ok(attr) => Ok((attr, fh, false)),
+                    Err(e) => {
+                        let _ = self.release(fh);
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Opens a regular file; also says whether the kernel may keep its cached pages (the
     /// file is unchanged since this mount last closed it, or is open here already).
     pub fn open(&self, who: &Caller, ino: InodeId, open: OpenMode) -> FsResult<(u64, bool)> {

@@ -718,13 +718,18 @@ impl Filesystem for FuseFs {
         if kind_from_mode(mode) != Some(FileKind::Regular) {
             return reply.error(Errno::EINVAL);
         }
-        match self.fs.create(
-            &caller(req),
-            ino(parent),
-            name.as_bytes(),
-            (mode & 0o7777) as u16,
-            open_mode(flags),
-        ) {
+        let (who, parent, name) = (caller(req), ino(parent), name.as_bytes());
+        let (mode, open) = ((mode & 0o7777) as u16, open_mode(flags));
+        let made = if flags & libc::O_EXCL != 0 {
+            self.fs.create(&who, parent, name, mode, open)
+        } else {
+            let truncate = flags & libc::O_TRUNC != 0;
+            (self
+                .fs
+                .create_or_open(&who, parent, name, mode, open, truncate))
+            .map(|(a, fh, _)| (a, fh))
+        };
+        match made {
             Ok((a, fh)) => {
                 self.modes.lock().add_cached(a.ino.0, fh);
                 reply.created(
