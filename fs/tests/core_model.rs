@@ -596,20 +596,31 @@ fn create_without_excl_opens_a_file_another_client_made() {
     b.release(fh).unwrap();
     let exclusive = a.fs.create(&who, ROOT, b"shot.clip", 0o644, rw);
     assert!(matches!(exclusive, Err(FsError::Meta(MetaError::Exists))));
-    let (attr, fh, created) = (a.fs)
+    let fs = &a.fs;
+    let (attr, fh, created) = fs
         .create_or_open(&who, ROOT, b"shot.clip", 0o644, rw, false)
         .unwrap();
     assert!(!created && attr.ino == made.ino);
+    assert_eq!(
+        fs.lookup_count(made.ino),
+        1,
+        "the reply counts as one lookup"
+    );
     assert_eq!(&a.fs.read(fh, 0, 10).unwrap()[..], b"v1");
     a.fs.release(fh).unwrap();
-    let (attr, fh, _) = (a.fs)
+    let (attr, fh, _) = fs
         .create_or_open(&who, ROOT, b"shot.clip", 0o644, rw, true)
         .unwrap();
     assert_eq!(attr.size, 0);
     assert!(a.fs.read(fh, 0, 10).unwrap().is_empty());
     a.fs.release(fh).unwrap();
     // A name taken by a directory stays EEXIST.
-    a.fs.mkdir(&who, ROOT, b"shots", 0o755).unwrap();
+    let shots = a.fs.mkdir(&who, ROOT, b"shots", 0o755).unwrap();
     let dir = a.fs.create_or_open(&who, ROOT, b"shots", 0o644, rw, false);
     assert!(matches!(dir, Err(FsError::Meta(MetaError::Exists))));
+    assert_eq!(
+        fs.lookup_count(shots.ino),
+        1,
+        "a failed call leaves no reference"
+    );
 }

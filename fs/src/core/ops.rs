@@ -127,26 +127,30 @@ impl Fs {
         match self.create(who, parent, name, mode, open) {
             Ok((attr, fh)) => Ok((attr, fh, true)),
             Err(FsError::Meta(MetaError::Exists)) => {
-                let attr = self.lookup(who, parent, name)?;
-                if attr.kind != FileKind::Regular {
+                let found = self.ns.lookup(who, parent, name)?;
+                if found.kind != FileKind::Regular {
                     return Err(MetaError::Exists.into());
                 }
-                let (fh, _) = self.open(who, attr.ino, open)?;
-                if !truncate || attr.size == 0 {
-                    return Ok((attr, fh, false));
-                }
-                let empty = SetAttr {
-                    size: Some(0),
-                    via_handle: open.write, // else the metaserver checks write permission
-                    ..SetAttr::default()
-                };
-                match self.setattr(who, attr.ino, empty) {
-                    Ok(attr) => Ok((attr, fh, false)),
-                    Err(e) => {
-                        let _ = self.release(fh);
-                        Err(e)
+                let (fh, _) = self.open(who, found.ino, open)?;
+                let attr = match truncate && found.size > 0 {
+                    false => self.overlay(found),
+                    true => {
+                        let empty = SetAttr {
+                            size: Some(0),
+                            via_handle: open.write, // else the metaserver checks write permission
+                            ..SetAttr::default()
+                        };
+                        match self.setattr(who, found.ino, empty) {
+                            Ok(attr) => attr,
+                            Err(e) => {
+                                let _ = self.release(fh);
+                                return Err(e);
+                            }
+                        }
                     }
-                }
+                };
+                // The reply names the file to the kernel, as a lookup would.
+                Ok((self.remember(self.named(parent, name, attr)), fh, false))
             }
             Err(e) => Err(e),
         }

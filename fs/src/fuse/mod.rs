@@ -724,10 +724,10 @@ impl Filesystem for FuseFs {
             self.fs.create(&who, parent, name, mode, open)
         } else {
             let truncate = flags & libc::O_TRUNC != 0;
-            (self
+            let made = self
                 .fs
-                .create_or_open(&who, parent, name, mode, open, truncate))
-            .map(|(a, fh, _)| (a, fh))
+                .create_or_open(&who, parent, name, mode, open, truncate);
+            made.map(|(a, fh, _)| (a, fh))
         };
         match made {
             Ok((a, fh)) => {

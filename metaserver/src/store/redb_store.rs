@@ -9,11 +9,12 @@
 //! in one redb transaction committed with fsync and stamped with the journal sequence it
 //! covers, then drops the frozen layer and the rotated journal. The syncer flushes every
 //! [`SYNC_INTERVAL`], and at once when a writer finds the active layer past [`FLUSH_BYTES`]
-//! (a writer flushes itself past four times that); an immediate write and `sync` flush until everything committed before
-//! them is durable. Without a syncer every write is immediate. Opening replays the journal
-//! records after the durable stamp, so acknowledged deferred writes are never lost to a
-//! `kill -9`. redb locks the file, so a second process opening the same namespace is
-//! refused ([`RedbStore::open`] says which file).
+//! (a writer flushes itself past four times that); an immediate write and `sync` flush
+//! until everything committed before them is durable. Without a syncer every write is
+//! immediate. Opening replays the journal records after the durable stamp, so
+//! acknowledged deferred writes are never lost to a `kill -9`. redb locks the file, so a
+//! second process opening the same namespace is refused ([`RedbStore::open`] says which
+//! file).
 //!
 //! Reads: a transaction reads one snapshot — both layers as they were and a redb read
 //! transaction begun together under the layers' lock — through the active layer, then
@@ -287,7 +288,7 @@ impl Inner {
     }
 }
 
-/// What a transaction reads: a layer over a database snapshot.
+/// What a transaction reads: the layers over a database snapshot.
 struct Snapshot {
     layers: Layers,
     txn: redb::ReadTransaction,
