@@ -142,6 +142,25 @@ pub trait Records {
         }
         self.txn().prefetch(&hint)
     }
+    /// Before `d`'s name is removed: its inode, its xattr names and, for a directory, its
+    /// first entry (is it empty?), together — one round trip where a store pays one per read.
+    fn prefetch_removal(&self, d: &DentryRec) -> MetaResult<()> {
+        let key = ino_key(d.ino);
+        let mut scans = vec![(Table::Xattrs, key.as_slice(), usize::MAX)];
+        if d.kind == FileKind::Directory {
+            scans.push((Table::Dentries, key.as_slice(), 1));
+        }
+        (self.txn()).prefetch_with_scans(&[(Table::Inodes, key.as_slice())], &scans)
+    }
+    /// Like [`Records::prefetch_entries`], the names only (not their directories).
+    fn prefetch_names(&self, entries: &[(InodeId, &[u8])]) -> MetaResult<()> {
+        let keys: Vec<Vec<u8>> = entries.iter().map(|&(p, n)| child_key(p, n)).collect();
+        let hint: Vec<(Table, &[u8])> = keys
+            .iter()
+            .map(|k| (Table::Dentries, k.as_slice()))
+            .collect();
+        self.txn().prefetch(&hint)
+    }
     fn dentry(&self, parent: InodeId, name: &[u8]) -> MetaResult<Option<DentryRec>> {
         let key = child_key(parent, name);
         match self.txn().get(Table::Dentries, &key)? {

@@ -186,6 +186,14 @@ pub trait Namespace: Send + Sync {
         }?;
         Ok((made, self.getattr(parent)?))
     }
+    /// What each `(parent, name)` names now — no permission check, no attributes. A site
+    /// server reads this before a removal or rename, to invalidate those inodes in other
+    /// clients' caches after it (a namespace that can answers in one read).
+    fn resolve(&self, names: &[(InodeId, &[u8])]) -> Vec<Option<InodeId>> {
+        let root = Caller::root();
+        let ino = |&(p, n): &(InodeId, &[u8])| self.lookup(&root, p, n).ok().map(|a| a.ino);
+        names.iter().map(ino).collect()
+    }
     fn readlink(&self, ino: InodeId) -> MetaResult<Vec<u8>>;
     fn link(&self, who: &Caller, ino: InodeId, parent: InodeId, name: &[u8]) -> MetaResult<Attr>;
     fn unlink(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<()>;

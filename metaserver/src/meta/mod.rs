@@ -291,6 +291,15 @@ fn dir_rec(r: &impl Records, ino: InodeId) -> MetaResult<InodeRec> {
 }
 
 impl<S: Store> Namespace for Meta<S> {
+    fn resolve(&self, names: &[(InodeId, &[u8])]) -> Vec<Option<InodeId>> {
+        let found = self.read(|t| {
+            t.prefetch_names(names)?;
+            let ino = |&(p, n): &(InodeId, &[u8])| Ok(t.dentry(p, n)?.map(|d| d.ino));
+            names.iter().map(ino).collect::<MetaResult<Vec<_>>>()
+        });
+        found.unwrap_or_else(|_| vec![None; names.len()])
+    }
+
     fn lookup(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<Attr> {
         if name.len() > NAME_MAX {
             return Err(MetaError::NameTooLong);

@@ -26,6 +26,7 @@ impl<S: Store> Meta<S> {
             (e, _) => e,
         })?;
         let d = w.dentry(parent, name)?.ok_or(MetaError::NotFound)?;
+        w.prefetch_removal(&d)?;
         let victim = w.inode(d.ino)?;
         let is_dir = victim.attr.kind == FileKind::Directory;
         match (dir_wanted, is_dir) {

@@ -20,6 +20,7 @@ fn suite<S: Store>(make: impl Fn() -> S) {
         ("create_lookup_readdir", create_lookup_readdir),
         ("directory_nlink_and_rmdir", directory_nlink_and_rmdir),
         ("hard_links", hard_links),
+        ("resolve_names", resolve_names),
         ("rename_rules", rename_rules),
         (
             "rename_exchange_and_noreplace",
@@ -227,6 +228,18 @@ fn rename_rules(ns: &dyn Namespace) {
     ns.rename(&root(), ROOT, b"g", ROOT, b"h", r).unwrap();
     assert!(ns.lookup(&root(), ROOT, b"g").is_ok());
     assert_eq!(ns.getattr(f.ino).unwrap().nlink, 2);
+}
+
+/// What a site server reads before a removal: the inodes names lead to, without checks.
+fn resolve_names(ns: &dyn Namespace) {
+    let d = ns.mkdir(&root(), ROOT, b"d", 0o700).unwrap();
+    let f = file(ns, d.ino, "f");
+    let names: [(InodeId, &[u8]); 4] = [(ROOT, b"d"), (d.ino, b"f"), (d.ino, b"g"), (ROOT, b"f")];
+    assert_eq!(
+        ns.resolve(&names),
+        vec![Some(d.ino), Some(f.ino), None, None]
+    );
+    assert_eq!(ns.resolve(&[]), Vec::<Option<InodeId>>::new());
 }
 
 fn rename_exchange_and_noreplace(ns: &dyn Namespace) {

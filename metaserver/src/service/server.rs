@@ -19,7 +19,7 @@ use super::hub::{Hub, Session, SessionState};
 use super::{CLOSE_PROTOCOL, CLOSE_REFUSED, clients, next, tls};
 use meridian_proto::session::{ClientMsg, Invalidation, ServerMsg, changes, victims};
 use meridian_proto::wire::{Decoder, Request, Response, dispatch, encode, hello_reply};
-use meridian_proto::{Caller, MetaError, Namespace};
+use meridian_proto::{MetaError, Namespace};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -300,11 +300,11 @@ fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, id: u64
 /// Runs one namespace call for a session: its reply and what it made stale elsewhere.
 fn run(ns: &dyn Namespace, me: &SessionState, req: Request) -> (Response, Vec<Invalidation>) {
     // The inodes a removal or rename will take away, while their names still resolve.
-    let root = Caller::root();
-    let gone: Vec<_> = victims(&req)
-        .into_iter()
-        .filter_map(|(p, n)| ns.lookup(&root, p, n).ok().map(|a| a.ino))
-        .collect();
+    let names = victims(&req);
+    let gone: Vec<_> = match names.is_empty() {
+        true => Vec::new(),
+        false => ns.resolve(&names).into_iter().flatten().collect(),
+    };
     let resp = dispatch(ns, me.id, req.clone());
     me.record(&req, &resp);
     let items = match resp {

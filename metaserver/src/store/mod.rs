@@ -90,6 +90,15 @@ pub trait ReadTxn {
     fn prefetch(&self, _keys: &[(Table, &[u8])]) -> MetaResult<()> {
         Ok(())
     }
+    /// Like [`ReadTxn::prefetch`], and also the scans `(table, prefix, limit)` (from the
+    /// prefix's start) the transaction is about to make, fetched in the same round trip.
+    fn prefetch_with_scans(
+        &self,
+        keys: &[(Table, &[u8])],
+        _scans: &[(Table, &[u8], usize)],
+    ) -> MetaResult<()> {
+        self.prefetch(keys)
+    }
 }
 
 /// Reads and writes inside a transaction.

@@ -13,6 +13,38 @@ pub(crate) fn run_all<S: Store>(s: &S) {
     tables_are_separate(s);
     deferred_writes_are_visible_at_once(s);
     transactions_read_their_own_writes(s);
+    prefetched_scans_answer_as_fresh_ones(s);
+}
+
+/// Scans a transaction announced (`prefetch_with_scans`) answer as unannounced ones do,
+/// also after its own writes in their range, and when a scan wants more rows than the
+/// prefetch fetched.
+fn prefetched_scans_answer_as_fresh_ones<S: Store>(s: &S) {
+    let t = Table::Xattrs;
+    s.write(|w| {
+        for (k, _) in w.scan(t, b"", None, usize::MAX)? {
+            w.delete(t, &k)?;
+        }
+        for k in [b"p1", b"p2", b"p3", b"p4", b"p5"] {
+            w.put(t, k, b"v")?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let keys = |rows: Vec<Pair>| rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    let ks = |names: &[&[u8]]| names.iter().map(|n| n.to_vec()).collect::<Vec<_>>();
+    s.write(|w| {
+        w.prefetch_with_scans(&[(t, b"p1")], &[(t, b"p", 2), (t, b"q", 5)])?;
+        w.delete(t, b"p1")?;
+        assert_eq!(keys(w.scan(t, b"p", None, 2)?), ks(&[b"p2", b"p3"]));
+        assert_eq!(keys(w.scan(t, b"p", None, 9)?).len(), 4);
+        w.put(t, b"p0", b"v")?;
+        assert_eq!(keys(w.scan(t, b"p", None, 1)?), ks(&[b"p0"]));
+        assert!(w.scan(t, b"q", None, 5)?.is_empty());
+        assert_eq!(w.get(t, b"p1")?, None);
+        Ok(())
+    })
+    .unwrap();
 }
 
 /// One step inside a write transaction.
@@ -22,7 +54,8 @@ enum Op {
     Delete(bool, Vec<u8>),
     Get(bool, Vec<u8>),
     Scan(bool, Vec<u8>, Option<Vec<u8>>, usize),
-    Prefetch(Vec<(bool, Vec<u8>)>),
+    /// Keys to get, and scans `(table, prefix, limit)` from the prefix's start.
+    Prefetch(Vec<(bool, Vec<u8>)>, Vec<(bool, Vec<u8>, usize)>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -33,7 +66,11 @@ fn op() -> impl Strategy<Value = Op> {
         (any::<bool>(), key()).prop_map(|(t, k)| Op::Get(t, k)),
         (any::<bool>(), key(), proptest::option::of(key()), 0..5usize)
             .prop_map(|(t, p, a, l)| Op::Scan(t, p, a, l)),
-        proptest::collection::vec((any::<bool>(), key()), 0..4).prop_map(Op::Prefetch),
+        (
+            proptest::collection::vec((any::<bool>(), key()), 0..4),
+            proptest::collection::vec((any::<bool>(), key(), 0..5usize), 0..3),
+        )
+            .prop_map(|(keys, scans)| Op::Prefetch(keys, scans)),
     ]
 }
 
@@ -100,12 +137,16 @@ fn transactions_read_their_own_writes<S: Store>(s: &S) {
                                 model.get(&(*tb, k.clone())).map(|v| vec![*v]),
                                 "get {op:?}"
                             ),
-                            Op::Prefetch(keys) => {
+                            Op::Prefetch(keys, scans) => {
                                 let keys: Vec<(Table, &[u8])> = keys
                                     .iter()
                                     .map(|(tb, k)| (table(*tb), k.as_slice()))
                                     .collect();
-                                t.prefetch(&keys)?;
+                                let scans: Vec<(Table, &[u8], usize)> = scans
+                                    .iter()
+                                    .map(|(tb, p, l)| (table(*tb), p.as_slice(), *l))
+                                    .collect();
+                                t.prefetch_with_scans(&keys, &scans)?;
                             }
                             Op::Scan(tb, p, a, l) => assert_eq!(
                                 t.scan(table(*tb), p, a.as_deref(), *l)?,

@@ -20,12 +20,20 @@
 use super::{Conn, pg};
 use crate::store::overlay::merge;
 use crate::store::{Pair, ReadTxn, Table, WriteTxn, prefix_end, scan_start};
+use futures_util::future::join_all;
 use meridian_proto::MetaResult;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 type Key = (i16, Vec<u8>);
+type Row = tokio_postgres::Row;
+/// Which prepared statement a query runs.
+type Pick = fn(&super::Stmts) -> &tokio_postgres::Statement;
+type Params<'p> = &'p [&'p (dyn tokio_postgres::types::ToSql + Sync)];
+/// A range scanned from the database: table, first key, end (exclusive, `None`: the
+/// table's end).
+type Range = (i16, Vec<u8>, Option<Vec<u8>>);
 
 /// A deferred commit with more bytes of writes than this is waited for: a message that
 /// may not fit the socket's send buffer must not be left half-sent.
@@ -40,6 +48,8 @@ struct State<'c> {
     preload: Option<Table>,
     /// Tables loaded whole: a key not in `seen` is absent.
     whole: Option<i16>,
+    /// Database rows of ranges a prefetch scanned, with how many rows it asked for.
+    scanned: BTreeMap<Range, (i64, Vec<Pair>)>,
 }
 
 pub(super) struct PgTxn<'c> {
@@ -47,6 +57,10 @@ pub(super) struct PgTxn<'c> {
     writes: BTreeMap<Key, Option<Vec<u8>>>,
     /// The instance to name in a `NOTIFY` sent with the COMMIT (see [`super::listen`]).
     announce: Option<u64>,
+}
+
+fn pairs(rows: Vec<Row>) -> Vec<Pair> {
+    rows.into_iter().map(|r| (r.get(0), r.get(1))).collect()
 }
 
 fn tbl(t: Table) -> i16 {
@@ -71,6 +85,7 @@ impl<'c> PgTxn<'c> {
                 seen: BTreeMap::new(),
                 preload,
                 whole: None,
+                scanned: BTreeMap::new(),
             }),
             writes: BTreeMap::new(),
             announce: None,
@@ -167,11 +182,14 @@ impl<'c> PgTxn<'c> {
 
     /// Runs one query; if the opening statements are unsent, they and the preload go in
     /// the same round trip.
-    fn query(
-        &self,
-        stmt: impl FnOnce(&super::Stmts) -> &tokio_postgres::Statement,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> MetaResult<Vec<tokio_postgres::Row>> {
+    fn query(&self, stmt: Pick, params: Params<'_>) -> MetaResult<Vec<Row>> {
+        let mut answers = self.query_all(&[(stmt, params)])?;
+        Ok(answers.pop().expect("one answer per query"))
+    }
+
+    /// Runs several queries in one round trip (pipelined on the connection), with the
+    /// opening statements and the preload if they are unsent.
+    fn query_all(&self, queries: &[(Pick, Params<'_>)]) -> MetaResult<Vec<Vec<Row>>> {
         let mut s = self.state.borrow_mut();
         let State {
             conn,
@@ -179,15 +197,21 @@ impl<'c> PgTxn<'c> {
             seen,
             preload,
             whole,
+            ..
         } = &mut *s;
         let Conn {
             driver,
             client,
             stmts,
         } = &mut **conn;
-        let stmt = stmt(stmts);
+        let asked = join_all(
+            queries
+                .iter()
+                .map(|(pick, params)| client.query(pick(stmts), params)),
+        );
         let Some(b) = begin.take() else {
-            return driver.run(client.query(stmt, params));
+            let answers = driver.run(async { Ok(asked.await) })?;
+            return answers.into_iter().map(|r| r.map_err(pg)).collect();
         };
         let load = preload.take().map(tbl);
         let everything = i64::MAX;
@@ -201,14 +225,8 @@ impl<'c> PgTxn<'c> {
                 None => Ok(Vec::new()),
             }
         };
-        let all = async {
-            Ok(tokio::join!(
-                client.batch_execute(&b),
-                preloaded,
-                client.query(stmt, params)
-            ))
-        };
-        let (b, loaded, rows) = driver.run(all)?;
+        let all = async { Ok(tokio::join!(client.batch_execute(&b), preloaded, asked)) };
+        let (b, loaded, answers) = driver.run(all)?;
         b.map_err(pg)?;
         if let Some(t) = load {
             for r in loaded.map_err(pg)? {
@@ -216,7 +234,16 @@ impl<'c> PgTxn<'c> {
             }
             *whole = Some(t);
         }
-        rows.map_err(pg)
+        answers.into_iter().map(|r| r.map_err(pg)).collect()
+    }
+
+    /// How many database rows a scan of `[start, end)` asks for so that `limit` rows survive
+    /// the buffered deletes in the range.
+    fn ask(&self, table: Table, start: &[u8], end: Option<&[u8]>, limit: usize) -> i64 {
+        let deletes = (self.buffered(table, start, end))
+            .filter(|(_, v)| v.is_none())
+            .count();
+        limit.saturating_add(deletes).min(i64::MAX as usize) as i64
     }
 
     /// The value of `k` if this transaction already knows it.
@@ -266,6 +293,14 @@ impl<'c> PgTxn<'c> {
 
 impl ReadTxn for PgTxn<'_> {
     fn prefetch(&self, keys: &[(Table, &[u8])]) -> MetaResult<()> {
+        self.prefetch_with_scans(keys, &[])
+    }
+
+    fn prefetch_with_scans(
+        &self,
+        keys: &[(Table, &[u8])],
+        scans: &[(Table, &[u8], usize)],
+    ) -> MetaResult<()> {
         let (mut ts, mut ks) = (Vec::new(), Vec::new());
         for &(t, k) in keys {
             let key = (tbl(t), k.to_vec());
@@ -275,13 +310,50 @@ impl ReadTxn for PgTxn<'_> {
                 ks.push(key.1);
             }
         }
-        if ks.is_empty() {
+        let ranges: Vec<(Range, i64)> = scans
+            .iter()
+            .filter(|(t, ..)| self.state.borrow().whole != Some(tbl(*t)))
+            .map(|&(t, prefix, limit)| {
+                let (start, end) = (prefix.to_vec(), prefix_end(prefix));
+                let ask = self.ask(t, &start, end.as_deref(), limit);
+                ((tbl(t), start, end), ask)
+            })
+            .collect();
+        let mut queries: Vec<(Pick, Params<'_>)> = Vec::new();
+        let gets = [&ts as &(dyn tokio_postgres::types::ToSql + Sync), &ks];
+        if !ks.is_empty() {
+            queries.push((|s| &s.get_many, &gets));
+        }
+        let params: Vec<Vec<&(dyn tokio_postgres::types::ToSql + Sync)>> = ranges
+            .iter()
+            .map(|((t, start, end), ask)| {
+                let mut p: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![t, start];
+                if let Some(e) = end {
+                    p.push(e);
+                }
+                p.push(ask);
+                p
+            })
+            .collect();
+        for (((_, _, end), _), p) in ranges.iter().zip(&params) {
+            let pick: Pick = match end {
+                Some(_) => |s| &s.scan_to,
+                None => |s| &s.scan_all,
+            };
+            queries.push((pick, p));
+        }
+        if queries.is_empty() {
             return Ok(());
         }
-        let rows = self.query(|s| &s.get_many, &[&ts, &ks])?;
+        let mut answers = self.query_all(&queries)?.into_iter();
         let mut s = self.state.borrow_mut();
-        for r in rows {
-            s.seen.insert((r.get(0), r.get(1)), r.get(2));
+        if !ks.is_empty() {
+            for r in answers.next().expect("the gets' answer") {
+                s.seen.insert((r.get(0), r.get(1)), r.get(2));
+            }
+        }
+        for ((range, ask), rows) in ranges.into_iter().zip(answers) {
+            s.scanned.insert(range, (ask, pairs(rows)));
         }
         Ok(())
     }
@@ -309,18 +381,27 @@ impl ReadTxn for PgTxn<'_> {
         if let Some(rows) = self.scan_whole(table, &start, end.as_deref(), limit) {
             return rows;
         }
-        let deletes = self
-            .buffered(table, &start, end.as_deref())
-            .filter(|(_, v)| v.is_none())
-            .count();
-        let ask = limit.saturating_add(deletes).min(i64::MAX as usize) as i64;
+        let ask = self.ask(table, &start, end.as_deref(), limit);
         let t = tbl(table);
-        let rows = match &end {
-            Some(e) => self.query(|s| &s.scan_to, &[&t, &start, e, &ask])?,
-            None => self.query(|s| &s.scan_all, &[&t, &start, &ask])?,
+        let range = (t, start, end);
+        let cached = self
+            .state
+            .borrow()
+            .scanned
+            .get(&range)
+            .and_then(|(got, rows)| {
+                // Enough rows, or every row there is.
+                let enough = *got >= ask || rows.len() < *got as usize;
+                enough.then(|| rows.clone())
+            });
+        let (t, start, end) = &range;
+        let rows = match (cached, end) {
+            (Some(rows), _) => rows,
+            (None, Some(e)) => pairs(self.query(|s| &s.scan_to, &[t, start, e, &ask])?),
+            (None, None) => pairs(self.query(|s| &s.scan_all, &[t, start, &ask])?),
         };
-        let rows = rows.into_iter().map(|r| Ok((r.get(0), r.get(1))));
-        merge(self.buffered(table, &start, end.as_deref()), rows, limit)
+        let rows = rows.into_iter().map(Ok);
+        merge(self.buffered(table, start, end.as_deref()), rows, limit)
     }
 }
 
