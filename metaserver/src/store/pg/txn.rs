@@ -1,7 +1,7 @@
 //! One PostgreSQL transaction with as few round trips as it can: the opening statements
 //! (`BEGIN`, the write lock, an `Immediate` write's `SET LOCAL`) are pipelined with the
-//! first query, reads are remembered, writes are buffered and sent with the `COMMIT` in
-//! one round trip.
+//! first query, reads are remembered, reads announced together (`prefetch_with_scans`)
+//! go in one round trip, writes are buffered and sent with the `COMMIT` in one round trip.
 //!
 //! Invariants:
 //! - `writes` holds the transaction's own puts (`Some`) and deletes (`None`), newest
@@ -16,6 +16,9 @@
 //! - A scan merges the database's rows with `writes`: it asks for `limit` plus the number
 //!   of buffered deletes in its range, so at least `limit` surviving rows come back when
 //!   that many exist.
+//! - `scanned` holds the database rows of ranges a prefetch scanned and how many it asked
+//!   for (exact as `seen` is); a later scan of the same range uses them when they are
+//!   enough for what it would ask now (or are every row there is), else asks again.
 
 use super::{Conn, pg};
 use crate::store::overlay::merge;
