@@ -4,7 +4,11 @@
 //! - `write` runs its closure in one transaction: if the closure returns `Err`, nothing it
 //!   wrote is visible afterwards; if it returns `Ok`, everything is, durably, once `write`
 //!   returns. `write_with(Deferred, …)` is the same except that durability may come later
-//!   (see [`Durability`]); a crash then rolls back whole transactions, newest first.
+//!   (see [`Durability`]); a crash then rolls back whole transactions, newest first. A
+//!   `write` whose closure returned `Ok` but that cannot make the change durable returns
+//!   the error; whether the change stays depends on the store (PostgreSQL rolls it back;
+//!   the redb store keeps it in its journal and memory layer and makes it durable at its
+//!   next successful flush).
 //! - Transactions are serializable: a `write` sees no interleaving writes of another.
 //! - `scan` returns keys that start with the prefix, in byte order, strictly after
 //!   `prefix ++ after` when `after` is given.

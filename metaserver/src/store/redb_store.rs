@@ -26,7 +26,9 @@
 //! flush, which drops the frozen layer after its commit: a snapshot pairs the layers and
 //! the database as they were at one moment (before the commit, or after it, when the
 //! frozen layer it holds repeats what the database now holds). A failed flush keeps its
-//! frozen layer (and rotated journal) and the next flush writes it again first.
+//! frozen layer (and rotated journal) and the next flush writes it again first; an
+//! immediate write whose flush fails returns the error with its change applied (in the
+//! journal and the layer, durable at the next successful flush).
 //!
 //! Locks: flushing → journal → layers; the layers' lock is held only to copy or replace
 //! them, and a flush holds no other lock while it writes the database.
