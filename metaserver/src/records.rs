@@ -150,7 +150,8 @@ pub trait Records {
         if d.kind == FileKind::Directory {
             scans.push((Table::Dentries, key.as_slice(), 1));
         }
-        (self.txn()).prefetch_with_scans(&[(Table::Inodes, key.as_slice())], &scans)
+        let inode = [(Table::Inodes, key.as_slice())];
+        self.txn().prefetch_with_scans(&inode, &scans)
     }
     /// Like [`Records::prefetch_entries`], the names only (not their directories).
     fn prefetch_names(&self, entries: &[(InodeId, &[u8])]) -> MetaResult<()> {

@@ -300,11 +300,7 @@ fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, id: u64
 /// Runs one namespace call for a session: its reply and what it made stale elsewhere.
 fn run(ns: &dyn Namespace, me: &SessionState, req: Request) -> (Response, Vec<Invalidation>) {
     // The inodes a removal or rename will take away, while their names still resolve.
-    let names = victims(&req);
-    let gone: Vec<_> = match names.is_empty() {
-        true => Vec::new(),
-        false => ns.resolve(&names).into_iter().flatten().collect(),
-    };
+    let gone: Vec<_> = ns.resolve(&victims(&req)).into_iter().flatten().collect();
     let resp = dispatch(ns, me.id, req.clone());
     me.record(&req, &resp);
     let items = match resp {

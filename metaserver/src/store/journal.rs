@@ -89,11 +89,16 @@ pub struct Journal {
     pub seq: u64,
 }
 
-/// Where the file a rotation replaced lives.
-fn old_path(path: &Path) -> PathBuf {
+/// `path` with `suffix` appended to its file name (`ns.redb` → `ns.redb.journal`).
+pub(crate) fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
-    p.push(".old");
+    p.push(suffix);
     PathBuf::from(p)
+}
+
+/// Where the file a rotation of the journal at `path` replaced lives.
+pub(crate) fn old_path(path: &Path) -> PathBuf {
+    suffixed(path, ".old")
 }
 
 fn open_append(path: &Path) -> MetaResult<File> {

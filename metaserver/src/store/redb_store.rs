@@ -111,9 +111,7 @@ pub struct RedbStore {
 
 /// Where the journal of the database at `path` lives.
 pub fn journal_path(path: &Path) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(".journal");
-    PathBuf::from(p)
+    super::journal::suffixed(path, ".journal")
 }
 
 impl RedbStore {
@@ -603,7 +601,7 @@ mod tests {
         s.inner.freeze().unwrap();
         (50..100).for_each(put);
         let copy = dir.path().join("copy.redb");
-        let old = |p: &Path| PathBuf::from(format!("{}.old", journal_path(p).display()));
+        let old = |p: &Path| super::super::journal::old_path(&journal_path(p));
         std::fs::copy(&path, &copy).unwrap();
         std::fs::copy(journal_path(&path), journal_path(&copy)).unwrap();
         std::fs::copy(old(&path), old(&copy)).unwrap();
