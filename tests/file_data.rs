@@ -461,3 +461,88 @@ fn passthrough_serves_fully_cached_files_and_steps_aside_for_writers() {
         .unwrap();
     assert_eq!(&buf, b"NEW");
 }
+
+/// Pages of `path` in the page cache, and its pages in all (`mincore` over a mapping).
+fn resident_pages(path: &Path) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let f = File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let page = 4096;
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: a shared read-only mapping of an open file, unmapped before returning;
+    // `vec` has one byte per page of the mapping, as mincore requires.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
+        libc::munmap(p, len);
+    }
+    (vec.iter().filter(|b| *b & 1 == 1).count(), vec.len())
+}
+
+#[test]
+fn a_passthrough_open_reads_its_frame_and_the_next_into_the_page_cache() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let m = Mount::new(Backend::Garage);
+    for n in 1..=3 {
+        std::fs::write(
+            m.path(&format!("shot.{n:04}.exr")),
+            vec![n as u8; 6 * MIB as usize],
+        )
+        .unwrap();
+    }
+    // The copies written through at close, evicted from the page cache.
+    sh("sync");
+    let copy = |n: u32| -> std::path::PathBuf {
+        let ino = std::fs::metadata(m.path(&format!("shot.{n:04}.exr")))
+            .unwrap()
+            .ino();
+        copies(&m)
+            .into_iter()
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&format!("{ino}-"))
+            })
+            .unwrap_or_else(|| panic!("no passthrough copy of frame {n}: {:?}", copies(&m)))
+    };
+    for n in 1..=3 {
+        let f = File::open(copy(n)).unwrap();
+        // SAFETY: a plain advice call on an open descriptor.
+        let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+        assert_eq!(
+            resident_pages(&copy(n)).0,
+            0,
+            "frame {n} still in the page cache"
+        );
+    }
+    // Opening frame 1 (nothing read yet) brings it and frame 2 in, and stops there.
+    let _reader = File::open(m.path("shot.0001.exr")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (one, two) = (resident_pages(&copy(1)), resident_pages(&copy(2)));
+        if one.0 == one.1 && two.0 == two.1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "frames 1 and 2 not read ahead: {one:?} {two:?} pages resident"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        resident_pages(&copy(3)).0,
+        0,
+        "only one frame ahead is read"
+    );
+}

@@ -232,7 +232,7 @@ impl Fs {
             st.plan_read(offset, len as u64)
         };
         if ahead.as_ref().is_some_and(|p| p.first_read) {
-            self.prefetch_sequence(ino);
+            self.prefetch_sequence(ino, Vec::new());
         }
         assemble(self, plan)
     }
