@@ -124,8 +124,9 @@ fn an_unreachable_metaserver_gives_eio_not_a_hang() {
     assert_eq!(std::fs::read(a.path("x")).unwrap(), b"1");
 }
 
-/// Two clients write files in a loop while the metaserver is killed with -9 and restarted:
-/// every file whose close returned is intact afterwards, read through either mount.
+/// Two clients write files and make directories in a loop while the metaserver is killed
+/// with -9 and restarted: every file whose close returned is intact afterwards, read
+/// through either mount, and no mkdir is told EEXIST.
 #[test]
 fn kill9_of_the_metaserver_during_two_clients_write_loops_loses_nothing_acknowledged() {
     let mut site = Site::start();
@@ -133,37 +134,68 @@ fn kill9_of_the_metaserver_during_two_clients_write_loops_loses_nothing_acknowle
     let a = mount(&site, &t1, &["--meta-timeout-ms", "20000"]);
     let b = mount(&site, &t2, &["--meta-timeout-ms", "20000"]);
     std::fs::create_dir(a.path("renders")).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let closed: std::sync::Arc<[AtomicUsize; 2]> = Default::default();
     let writer = |m: &Mount, who: u8| {
         let dir = m.path("renders");
-        let stop = stop.clone();
+        let (stop, closed) = (stop.clone(), closed.clone());
         std::thread::spawn(move || {
             let mut done = Vec::new();
             let mut i = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            while !stop.load(Ordering::SeqCst) {
                 let name = format!("c{who}-{i:05}.exr");
                 let body = vec![who ^ i as u8; 4096 + (i as usize % 7) * 70_000];
                 // A failure (the metaserver is down) is allowed; only closes that returned
                 // count.
                 match std::fs::write(dir.join(&name), &body) {
-                    Ok(()) => done.push((name, body)),
+                    Ok(()) => {
+                        done.push((name, body));
+                        closed[who as usize - 1].fetch_add(1, Ordering::SeqCst);
+                    }
                     Err(e) if done.is_empty() => eprintln!("{name}: {e}"),
                     Err(_) => {}
+                }
+                // A name made once: a mkdir retried after the restart must not be told
+                // EEXIST for the directory its first attempt made.
+                let sub = dir.join(format!("d{who}-{i:05}"));
+                if let Err(e) = std::fs::create_dir(&sub) {
+                    assert_ne!(
+                        e.kind(),
+                        std::io::ErrorKind::AlreadyExists,
+                        "{}",
+                        sub.display()
+                    );
                 }
                 i += 1;
             }
             done
         })
     };
+    // Waits until both writers closed at least `n` files, or fails after a minute.
+    let both_reach = |n: usize, when: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while closed.iter().any(|c| c.load(Ordering::SeqCst) < n) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{when}: the writers closed only {closed:?} files"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
     let (wa, wb) = (writer(&a, 1), writer(&b, 2));
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    both_reach(6, "before the kill");
     site.kill9();
     std::thread::sleep(std::time::Duration::from_millis(300));
     site.run();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let at_restart = closed
+        .iter()
+        .map(|c| c.load(Ordering::SeqCst))
+        .max()
+        .unwrap();
+    both_reach(at_restart + 3, "after the restart");
+    stop.store(true, Ordering::SeqCst);
     let (da, db) = (wa.join().unwrap(), wb.join().unwrap());
-    assert!(da.len() > 5 && db.len() > 5, "{} {}", da.len(), db.len());
     for (name, body) in da.iter().chain(db.iter()) {
         for m in [&a, &b] {
             let got = std::fs::read(m.path("renders").join(name))

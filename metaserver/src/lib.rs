@@ -24,4 +24,13 @@ pub use meta::{Meta, MetaConfig};
 pub(crate) fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
     std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, buf))
 }
+
+/// A random id (from the kernel's generator; the clock and process id if it cannot be read).
+pub(crate) fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    match random_bytes(&mut b) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => meridian_proto::Hlc::wall_millis() ^ u64::from(std::process::id()) << 32,
+    }
+}
 pub use store::{MemStore, PgStore, RedbStore, Store};

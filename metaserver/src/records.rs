@@ -8,15 +8,16 @@
 //! - `meta`:     fixed names → counters ([`NEXT_INO`], [`FILES`], [`BYTES`])
 //! - `orphans`:  ino → [`OrphanRec`] (inodes with no name left, kept while open; empty
 //!   for a store only one process uses)
-//! - `feed`:     HLC stamp → the items one transaction changed (the change feed; the last
-//!   stamp issued is the counter [`FEED_HLC`])
+//! - `feed`:     HLC stamp → the writing process, the items one transaction changed and
+//!   the site call it was made for (the change feed; the last stamp issued is the counter
+//!   [`FEED_HLC`]; entries written before the call was recorded lack it)
 //!
 //! Values are postcard-encoded; a value that does not decode is reported as
 //! [`MetaError::Corrupt`] naming the table and key, never a panic.
 
 use crate::store::{ReadTxn, Table, WriteTxn};
 use meridian_proto::session::Invalidation;
-use meridian_proto::{Attr, FileKind, Hlc, InodeId, Layout, MetaError, MetaResult};
+use meridian_proto::{Attr, CallTag, FileKind, Hlc, InodeId, Layout, MetaError, MetaResult};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub const NEXT_INO: &[u8] = b"next_ino";
@@ -285,9 +286,14 @@ impl<'a> Writer<'a> {
         });
     }
     /// Appends what this transaction changed to the change feed, stamped after the last
-    /// stamp (and at least the wall time `now_ms`), with the writing process's `origin`;
-    /// returns the stamp. Nothing if nothing changed.
-    pub fn append_feed(&mut self, now_ms: u64, origin: u64) -> MetaResult<Option<Hlc>> {
+    /// stamp (and at least the wall time `now_ms`), with the writing process's `origin`
+    /// and the site `call` it was made for; returns the stamp. Nothing if nothing changed.
+    pub fn append_feed(
+        &mut self,
+        now_ms: u64,
+        origin: u64,
+        call: Option<CallTag>,
+    ) -> MetaResult<Option<Hlc>> {
         if self.touched.is_empty() {
             return Ok(None);
         }
@@ -296,8 +302,11 @@ impl<'a> Writer<'a> {
         items.retain(|i| seen.insert(i.clone()));
         let hlc = Hlc(self.counter(FEED_HLC)?).tick(now_ms);
         self.set_counter(FEED_HLC, hlc.0)?;
-        self.txn
-            .put(Table::Feed, &hlc.0.to_be_bytes(), &encode(&(origin, items)))?;
+        self.txn.put(
+            Table::Feed,
+            &hlc.0.to_be_bytes(),
+            &encode(&(origin, items, call)),
+        )?;
         Ok(Some(hlc))
     }
     pub fn put_inode(&mut self, rec: &InodeRec) -> MetaResult<()> {

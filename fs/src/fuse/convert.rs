@@ -123,11 +123,7 @@ pub(super) fn caller(req: &Request) -> Caller {
     } else {
         groups_of(req.pid())
     };
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-        groups,
-    }
+    Caller::new(req.uid(), req.gid(), groups)
 }
 
 pub(super) fn time(t: TimeOrNow) -> TimeSet {

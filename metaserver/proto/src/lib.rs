@@ -35,7 +35,7 @@ pub use namespace::{
     Change, Commit, Lock, LockKind, LockOwner, Make, Namespace, RenameMode, SetAttr, StatFs,
     TimeSet, XattrMode,
 };
-pub use types::{Attr, Caller, DirEntry, FileKind, InodeId, ROOT, SITE_BITS, Timestamp};
+pub use types::{Attr, CallTag, Caller, DirEntry, FileKind, InodeId, ROOT, SITE_BITS, Timestamp};
 
 /// Longest file name accepted, in bytes (as Linux's NAME_MAX).
 pub const NAME_MAX: usize = 255;

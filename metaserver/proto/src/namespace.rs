@@ -116,6 +116,8 @@ pub struct Change {
     /// store with others pushes to its clients the changes the others made.
     pub origin: u64,
     pub items: Vec<Invalidation>,
+    /// The site call it was made for, if any (see [`crate::Caller::call`]).
+    pub call: Option<crate::CallTag>,
 }
 
 /// What [`Namespace::make`] makes.

@@ -17,8 +17,16 @@ use serde::{Deserialize, Serialize};
 /// From a client, after the handshake.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ClientMsg {
-    /// A namespace call; the reply carries the same `id`.
-    Call { id: u64, req: Request },
+    /// A namespace call; the reply carries the same `id`. `resent_after_ms` is set when the
+    /// client sends the call again on a new connection because the first one was lost
+    /// before its answer came: the milliseconds since it first sent it. A change the
+    /// first attempt made is then answered as done instead of being tried again (a
+    /// `mkdir` would report EEXIST, an `unlink` ENOENT).
+    Call {
+        id: u64,
+        req: Request,
+        resent_after_ms: Option<u32>,
+    },
     /// The invalidations pushed with `seq` are applied (the kernel dropped them).
     Ack { seq: u64 },
 }

@@ -15,7 +15,7 @@
 use crate::records::Writer;
 use crate::store::{ReadTxn, Table};
 use meridian_proto::session::Invalidation;
-use meridian_proto::{Change, Hlc, MetaError, MetaResult};
+use meridian_proto::{CallTag, Change, Hlc, MetaError, MetaResult};
 
 /// How long feed entries are kept.
 pub const RETAIN: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
@@ -35,16 +35,19 @@ fn decode(key: &[u8], value: &[u8]) -> MetaResult<Change> {
     let stamp: [u8; 8] = key
         .try_into()
         .map_err(|_| MetaError::Corrupt(format!("feed key of {} bytes", key.len())))?;
-    let (origin, items): (u64, Vec<Invalidation>) = postcard::from_bytes(value).map_err(|e| {
-        MetaError::Corrupt(format!(
-            "feed entry {}: {e}",
-            Hlc(u64::from_be_bytes(stamp))
-        ))
-    })?;
+    let hlc = Hlc(u64::from_be_bytes(stamp));
+    type Entry = (u64, Vec<Invalidation>, Option<CallTag>);
+    // Entries written before calls were recorded end after the items.
+    let (origin, items, call) = postcard::from_bytes::<Entry>(value)
+        .or_else(|_| {
+            postcard::from_bytes::<(u64, Vec<Invalidation>)>(value).map(|(o, i)| (o, i, None))
+        })
+        .map_err(|e| MetaError::Corrupt(format!("feed entry {hlc}: {e}")))?;
     Ok(Change {
-        hlc: Hlc(u64::from_be_bytes(stamp)),
+        hlc,
         origin,
         items,
+        call,
     })
 }
 
@@ -111,7 +114,7 @@ mod tests {
                 let mut w = Writer::new(txn);
                 w.set_orphan(meridian_proto::InodeId(i as u64 + 10), None)?;
                 w.put_xattr(meridian_proto::InodeId(i as u64 + 10), b"user.x", b"1")?;
-                let hlc = w.append_feed(at, 1)?.expect("a change");
+                let hlc = w.append_feed(at, 1, None)?.expect("a change");
                 trim(&mut w, hlc)
             })
             .unwrap();

@@ -102,7 +102,7 @@ impl<S: Store> Meta<S> {
             engine: Mutex::new(None),
             dirs: Mutex::default(),
             locks: Mutex::new(locks::LockTable::default()),
-            instance: random_u64(),
+            instance: crate::random_u64(),
             appended: Default::default(),
         };
         meta.init_root()?;
@@ -228,11 +228,21 @@ impl<S: Store> Meta<S> {
     /// What the transaction changed is appended to the change feed in the same
     /// transaction (see [`feed`]).
     fn write<T>(&self, f: impl FnOnce(&mut Writer<'_>) -> MetaResult<T>) -> MetaResult<T> {
+        self.write_for(None, f)
+    }
+
+    /// [`Self::write`] for the site call `call` (recorded with the change in the feed, so
+    /// that a retry of the call is recognised as done: the calls that make or remove names).
+    fn write_for<T>(
+        &self,
+        call: Option<CallTag>,
+        f: impl FnOnce(&mut Writer<'_>) -> MetaResult<T>,
+    ) -> MetaResult<T> {
         self.store
             .write_with(Durability::Deferred, |txn| {
                 let mut w = Writer::new(txn);
                 let out = f(&mut w)?;
-                let Some(hlc) = w.append_feed(Hlc::wall_millis(), self.instance)? else {
+                let Some(hlc) = w.append_feed(Hlc::wall_millis(), self.instance, call)? else {
                     return Ok(out);
                 };
                 if self.store.shared() && self.others_alive(&w)? {
@@ -367,7 +377,7 @@ impl<S: Store> Namespace for Meta<S> {
         what: Make<'_>,
     ) -> MetaResult<(Attr, Attr)> {
         let new = create::New::of(what)?;
-        let made = self.write(|w| {
+        let made = self.write_for(who.call, |w| {
             let attr = self.create(w, who, parent, name, new)?;
             self.place(w, attr.ino, parent, name, true)?;
             // The transaction's own write: no read of the store.
@@ -388,15 +398,15 @@ impl<S: Store> Namespace for Meta<S> {
     }
 
     fn link(&self, who: &Caller, ino: InodeId, parent: InodeId, name: &[u8]) -> MetaResult<Attr> {
-        self.write(|w| create::link(w, who, ino, parent, name))
+        self.write_for(who.call, |w| create::link(w, who, ino, parent, name))
     }
 
     fn unlink(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<()> {
-        self.write(|w| self.remove(w, who, parent, name, false))
+        self.write_for(who.call, |w| self.remove(w, who, parent, name, false))
     }
 
     fn rmdir(&self, who: &Caller, parent: InodeId, name: &[u8]) -> MetaResult<()> {
-        self.write(|w| self.remove(w, who, parent, name, true))
+        self.write_for(who.call, |w| self.remove(w, who, parent, name, true))
     }
 
     fn rename(
@@ -408,7 +418,7 @@ impl<S: Store> Namespace for Meta<S> {
         new_name: &[u8],
         mode: RenameMode,
     ) -> MetaResult<()> {
-        self.write(|w| {
+        self.write_for(who.call, |w| {
             self.rename_in(
                 w,
                 who,
@@ -566,14 +576,5 @@ impl<S: Store> Namespace for Meta<S> {
                 bytes_used: t.counter(crate::records::BYTES)?,
             })
         })
-    }
-}
-
-/// A random id (from the kernel's generator; the clock if it cannot be read).
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    match crate::random_bytes(&mut b) {
-        Ok(()) => u64::from_le_bytes(b),
-        Err(_) => Hlc::wall_millis() ^ u64::from(std::process::id()) << 32,
     }
 }

@@ -76,11 +76,7 @@ mod tests {
         }
     }
     fn user(uid: u32, gid: u32, groups: &[u32]) -> Caller {
-        Caller {
-            uid,
-            gid,
-            groups: groups.to_vec(),
-        }
+        Caller::new(uid, gid, groups.to_vec())
     }
 
     #[test]

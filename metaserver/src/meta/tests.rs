@@ -6,11 +6,7 @@ use meridian_proto::wire::{Decoder, Remote, Request, Response, Transport, dispat
 use meridian_proto::*;
 
 fn user(uid: u32) -> Caller {
-    Caller {
-        uid,
-        gid: uid,
-        groups: vec![],
-    }
+    Caller::new(uid, uid, vec![])
 }
 
 type Case = (&'static str, fn(&dyn Namespace));
@@ -319,11 +315,7 @@ fn setgid_directories(ns: &dyn Namespace) {
 }
 
 fn setattr_rules(ns: &dyn Namespace) {
-    let alice = Caller {
-        uid: 1000,
-        gid: 1000,
-        groups: vec![2000],
-    };
+    let alice = Caller::new(1000, 1000, vec![2000]);
     let f = ns
         .mknod(&root(), ROOT, b"f", FileKind::Regular, 0o666, 0)
         .unwrap();

@@ -377,11 +377,7 @@ mod tests {
             matches!(c.answer(&lookup(root.clone(), b"a")), Some(Response::Attr(a)) if a.ino == InodeId(5))
         );
         // Search permission is checked on the cached directory: user 1000 may not.
-        let user = Caller {
-            uid: 1000,
-            gid: 1000,
-            groups: vec![],
-        };
+        let user = Caller::new(1000, 1000, vec![]);
         assert!(c.answer(&lookup(user, b"a")).is_none());
         c.apply(&[Invalidation::Entry {
             parent: ROOT,
@@ -393,11 +389,7 @@ mod tests {
 
     fn getxattr(ino: u64, name: &[u8]) -> Request {
         Request::Getxattr {
-            who: Caller {
-                uid: 1000,
-                gid: 1000,
-                groups: vec![],
-            },
+            who: Caller::new(1000, 1000, vec![]),
             ino: InodeId(ino),
             name: name.to_vec(),
         }

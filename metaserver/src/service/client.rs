@@ -110,10 +110,28 @@ pub struct QuicClient {
     /// Answer from the cache (off only to measure round trips).
     caching: bool,
     busy: Busy,
+    /// Tests: the next answer is dropped as if the connection had been lost before it came.
+    #[cfg(test)]
+    pub(crate) lose_next_answer: std::sync::atomic::AtomicBool,
 }
 
 fn store(msg: String) -> MetaError {
     MetaError::Store(msg)
+}
+
+fn call_frame(id: u64, req: Request, resent_after_ms: Option<u32>) -> MetaResult<Vec<u8>> {
+    encode(&ClientMsg::Call {
+        id,
+        req,
+        resent_after_ms,
+    })
+    .map_err(|e| store(format!("metaserver request: {e}")))
+}
+
+/// Call ids start at a random number per client process: with the client's name they tag
+/// the changes its calls make (see `replay`), so no two processes' ids may meet.
+fn first_call_id() -> u64 {
+    crate::random_u64() >> 2 // room to count up without wrapping
 }
 
 impl QuicClient {
@@ -159,12 +177,14 @@ impl QuicClient {
             token: token.to_string(),
             timeout,
             link: Mutex::new(None),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(first_call_id()),
             handler,
             batches,
             cache: Default::default(),
             caching: true,
             busy,
+            #[cfg(test)]
+            lose_next_answer: Default::default(),
         };
         client.link().map_err(|e| match e {
             MetaError::Store(m) => m,
@@ -359,8 +379,7 @@ impl QuicClient {
     /// the metaserver releases the session's opens itself when it ends.
     fn post(&self, req: Request) -> MetaResult<Response> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode(&ClientMsg::Call { id, req })
-            .map_err(|e| store(format!("metaserver request: {e}")))?;
+        let frame = call_frame(id, req, None)?;
         let link = self.link()?;
         let _ = self
             .rt
@@ -371,10 +390,16 @@ impl QuicClient {
     /// Sends one call and waits for its reply.
     fn exchange(&self, req: Request) -> MetaResult<Response> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode(&ClientMsg::Call { id, req })
-            .map_err(|e| store(format!("metaserver request: {e}")))?;
-        // One retry on a fresh link: a restarted metaserver is reached again.
+        let first = std::time::Instant::now();
+        let mut frame = call_frame(id, req.clone(), None)?;
+        // One retry on a fresh link: a restarted metaserver is reached again. It says how
+        // long ago the call was first sent, so that a change the first attempt made is
+        // answered as done rather than tried again (see `replay`).
         for attempt in 0..2 {
+            if attempt > 0 {
+                let ms = first.elapsed().as_millis().min(u32::MAX as u128) as u32;
+                frame = call_frame(id, req.clone(), Some(ms))?;
+            }
             let link = self.link()?;
             let (tx, rx) = oneshot::channel();
             link.pending.lock().insert(id, tx);
@@ -386,6 +411,13 @@ impl QuicClient {
             let r = self
                 .rt
                 .block_on(async { tokio::time::timeout(self.timeout, exchange).await });
+            #[cfg(test)]
+            let r = match r {
+                Ok(Ok(_)) if self.lose_next_answer.swap(false, Ordering::SeqCst) => {
+                    Ok(Err(store("answer lost (test)".into())))
+                }
+                r => r,
+            };
             match r {
                 Ok(Ok(resp)) => return Ok(resp),
                 Ok(Err(e)) if attempt == 0 => {

@@ -128,6 +128,8 @@ pub struct Hub {
     /// The namespace blocks on network I/O (PostgreSQL): calls run on the blocking pool
     /// rather than on the connection's task.
     pub blocking: std::sync::atomic::AtomicBool,
+    /// Calls that make or remove names, running or recently started (see [`super::replay`]).
+    pub running: super::replay::Running,
 }
 
 impl Hub {

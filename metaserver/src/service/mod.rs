@@ -3,7 +3,7 @@
 //! Layout: [`tls`] (the server's certificate, generated on first start, that clients pin),
 //! [`clients`] (credentials issued per client), [`server`] (connections, the handshake,
 //! dispatch onto the namespace), [`hub`] (sessions, pushed invalidations, what a client
-//! that goes away leaves behind), [`cache`] (a client's attributes and entries, kept
+//! that goes away leaves behind), [`replay`] (calls retried after a lost answer), [`cache`] (a client's attributes and entries, kept
 //! true by invalidations), [`client`] (the `Transport` a mount uses: many calls on
 //! one stream, reconnects, times out instead of hanging, applies invalidations).
 //!
@@ -16,8 +16,12 @@ pub mod cache;
 pub mod client;
 pub mod clients;
 pub mod hub;
+pub mod replay;
 pub mod server;
 pub mod tls;
+
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 

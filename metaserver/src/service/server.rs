@@ -16,13 +16,15 @@
 //! invalidation (see [`hub`](super::hub)).
 
 use super::hub::{Hub, Session, SessionState};
+use super::replay;
 use super::{CLOSE_PROTOCOL, CLOSE_REFUSED, clients, next, tls};
 use meridian_proto::session::{ClientMsg, Invalidation, ServerMsg, changes, victims};
 use meridian_proto::wire::{Decoder, Request, Response, dispatch, encode, hello_reply};
-use meridian_proto::{MetaError, Namespace};
+use meridian_proto::{CallTag, MetaError, Namespace};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How a metaserver is set up.
 #[derive(Clone, Debug)]
@@ -244,7 +246,20 @@ async fn connection(
     let me = hub.join(conn.stable_id() as u64, info, tx);
     loop {
         match next::<ClientMsg>(&mut recv, &mut dec).await {
-            Ok(Some(ClientMsg::Call { id, req })) => call(&hub, &me, &ns, id, req),
+            Ok(Some(ClientMsg::Call {
+                id,
+                req,
+                resent_after_ms,
+            })) => call(
+                &hub,
+                &me,
+                &ns,
+                Call {
+                    id,
+                    req,
+                    resent_after_ms,
+                },
+            ),
             Ok(Some(ClientMsg::Ack { seq })) => me.acked(seq),
             Ok(None) => break,
             Err(e) => {
@@ -261,14 +276,22 @@ async fn connection(
     tracing::info!(%addr, client = name, "client disconnected");
 }
 
+/// One call as it came in.
+struct Call {
+    id: u64,
+    req: Request,
+    resent_after_ms: Option<u32>,
+}
+
 /// Runs one call and answers it (after other clients dropped what it made stale).
-fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, id: u64, req: Request) {
-    tracing::trace!(session = me.id, id, ?req, "call");
-    match req {
+fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, c: Call) {
+    let id = c.id;
+    tracing::trace!(session = me.id, id, req = ?c.req, "call");
+    match c.req {
         Request::Sync => {
             let (ns, me, session) = (ns.clone(), me.clone(), me.id);
             tokio::spawn(async move {
-                let resp = tokio::task::spawn_blocking(move || dispatch(&*ns, session, req))
+                let resp = tokio::task::spawn_blocking(move || dispatch(&*ns, session, c.req))
                     .await
                     .unwrap_or_else(|e| Response::Err(MetaError::Store(e.to_string())));
                 me.send(&ServerMsg::Reply { id, resp });
@@ -278,30 +301,63 @@ fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, id: u64
             id,
             resp: Response::Err(MetaError::Invalid("Hello sent twice".into())),
         }),
-        req if hub.blocking.load(std::sync::atomic::Ordering::Relaxed) => {
+        _ if hub.blocking.load(std::sync::atomic::Ordering::Relaxed) => {
             // A store that blocks on the network (PostgreSQL): off the connection's task.
             let (hub, me, ns) = (hub.clone(), me.clone(), ns.clone());
             tokio::spawn(async move {
-                let me2 = me.clone();
-                let done = tokio::task::spawn_blocking(move || run(&*ns, &me2, req)).await;
+                let (hub2, me2) = (hub.clone(), me.clone());
+                let done = tokio::task::spawn_blocking(move || run(&*ns, &hub2, &me2, c)).await;
                 let (resp, items) = done.unwrap_or_else(|e| {
                     (Response::Err(MetaError::Store(e.to_string())), Vec::new())
                 });
                 answer(&hub, &me, id, resp, items);
             });
         }
-        req => {
-            let (resp, items) = run(&**ns, me, req);
+        _ => {
+            let (resp, items) = run(&**ns, hub, me, c);
             answer(hub, me, id, resp, items);
         }
     }
 }
 
-/// Runs one namespace call for a session: its reply and what it made stale elsewhere.
-fn run(ns: &dyn Namespace, me: &SessionState, req: Request) -> (Response, Vec<Invalidation>) {
+/// Runs one namespace call for a session: its reply and what it made stale elsewhere. A
+/// call that makes or removes a name is tagged, and if it is a retry whose first attempt
+/// took effect, answered as done (see [`replay`]).
+fn run(ns: &dyn Namespace, hub: &Hub, me: &SessionState, c: Call) -> (Response, Vec<Invalidation>) {
+    let Call {
+        id,
+        mut req,
+        resent_after_ms,
+    } = c;
+    let tag = CallTag {
+        session: replay::client_key(&me.info.name),
+        id,
+    };
+    let _running = if replay::tag(&mut req, tag) {
+        let Some(s) = hub.running.start(tag, resent_after_ms.is_some()) else {
+            // Its retry ran first and answered the client; the connection it came on is gone.
+            return (
+                Response::Err(MetaError::Invalid("superseded by its retry".into())),
+                Vec::new(),
+            );
+        };
+        Some(s)
+    } else {
+        None
+    };
     // The inodes a removal or rename will take away, while their names still resolve.
     let gone: Vec<_> = ns.resolve(&victims(&req)).into_iter().flatten().collect();
-    let resp = dispatch(ns, me.id, req.clone());
+    let replayed = resent_after_ms
+        .filter(|_| _running.is_some())
+        .and_then(|ms| replay::answer(ns, &req, tag, Duration::from_millis(ms.into())));
+    if replayed.is_some() {
+        tracing::info!(
+            client = me.info.name,
+            id,
+            "a retried call had taken effect; answered as done"
+        );
+    }
+    let resp = replayed.unwrap_or_else(|| dispatch(ns, me.id, req.clone()));
     me.record(&req, &resp);
     let items = match resp {
         Response::Err(_) => Vec::new(),

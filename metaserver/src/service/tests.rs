@@ -1,0 +1,151 @@
+//! The site service in one process: a real QUIC metaserver and client on loopback.
+
+use super::client::QuicClient;
+use super::replay;
+use super::server::{Server, ServerConfig};
+use crate::{Meta, MetaConfig, RedbStore};
+use meridian_proto::wire::{Remote, Request, Response};
+use meridian_proto::{CallTag, Caller, MetaError, Namespace, ROOT, RenameMode};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Serves `ns` on a free loopback port; the runtime keeps it running. Returns a client
+/// named `flame-07` connected to it.
+fn serve(dir: &Path, ns: Arc<dyn Namespace>) -> (tokio::runtime::Runtime, QuicClient) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert: dir.join("metaserver.crt"),
+        key: dir.join("metaserver.key"),
+        clients: dir.join("clients"),
+        names: vec![],
+    };
+    let token = super::clients::add(&cfg.clients, "flame-07").unwrap();
+    let server = rt.block_on(async { Server::bind(&cfg) }).unwrap();
+    let addr = server.local_addr();
+    let clients = cfg.clients.clone();
+    rt.spawn(async move { server.serve(ns, clients).await });
+    let client =
+        QuicClient::connect(addr, &cfg.cert, "flame-07", &token, Duration::from_secs(10)).unwrap();
+    (rt, client)
+}
+
+#[test]
+fn calls_retried_after_their_answer_was_lost_are_answered_as_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Meta::open(
+        RedbStore::open(&dir.path().join("ns.redb")).unwrap(),
+        MetaConfig::default(),
+    )
+    .unwrap();
+    let (_rt, client) = serve(dir.path(), Arc::new(meta));
+    let client = Arc::new(client);
+    let ns = Remote(client.clone());
+    let root = Caller::root();
+    // Each call below reaches the metaserver and takes effect, then its answer is lost
+    // and the client sends it again on a new connection: run again, each would fail.
+    let lose = || {
+        client
+            .lose_next_answer
+            .store(true, std::sync::atomic::Ordering::SeqCst)
+    };
+    lose();
+    let d = ns
+        .mkdir(&root, ROOT, b"SH010", 0o755)
+        .expect("mkdir retried");
+    lose();
+    let f = ns
+        .create(&root, d.ino, b"plate.exr", 0o644)
+        .expect("create retried");
+    ns.release(f.ino).unwrap();
+    lose();
+    let l = ns
+        .symlink(&root, d.ino, b"latest", b"plate.exr")
+        .expect("symlink retried");
+    lose();
+    ns.link(&root, f.ino, d.ino, b"plate.v1.exr")
+        .expect("link retried");
+    lose();
+    ns.rename(
+        &root,
+        d.ino,
+        b"plate.exr",
+        d.ino,
+        b"plate.v2.exr",
+        RenameMode::Replace,
+    )
+    .expect("rename retried");
+    lose();
+    ns.unlink(&root, d.ino, b"plate.v1.exr")
+        .expect("unlink retried");
+    assert!(
+        !client
+            .lose_next_answer
+            .load(std::sync::atomic::Ordering::SeqCst)
+    );
+    // The namespace is as if each had run once.
+    assert_eq!(ns.lookup(&root, ROOT, b"SH010").unwrap().ino, d.ino);
+    assert_eq!(ns.lookup(&root, d.ino, b"latest").unwrap().ino, l.ino);
+    assert_eq!(ns.lookup(&root, d.ino, b"plate.v2.exr").unwrap().ino, f.ino);
+    assert_eq!(ns.getattr(f.ino).unwrap().nlink, 1);
+    for gone in [&b"plate.exr"[..], b"plate.v1.exr"] {
+        assert_eq!(
+            ns.lookup(&root, d.ino, gone).unwrap_err(),
+            MetaError::NotFound
+        );
+    }
+    ns.unlink(&root, d.ino, b"plate.v2.exr").unwrap();
+    ns.unlink(&root, d.ino, b"latest").unwrap();
+    lose();
+    ns.rmdir(&root, ROOT, b"SH010").expect("rmdir retried");
+    // A call that did not take effect the first time still fails on its retry.
+    lose();
+    assert_eq!(
+        ns.rmdir(&root, ROOT, b"SH010").unwrap_err(),
+        MetaError::NotFound
+    );
+}
+
+#[test]
+fn a_retry_after_a_restart_finds_what_the_first_attempt_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.redb");
+    let tag = CallTag {
+        session: replay::client_key("flame-07"),
+        id: 41,
+    };
+    let mut req = Request::Mkdir {
+        who: Caller::root(),
+        parent: ROOT,
+        name: b"SH020".to_vec(),
+        mode: 0o755,
+    };
+    assert!(replay::tag(&mut req, tag));
+    let Request::Mkdir { who, .. } = &req else {
+        unreachable!()
+    };
+    let made = {
+        let meta = Meta::open(RedbStore::open(&path).unwrap(), MetaConfig::default()).unwrap();
+        meta.mkdir(who, ROOT, b"SH020", 0o755).unwrap()
+        // Dropped without an answer sent: the process is gone.
+    };
+    let meta = Meta::open(RedbStore::open(&path).unwrap(), MetaConfig::default()).unwrap();
+    let after = Duration::from_secs(2);
+    match replay::answer(&meta, &req, tag, after) {
+        Some(Response::Made(attr, _)) => assert_eq!(attr.ino, made.ino),
+        other => panic!("the retry was not recognised: {other:?}"),
+    }
+    // Another call of the same client, or the same id from another client, did not run.
+    let other = CallTag { id: 42, ..tag };
+    assert_eq!(replay::answer(&meta, &req, other, after), None);
+    let stranger = CallTag {
+        session: replay::client_key("burn-03"),
+        ..tag
+    };
+    assert_eq!(replay::answer(&meta, &req, stranger, after), None);
+}
