@@ -63,16 +63,25 @@ impl Server {
     pub fn bind(cfg: &ServerConfig) -> Result<Server, String> {
         let (certs, key) = tls::load_or_create(&cfg.cert, &cfg.key, &cfg.names)?;
         // Stateless resets keyed by the server's private key, so a restarted metaserver
-        // tells clients at once that their old connections are gone.
+        // tells clients at once that their old connections are gone. It answers only
+        // packets whose connection id it recognises as its own: the ids are signed with a
+        // key from the same private key, or the restarted process would drop the old
+        // connections' packets silently and clients would wait out the lease (5 s).
         let secret = blake3::derive_key("meridian metaserver stateless reset", key.secret_der());
         let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+        let ids = blake3::derive_key("meridian metaserver connection ids", key.secret_der());
+        let ids = u64::from_le_bytes(ids[..8].try_into().expect("8 bytes"));
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset));
+        endpoint_config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(ids))
+        });
         let mut server = quinn::ServerConfig::with_single_cert(certs, key)
             .map_err(|e| format!("certificate {}: {e}", cfg.cert.display()))?;
         server.transport_config(Arc::new(super::transport()));
         let socket = std::net::UdpSocket::bind(cfg.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
         let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::new(Arc::new(reset)),
+            endpoint_config,
             Some(server),
             socket,
             quinn::default_runtime().ok_or("no async runtime")?,

@@ -6,33 +6,82 @@ use super::server::{Server, ServerConfig};
 use crate::{Meta, MetaConfig, RedbStore};
 use meridian_proto::wire::{Remote, Request, Response};
 use meridian_proto::{CallTag, Caller, MetaError, Namespace, ROOT, RenameMode};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Serves `ns` on a free loopback port; the runtime keeps it running. Returns a client
-/// named `flame-07` connected to it.
-fn serve(dir: &Path, ns: Arc<dyn Namespace>) -> (tokio::runtime::Runtime, QuicClient) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap();
-    let cfg = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        .unwrap()
+}
+
+fn config(dir: &Path, listen: SocketAddr) -> ServerConfig {
+    ServerConfig {
+        listen,
         cert: dir.join("metaserver.crt"),
         key: dir.join("metaserver.key"),
         clients: dir.join("clients"),
         names: vec![],
-    };
-    let token = super::clients::add(&cfg.clients, "flame-07").unwrap();
-    let server = rt.block_on(async { Server::bind(&cfg) }).unwrap();
+    }
+}
+
+/// Starts a metaserver serving `ns` on its own runtime (dropping the runtime kills it).
+fn start(cfg: &ServerConfig, ns: Arc<dyn Namespace>) -> (tokio::runtime::Runtime, SocketAddr) {
+    let rt = runtime();
+    let server = rt.block_on(async { Server::bind(cfg) }).unwrap();
     let addr = server.local_addr();
     let clients = cfg.clients.clone();
     rt.spawn(async move { server.serve(ns, clients).await });
+    (rt, addr)
+}
+
+/// Serves `ns` on a free loopback port; the runtime keeps it running. Returns a client
+/// named `flame-07` connected to it.
+fn serve(dir: &Path, ns: Arc<dyn Namespace>) -> (tokio::runtime::Runtime, QuicClient) {
+    let cfg = config(dir, "127.0.0.1:0".parse().unwrap());
+    let token = super::clients::add(&cfg.clients, "flame-07").unwrap();
+    let (rt, addr) = start(&cfg, ns);
     let client =
         QuicClient::connect(addr, &cfg.cert, "flame-07", &token, Duration::from_secs(10)).unwrap();
     (rt, client)
+}
+
+/// A metaserver killed and restarted on the same address ends its old connections with a
+/// stateless reset the moment a client's packet reaches it: clients reconnect at once
+/// instead of waiting out the lease. (The restarted process must recognise the old
+/// connection ids as its own for that.)
+#[test]
+fn a_restarted_metaserver_resets_the_old_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = || -> Arc<dyn Namespace> {
+        Arc::new(Meta::open(crate::MemStore::new(), MetaConfig::default()).unwrap())
+    };
+    let cfg = config(dir.path(), "127.0.0.1:0".parse().unwrap());
+    let (first, addr) = start(&cfg, ns());
+    let client_rt = runtime();
+    let roots = super::tls::pinned(&cfg.cert).unwrap();
+    let mut client_cfg = quinn::ClientConfig::with_root_certificates(Arc::new(roots)).unwrap();
+    client_cfg.transport_config(Arc::new(super::transport()));
+    let conn = client_rt.block_on(async {
+        let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        ep.connect_with(client_cfg, addr, super::SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap()
+    });
+    drop(first); // killed: no close frame is sent
+    let (_second, again) = start(&config(dir.path(), addr), ns());
+    assert_eq!(again, addr);
+    // The client's next keep-alive (every second) reaches the new process.
+    let why = client_rt.block_on(conn.closed());
+    assert!(
+        matches!(why, quinn::ConnectionError::Reset),
+        "the old connection ended with {why:?}, not a stateless reset"
+    );
 }
 
 #[test]
