@@ -165,6 +165,22 @@ fn bad_config_file_names_the_file_and_key() {
 }
 
 #[test]
+fn a_site_lease_too_short_names_the_option_and_the_minimum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("site.toml");
+    let data = tmp.path().join("data").display().to_string();
+    std::fs::write(
+        &conf,
+        format!("data_dir = {data:?}\nclient_lease_ms = 500\n"),
+    )
+    .unwrap();
+    fails_with(
+        &["metaserver", "-c", &conf.display().to_string()],
+        &["client_lease_ms = 500", "site.toml", "at least 3000"],
+    );
+}
+
+#[test]
 fn fstab_helper_translates_and_refuses_unknown_options() {
     let tmp = tempfile::tempdir().unwrap();
     let helper = tmp.path().join("mount.meridian");

@@ -82,6 +82,7 @@ fn meta_rpc(c: &mut Criterion) {
         key: dir.path().join("s.key"),
         clients: dir.path().join("clients"),
         names: vec![],
+        lease: meridian_metaserver::service::LEASE,
     };
     let token = clients::add(&cfg.clients, "bench").unwrap();
     let rt = server::runtime().unwrap();

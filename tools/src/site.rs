@@ -8,6 +8,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
+use meridian_metaserver::meta::shared_locks;
 use meridian_metaserver::service::client::QuicClient;
 use meridian_metaserver::service::{clients, server};
 use meridian_proto::Namespace;
@@ -68,6 +69,14 @@ pub struct SiteConfig {
     /// With `postgres`: the longest wait for any answer of the database; past it the
     /// call fails (clients get EIO) and the connection is made again at the next one.
     pub postgres_timeout_ms: u64,
+    /// How long a client that went silent (crashed, lost the network) keeps its session:
+    /// then its locks and open files are released. At least 3000 (clients send a
+    /// keep-alive every second).
+    pub client_lease_ms: u64,
+    /// With `postgres`: how long a metaserver that went silent keeps its locks before the
+    /// others take them away (and purge its orphans). At least 3000; each metaserver marks
+    /// itself alive every third of it.
+    pub instance_lease_ms: u64,
 }
 
 impl Default for SiteConfig {
@@ -81,16 +90,29 @@ impl Default for SiteConfig {
             postgres: None,
             feed_poll_ms: server::FOLLOW_EVERY.as_millis() as u64,
             postgres_timeout_ms: meridian_metaserver::store::pg::DEFAULT_TIMEOUT.as_millis() as u64,
+            client_lease_ms: meridian_metaserver::service::LEASE.as_millis() as u64,
+            instance_lease_ms: shared_locks::INSTANCE_LEASE.as_millis() as u64,
         }
     }
 }
 
 impl SiteConfig {
     fn load(path: Option<&Path>) -> Result<SiteConfig> {
-        match path {
-            Some(path) => crate::config::load_toml(path, "site file"),
-            None => Ok(SiteConfig::default()),
+        let cfg: SiteConfig = match path {
+            Some(path) => crate::config::load_toml(path, "site file")?,
+            None => SiteConfig::default(),
+        };
+        let min = meridian_metaserver::service::MIN_LEASE.as_millis() as u64;
+        for (name, value) in [
+            ("client_lease_ms", cfg.client_lease_ms),
+            ("instance_lease_ms", cfg.instance_lease_ms),
+        ] {
+            if value < min {
+                let file = path.map_or("the site file".into(), |p| p.display().to_string());
+                bail!("{name} = {value} in {file} is too short: use at least {min} (milliseconds)");
+            }
         }
+        Ok(cfg)
     }
     fn dir(&self) -> Result<PathBuf> {
         match &self.data_dir {
@@ -207,7 +229,11 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
             let timeout = Duration::from_millis(cfg.postgres_timeout_ms.max(1));
             let store = meridian_metaserver::PgStore::connect_with(url, timeout)
                 .map_err(|e| anyhow!("postgres = {url:?} in the site file: {e}"))?;
-            let meta = meridian_metaserver::Meta::open(store, crate::open::meta_config(&file))
+            let mcfg = meridian_metaserver::MetaConfig {
+                instance_lease: Duration::from_millis(cfg.instance_lease_ms),
+                ..crate::open::meta_config(&file)
+            };
+            let meta = meridian_metaserver::Meta::open(store, mcfg)
                 .map_err(|e| anyhow!("namespace in {url}: {e}"))?;
             let origin = meta.instance();
             (Arc::new(meta), Some(origin), url.clone())
@@ -224,6 +250,7 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
         key: cfg.key.clone().unwrap_or(dir.join("metaserver.key")),
         clients: dir.join("clients"),
         names: cfg.names.clone(),
+        lease: Duration::from_millis(cfg.client_lease_ms),
     };
     let rt = server::runtime()?;
     rt.block_on(async {
@@ -260,7 +287,8 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
             let listen = meridian_metaserver::store::pg::listen::follow_announcements;
             tokio::spawn(listen(url, origin, wake.clone()));
             let poll = Duration::from_millis(cfg.feed_poll_ms.max(1));
-            tokio::spawn(async move { s3.follow(ns3, origin, wake, poll).await });
+            let upkeep = shared_locks::maintain_every(Duration::from_millis(cfg.instance_lease_ms));
+            tokio::spawn(async move { s3.follow(ns3, origin, wake, poll, upkeep).await });
         }
         let serving = srv.serve(ns.clone(), scfg.clients.clone());
         tokio::select! {

@@ -54,6 +54,10 @@ pub struct MetaConfig {
     pub root_gid: u32,
     /// Files up to this many bytes are stored inline.
     pub inline_max: u64,
+    /// With a store several metaservers share: the silence after which another
+    /// metaserver counts as gone, its locks are taken away and its orphans purged (see
+    /// [`shared_locks`]). Upkeep runs every third of it.
+    pub instance_lease: std::time::Duration,
 }
 
 impl Default for MetaConfig {
@@ -63,6 +67,7 @@ impl Default for MetaConfig {
             root_uid: 0,
             root_gid: 0,
             inline_max: DEFAULT_INLINE_MAX,
+            instance_lease: shared_locks::INSTANCE_LEASE,
         }
     }
 }

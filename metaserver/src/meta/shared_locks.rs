@@ -5,8 +5,9 @@
 //! Invariants:
 //! - Each metaserver instance writes its liveness (`alive.<instance>` in the counters
 //!   table, wall-clock milliseconds) when it opens and at every [`Meta::maintain_at`]
-//!   (every [`MAINTAIN_EVERY`] from the service). The locks of an instance silent for
-//!   [`INSTANCE_LEASE`] — a metaserver that crashed or lost the database — are removed
+//!   (every [`maintain_every`] of the lease from the service). The locks of an instance
+//!   silent for the instance lease (`MetaConfig::instance_lease`, by default
+//!   [`INSTANCE_LEASE`]) — a metaserver that crashed or lost the database — are removed
 //!   there, with its liveness row, by whichever metaserver runs maintenance next. The
 //!   locks of a client session that ended on a live metaserver go at once
 //!   (`end_session`).
@@ -20,10 +21,15 @@ use crate::store::{Store, Table};
 use meridian_proto::{InodeId, Lock, LockOwner, MetaResult};
 use std::time::Duration;
 
-/// How often a metaserver over a shared store runs [`Meta::maintain_at`].
-pub const MAINTAIN_EVERY: Duration = Duration::from_secs(5);
-/// Silence after which an instance's locks are taken away.
+/// Silence after which an instance's locks are taken away, by default
+/// ([`super::MetaConfig::instance_lease`]); [`Meta::maintain_at`] runs every third of it.
 pub const INSTANCE_LEASE: Duration = Duration::from_secs(15);
+
+/// How often a metaserver over a shared store runs [`Meta::maintain_at`] for `lease`: a
+/// live instance marks itself alive three times per lease.
+pub fn maintain_every(lease: Duration) -> Duration {
+    lease / 3
+}
 
 const ALIVE: &[u8] = b"alive.";
 
@@ -77,9 +83,10 @@ impl<S: Store> Meta<S> {
         Ok(dropped)
     }
 
-    /// Whether another instance is marked alive (within [`INSTANCE_LEASE`]).
+    /// Whether another instance is marked alive (within the instance lease).
     pub(super) fn others_alive(&self, r: &impl Records) -> MetaResult<bool> {
-        let live = alive_instances(r, meridian_proto::Hlc::wall_millis(), INSTANCE_LEASE)?;
+        let lease = self.config.instance_lease;
+        let live = alive_instances(r, meridian_proto::Hlc::wall_millis(), lease)?;
         Ok(live.iter().any(|&i| i != self.instance))
     }
 
@@ -89,13 +96,13 @@ impl<S: Store> Meta<S> {
     }
 
     /// Marks this instance alive at `now_ms`, takes away the locks of instances silent
-    /// for [`INSTANCE_LEASE`] and answers for this instance's orphans (see
+    /// for the instance lease and answers for this instance's orphans (see
     /// [`super::shared_opens`]); how many locks went.
     pub fn maintain_at(&self, now_ms: u64) -> MetaResult<usize> {
         if !self.store.shared() {
             return Ok(0);
         }
-        let lease = INSTANCE_LEASE.as_millis() as u64;
+        let lease = self.config.instance_lease.as_millis() as u64;
         self.write(|w| {
             w.set_counter(&alive_key(self.instance), now_ms)?;
             let mut live = Vec::new();

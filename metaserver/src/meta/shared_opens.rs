@@ -15,7 +15,7 @@
 //!   and joins or leaves `holders` by its own open count. An open of an orphan joins
 //!   `holders` in a transaction of its own before it returns.
 //! - An orphan is purged when neither list names a live instance (one marked alive within
-//!   [`INSTANCE_LEASE`]): by its last holder's last release or by any instance's
+//!   [`super::MetaConfig::instance_lease`]): by its last holder's last release or by any instance's
 //!   maintenance. A metaserver that crashed holding it stops counting after its lease.
 //! - `Meta::orphaned` holds the orphans this instance holds (a superset: a release checks
 //!   the record again), so a release of any other inode needs no store access.
@@ -23,7 +23,7 @@
 //! Locks: `opens` and `orphaned` are taken inside store transactions, never the reverse.
 
 use super::Meta;
-use super::shared_locks::{INSTANCE_LEASE, alive_instances};
+use super::shared_locks::alive_instances;
 use crate::records::{OrphanRec, Records, Writer};
 use crate::store::Store;
 use meridian_proto::{Hlc, InodeId, MetaError, MetaResult};
@@ -41,7 +41,7 @@ impl<S: Store> Meta<S> {
         let shared = self.store.shared();
         let mut rec = OrphanRec::default();
         if shared && file {
-            let live = alive_instances(w, Hlc::wall_millis(), INSTANCE_LEASE)?;
+            let live = alive_instances(w, Hlc::wall_millis(), self.config.instance_lease)?;
             rec.pending = live.into_iter().filter(|&i| i != self.instance).collect();
         }
         if !here && rec.pending.is_empty() {
@@ -84,7 +84,7 @@ impl<S: Store> Meta<S> {
             };
             rec.holders.retain(|&i| i != self.instance);
             if self.store.shared() {
-                let live = alive_instances(w, Hlc::wall_millis(), INSTANCE_LEASE)?;
+                let live = alive_instances(w, Hlc::wall_millis(), self.config.instance_lease)?;
                 rec.pending.retain(|i| live.contains(i));
                 rec.holders.retain(|i| live.contains(i));
             }

@@ -147,7 +147,7 @@ impl QuicClient {
         let roots = tls::pinned(cert)?;
         let mut config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))
             .map_err(|e| format!("certificate {}: {e}", cert.display()))?;
-        config.transport_config(Arc::new(super::transport()));
+        config.transport_config(Arc::new(super::transport(super::CLIENT_IDLE)));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("meridian-quic")

@@ -34,14 +34,22 @@ pub const CLOSE_REFUSED: u32 = 1;
 pub const CLOSE_PROTOCOL: u32 = 2;
 
 /// A client that sends nothing for this long (not even keep-alives, every second) is gone:
-/// its session ends and its locks and open files are released. This is the lease.
+/// its session ends and its locks and open files are released. This is the lease, by
+/// default (a site sets it: [`server::ServerConfig::lease`]).
 pub const LEASE: Duration = Duration::from_secs(5);
 
-/// The QUIC transport both sides use: keep-alives, the lease as idle timeout.
-pub fn transport() -> quinn::TransportConfig {
+/// The shortest lease a site may set: three keep-alives.
+pub const MIN_LEASE: Duration = Duration::from_secs(3);
+
+/// A client's own idle limit: longer than any lease, so the server's lease decides (QUIC
+/// takes the smaller of the two sides' limits).
+pub const CLIENT_IDLE: Duration = Duration::from_secs(600);
+
+/// The QUIC transport: keep-alives every second, `idle` as idle timeout.
+pub fn transport(idle: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_secs(1)));
-    t.max_idle_timeout(Some(LEASE.try_into().expect("fits")));
+    t.max_idle_timeout(Some(idle.try_into().expect("fits")));
     t
 }
 

@@ -36,6 +36,9 @@ pub struct ServerConfig {
     pub clients: PathBuf,
     /// Names put in a generated certificate besides the fixed server name.
     pub names: Vec<String>,
+    /// How long a silent client keeps its session, locks and open files (at least
+    /// [`super::MIN_LEASE`]; clients send keep-alives every second).
+    pub lease: std::time::Duration,
 }
 
 /// The runtime a metaserver runs on: one thread for every connection (wake-ups between
@@ -77,7 +80,7 @@ impl Server {
         });
         let mut server = quinn::ServerConfig::with_single_cert(certs, key)
             .map_err(|e| format!("certificate {}: {e}", cfg.cert.display()))?;
-        server.transport_config(Arc::new(super::transport()));
+        server.transport_config(Arc::new(super::transport(cfg.lease.max(super::MIN_LEASE))));
         let socket = std::net::UdpSocket::bind(cfg.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
         let endpoint = quinn::Endpoint::new(
@@ -120,18 +123,19 @@ impl Server {
     /// and pushes the changes the other metaservers made to this one's clients, as if made
     /// here — read when `wake` is notified (another metaserver announced a change, see
     /// [`crate::store::pg::listen`]) and at least every `poll`; and runs the namespace's
-    /// upkeep (`Namespace::maintain`) every few seconds. Runs until the task is dropped.
+    /// upkeep (`Namespace::maintain`) every `upkeep_every`. Runs until the task is dropped.
     pub async fn follow(
         &self,
         ns: Arc<dyn Namespace>,
         origin: u64,
         wake: Arc<tokio::sync::Notify>,
         poll: std::time::Duration,
+        upkeep_every: std::time::Duration,
     ) {
         let upkeep = ns.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(crate::meta::shared_locks::MAINTAIN_EVERY).await;
+                tokio::time::sleep(upkeep_every).await;
                 let ns = upkeep.clone();
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || ns.maintain()).await {
                     tracing::warn!(error = %e, "shared store upkeep");

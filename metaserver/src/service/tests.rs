@@ -26,6 +26,7 @@ fn config(dir: &Path, listen: SocketAddr) -> ServerConfig {
         key: dir.join("metaserver.key"),
         clients: dir.join("clients"),
         names: vec![],
+        lease: super::LEASE,
     }
 }
 
@@ -65,7 +66,7 @@ fn a_restarted_metaserver_resets_the_old_connections() {
     let client_rt = runtime();
     let roots = super::tls::pinned(&cfg.cert).unwrap();
     let mut client_cfg = quinn::ClientConfig::with_root_certificates(Arc::new(roots)).unwrap();
-    client_cfg.transport_config(Arc::new(super::transport()));
+    client_cfg.transport_config(Arc::new(super::transport(super::CLIENT_IDLE)));
     let conn = client_rt.block_on(async {
         let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         ep.connect_with(client_cfg, addr, super::SERVER_NAME)
