@@ -315,3 +315,55 @@ fn open_then(path: &std::path::Path, then: &str) -> Child {
     );
     spawn_ready(&script, "open")
 }
+
+/// A process waiting for a lock can be killed (SIGKILL) or interrupted (SIGINT) while the
+/// lock is held elsewhere — the mount stops waiting for it — and leaves no lock behind.
+#[test]
+fn a_lock_waiter_can_be_killed_or_interrupted_and_leaves_no_lock() {
+    let m = Mount::new(Backend::LocalDir);
+    let path = m.path("edl.lock");
+    std::fs::write(&path, b"").unwrap();
+    for (take, probe) in [
+        (
+            "fcntl.lockf(f, fcntl.LOCK_EX)",
+            "fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+        ),
+        (
+            "fcntl.flock(f, fcntl.LOCK_EX)",
+            "fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+        ),
+    ] {
+        for signal in [libc::SIGKILL, libc::SIGINT] {
+            let mut holder = hold(&path, take);
+            let script = format!(
+                "import fcntl\nf=open({p:?},'r+')\nprint('waiting',flush=True)\n{take}\nprint('got',flush=True)\n",
+                p = path.display().to_string()
+            );
+            let mut waiter = spawn_ready(&script, "waiting");
+            std::thread::sleep(Duration::from_millis(300)); // inside the blocking call
+            unsafe { libc::kill(waiter.id() as i32, signal) };
+            // It ends while the lock is still held (the holder has not let go).
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let status = loop {
+                if let Some(s) = waiter.try_wait().unwrap() {
+                    break s;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{take}: the waiter did not end on signal {signal}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            assert!(!status.success(), "{take}: the waiter was granted the lock");
+            drop(holder.stdin.take());
+            holder.wait().unwrap();
+            // Nothing holds the lock now, and nothing takes it later on the waiter's behalf.
+            assert!(
+                try_lock(&path, probe),
+                "{take}: not free after signal {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(try_lock(&path, probe), "{take}: taken for a dead waiter");
+        }
+    }
+}

@@ -28,6 +28,12 @@ pub enum FsError {
         "inode {0} is open in passthrough by readers; it cannot be opened for writing until they close it (or mount with passthrough = false)"
     )]
     PassthroughBusy(u64),
+    #[error(
+        "a blocking lock request on inode {0} was abandoned: its owner closed the file while waiting"
+    )]
+    LockAbandoned(u64),
+    #[error("a blocking lock request on inode {0} was interrupted by a signal")]
+    Interrupted(u64),
 }
 
 pub type FsResult<T> = Result<T, FsError>;
@@ -68,6 +74,7 @@ impl FsError {
             FsError::Unsupported(_) => EOPNOTSUPP,
             FsError::Upload(_) => EIO,
             FsError::PassthroughBusy(_) => ETXTBSY,
+            FsError::LockAbandoned(_) | FsError::Interrupted(_) => EINTR,
         }
     }
 }

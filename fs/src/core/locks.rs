@@ -6,12 +6,43 @@
 //!
 //! Invariants: a blocking request (F_SETLKW, flock without LOCK_NB) polls the namespace
 //! with a growing pause (1 ms up to 50 ms) until granted: the metaserver queues no
-//! waiters, so a lock freed by a client that went away is taken by the next poll.
+//! waiters, so a lock freed by a client that went away is taken by the next poll. A wait
+//! belongs to the owner's current use of the file: once the owner's locks on it are
+//! released (its process closed the file, or died — the kernel closes its files), the
+//! wait stops, and a lock it was granted meanwhile is given back at once. Otherwise a
+//! waiter killed while waiting would leave this mount polling on its behalf and, when
+//! the lock came free, holding it for no one, for ever. A wait also stops, with EINTR,
+//! when its caller has a signal to take (the mount checks; the kernel does not say): a
+//! waiting render job killed by its scheduler dies at once instead of hanging in the
+//! kernel until the lock comes free.
 
 use super::Fs;
-use crate::error::FsResult;
+use crate::error::{FsError, FsResult};
 use meridian_proto::{InodeId, Lock, LockKind, LockOwner, MetaError};
+use std::collections::HashMap;
 use std::time::Duration;
+
+/// The (inode, lock owner) pairs this mount took locks for, each with the generation at
+/// which the owner started using locks on the inode (a new one after each release).
+#[derive(Debug, Default)]
+pub struct Locked {
+    pairs: HashMap<(InodeId, u64), u64>,
+    next: u64,
+}
+
+impl Locked {
+    /// The pair's current generation, starting one if there is none.
+    fn enter(&mut self, key: (InodeId, u64)) -> u64 {
+        let next = &mut self.next;
+        *self.pairs.entry(key).or_insert_with(|| {
+            *next += 1;
+            *next
+        })
+    }
+    fn current(&self, key: (InodeId, u64), generation: u64) -> bool {
+        self.pairs.get(&key) == Some(&generation)
+    }
+}
 
 fn owner(owner: u64) -> LockOwner {
     // The session is the metaserver's to fill in (0 in embedded mode).
@@ -24,17 +55,36 @@ impl Fs {
         Ok(self.ns.getlk(ino, owner(lock_owner), lock)?)
     }
 
-    /// Takes, changes or releases a lock (F_SETLK, or F_SETLKW with `wait`).
-    pub fn setlk(&self, ino: InodeId, lock_owner: u64, lock: &Lock, wait: bool) -> FsResult<()> {
-        if lock.kind != LockKind::Unlock {
-            self.locked.lock().insert((ino, lock_owner));
-        }
+    /// Takes, changes or releases a lock: F_SETLK, or F_SETLKW with `wait`, which says
+    /// whether the caller was interrupted (a signal): then the wait stops with EINTR, as
+    /// F_SETLKW does (the kernel restarts it after an `SA_RESTART` handler).
+    pub fn setlk(
+        &self,
+        ino: InodeId,
+        lock_owner: u64,
+        lock: &Lock,
+        wait: Option<&dyn Fn() -> bool>,
+    ) -> FsResult<()> {
+        let key = (ino, lock_owner);
+        let generation = (lock.kind != LockKind::Unlock).then(|| self.locked.lock().enter(key));
+        let abandoned = || generation.is_some_and(|g| !self.locked.lock().current(key, g));
         let mut pause = Duration::from_millis(1);
         loop {
             match self.ns.setlk(ino, owner(lock_owner), lock) {
-                Err(MetaError::WouldBlock) if wait => {
+                Err(MetaError::WouldBlock) if let Some(interrupted) = wait => {
+                    if abandoned() {
+                        return Err(FsError::LockAbandoned(ino.0));
+                    }
+                    if interrupted() {
+                        return Err(FsError::Interrupted(ino.0));
+                    }
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Ok(()) if wait.is_some() && abandoned() => {
+                    // Granted after its owner let go of the file: give it back.
+                    self.ns.setlk(ino, owner(lock_owner), &unlock_all())?;
+                    return Err(FsError::LockAbandoned(ino.0));
                 }
                 r => return Ok(r?),
             }
@@ -44,16 +94,26 @@ impl Fs {
     /// Releases every lock `lock_owner` holds on `ino` (a close by the owning process, or
     /// the last close of a flock'ed file); free when it never locked anything here.
     pub fn unlock_owner(&self, ino: InodeId, lock_owner: u64) -> FsResult<()> {
-        if !self.locked.lock().remove(&(ino, lock_owner)) {
+        if self
+            .locked
+            .lock()
+            .pairs
+            .remove(&(ino, lock_owner))
+            .is_none()
+        {
             return Ok(());
         }
-        let all = Lock {
-            kind: LockKind::Unlock,
-            start: 0,
-            end: u64::MAX,
-            pid: 0,
-            flock: false,
-        };
-        Ok(self.ns.setlk(ino, owner(lock_owner), &all)?)
+        Ok(self.ns.setlk(ino, owner(lock_owner), &unlock_all())?)
+    }
+}
+
+/// Every lock of an owner on an inode, released.
+fn unlock_all() -> Lock {
+    Lock {
+        kind: LockKind::Unlock,
+        start: 0,
+        end: u64::MAX,
+        pid: 0,
+        flock: false,
     }
 }

@@ -126,7 +126,7 @@ pub struct Fs {
     /// Inodes whose passthrough copy is being assembled.
     assembling: Arc<Mutex<std::collections::HashSet<InodeId>>>,
     /// (inode, lock owner) pairs that took a byte-range lock through this mount.
-    locked: Mutex<std::collections::HashSet<(InodeId, u64)>>,
+    locked: Mutex<locks::Locked>,
     /// The write-through copy writer (with passthrough on).
     tee_tx: Option<std::sync::mpsc::SyncSender<tee::Job>>,
 }

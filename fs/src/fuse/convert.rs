@@ -102,6 +102,26 @@ pub(super) fn errno(e: &FsError) -> Errno {
 }
 
 /// Supplementary groups of process `pid`, from `/proc/<pid>/status`.
+/// Whether thread `tid` has a signal pending that it neither blocks nor ignores, or is
+/// gone: a blocking lock request made by it should stop waiting (the kernel cannot tell
+/// us: fuser answers FUSE_INTERRUPT with ENOSYS, and a request already read by the daemon
+/// keeps even a SIGKILLed caller waiting until it is answered).
+pub(super) fn signal_pending(tid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return true;
+    };
+    let mask = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    let pending = mask("SigPnd:") | mask("ShdPnd:");
+    const KILL: u64 = 1 << (libc::SIGKILL - 1);
+    pending & KILL != 0 || pending & !mask("SigBlk:") & !mask("SigIgn:") != 0
+}
+
 pub(super) fn groups_of(pid: u32) -> Vec<u32> {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return Vec::new();

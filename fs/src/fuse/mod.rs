@@ -520,7 +520,7 @@ impl Filesystem for FuseFs {
 
     fn setlk(
         &self,
-        _req: &Request,
+        req: &Request,
         i: INodeNo,
         _fh: FileHandle,
         owner: LockOwner,
@@ -534,7 +534,10 @@ impl Filesystem for FuseFs {
         let Some(want) = lock(start, end, typ, pid) else {
             return reply.error(Errno::EINVAL);
         };
-        self.empty(self.fs.setlk(ino(i), owner.0, &want, sleep), reply)
+        let pid = req.pid();
+        let interrupted = move || convert::signal_pending(pid);
+        let wait = sleep.then_some(&interrupted as &dyn Fn() -> bool);
+        self.empty(self.fs.setlk(ino(i), owner.0, &want, wait), reply)
     }
 
     fn opendir(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
