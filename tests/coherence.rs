@@ -367,3 +367,40 @@ fn a_lock_waiter_can_be_killed_or_interrupted_and_leaves_no_lock() {
         }
     }
 }
+
+/// A blocking lock request in one mount is granted when the holder in the other mount
+/// lets go (the metaserver wakes the waiting client; it would also find it by polling).
+#[test]
+fn a_blocked_lock_request_is_granted_when_the_other_mount_releases() {
+    let site = Site::start();
+    let (t1, t2) = (site.add_client("ws1"), site.add_client("ws2"));
+    let a = site.mount(&t1, &[]);
+    let b = site.mount(&t2, &[]);
+    std::fs::write(a.path("edl.lock"), b"").unwrap();
+    for take in [
+        "fcntl.lockf(f, fcntl.LOCK_EX)",
+        "fcntl.flock(f, fcntl.LOCK_EX)",
+    ] {
+        let mut holder = hold(&a.path("edl.lock"), take);
+        let script = format!(
+            "import fcntl\nf=open({p:?},'r+')\nprint('waiting',flush=True)\n{take}\nprint('got',flush=True)\n",
+            p = b.path("edl.lock").display().to_string()
+        );
+        let mut waiter = spawn_ready(&script, "waiting");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            waiter.try_wait().unwrap().is_none(),
+            "{take}: granted while held"
+        );
+        drop(holder.stdin.take());
+        holder.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while waiter.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{take}: never granted");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut out = String::new();
+        std::io::Read::read_to_string(waiter.stdout.as_mut().unwrap(), &mut out).unwrap();
+        assert_eq!(out.trim(), "got", "{take}");
+    }
+}

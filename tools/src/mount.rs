@@ -228,7 +228,10 @@ fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
     })?;
     let mut unmounter = session.unmount_callable();
     if let Some(client) = &site {
-        client.on_invalidate(meridian_fs::fuse::invalidator(session.notifier()));
+        client.on_invalidate(meridian_fs::fuse::invalidator(
+            session.notifier(),
+            fs.clone(),
+        ));
     }
 
     println!("meridian: mounted at {}", mp.display());

@@ -172,6 +172,7 @@ fn feed(cfg: &SiteConfig, dir: &Path, after: u64, limit: usize, token: String) -
             .iter()
             .map(|i| match i {
                 Invalidation::Inode(ino) => format!("inode {}", ino.0),
+                Invalidation::Locks(ino) => format!("locks {}", ino.0),
                 Invalidation::Entry { parent, name } => {
                     format!("entry {}/{}", parent.0, String::from_utf8_lossy(name))
                 }

@@ -4,9 +4,13 @@
 //! Owns: which (inode, lock owner) pairs this mount has taken locks for, so closing a file
 //! costs a metaserver call only when its owner locked something.
 //!
-//! Invariants: a blocking request (F_SETLKW, flock without LOCK_NB) polls the namespace
-//! with a growing pause (1 ms up to 50 ms) until granted: the metaserver queues no
-//! waiters, so a lock freed by a client that went away is taken by the next poll. A wait
+//! Invariants: a blocking request (F_SETLKW, flock without LOCK_NB) asks again whenever a
+//! lock may have come free — a release through this mount, or a wake-up its site
+//! metaserver pushes to clients it refused ([`Fs::locks_changed`]) — and otherwise every
+//! pause (1 ms doubling up to [`MAX_PAUSE`]): the metaserver queues no waiters, so a
+//! wake-up lost, or a release on another metaserver of a PostgreSQL site (which pushes
+//! none), is made up by the next poll. The wake-up generation is read before each try, so
+//! a release between a refusal and the wait is not missed. A wait
 //! belongs to the owner's current use of the file: once the owner's locks on it are
 //! released (its process closed the file, or died — the kernel closes its files), the
 //! wait stops, and a lock it was granted meanwhile is given back at once. Otherwise a
@@ -19,8 +23,36 @@
 use super::Fs;
 use crate::error::{FsError, FsResult};
 use meridian_proto::{InodeId, Lock, LockKind, LockOwner, MetaError};
+use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::time::Duration;
+
+/// The longest pause between two tries of a blocking lock request with no wake-up.
+pub const MAX_PAUSE: Duration = Duration::from_millis(500);
+
+/// A generation bumped whenever a lock may have come free, with waiters on it.
+#[derive(Debug, Default)]
+pub struct Wake {
+    generation: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Wake {
+    fn generation(&self) -> u64 {
+        *self.generation.lock()
+    }
+    fn bump(&self) {
+        *self.generation.lock() += 1;
+        self.changed.notify_all();
+    }
+    /// Waits until the generation moves past `seen`, at most `pause`.
+    fn wait(&self, seen: u64, pause: Duration) {
+        let mut g = self.generation.lock();
+        if *g == seen {
+            let _ = self.changed.wait_for(&mut g, pause);
+        }
+    }
+}
 
 /// The (inode, lock owner) pairs this mount took locks for, each with the generation at
 /// which the owner started using locks on the inode (a new one after each release).
@@ -70,6 +102,7 @@ impl Fs {
         let abandoned = || generation.is_some_and(|g| !self.locked.lock().current(key, g));
         let mut pause = Duration::from_millis(1);
         loop {
+            let seen = self.lock_wake.generation();
             match self.ns.setlk(ino, owner(lock_owner), lock) {
                 Err(MetaError::WouldBlock) if let Some(interrupted) = wait => {
                     if abandoned() {
@@ -78,17 +111,29 @@ impl Fs {
                     if interrupted() {
                         return Err(FsError::Interrupted(ino.0));
                     }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(50));
+                    self.lock_wake.wait(seen, pause);
+                    pause = (pause * 2).min(MAX_PAUSE);
                 }
                 Ok(()) if wait.is_some() && abandoned() => {
                     // Granted after its owner let go of the file: give it back.
                     self.ns.setlk(ino, owner(lock_owner), &unlock_all())?;
+                    self.lock_wake.bump();
                     return Err(FsError::LockAbandoned(ino.0));
+                }
+                Ok(()) => {
+                    // A release, or a lock narrowed in place, may let a waiter here in.
+                    self.lock_wake.bump();
+                    return Ok(());
                 }
                 r => return Ok(r?),
             }
         }
+    }
+
+    /// A lock may have come free elsewhere (the site metaserver said so): blocking
+    /// requests try again now.
+    pub fn locks_changed(&self) {
+        self.lock_wake.bump();
     }
 
     /// Releases every lock `lock_owner` holds on `ino` (a close by the owning process, or
@@ -103,7 +148,9 @@ impl Fs {
         {
             return Ok(());
         }
-        Ok(self.ns.setlk(ino, owner(lock_owner), &unlock_all())?)
+        self.ns.setlk(ino, owner(lock_owner), &unlock_all())?;
+        self.lock_wake.bump();
+        Ok(())
     }
 }
 

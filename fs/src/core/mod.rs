@@ -127,6 +127,8 @@ pub struct Fs {
     assembling: Arc<Mutex<std::collections::HashSet<InodeId>>>,
     /// (inode, lock owner) pairs that took a byte-range lock through this mount.
     locked: Mutex<locks::Locked>,
+    /// Wakes blocking lock requests when a lock may have come free (see [`locks`]).
+    lock_wake: locks::Wake,
     /// The write-through copy writer (with passthrough on).
     tee_tx: Option<std::sync::mpsc::SyncSender<tee::Job>>,
 }
@@ -162,6 +164,7 @@ impl Fs {
             seen: Mutex::new(HashMap::new()),
             assembling: Default::default(),
             locked: Default::default(),
+            lock_wake: Default::default(),
             tee_tx,
         }
     }

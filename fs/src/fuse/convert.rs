@@ -9,7 +9,8 @@ use super::*;
 /// named attributes, entries and cached pages. Called from the client's invalidation
 /// thread, never from a FUSE request (the kernel may hold the directory's lock while a
 /// request of ours is in flight).
-pub fn invalidator(n: Notifier) -> meridian_proto::session::InvalidationHandler {
+/// A lock released elsewhere wakes this mount's lock waiters.
+pub fn invalidator(n: Notifier, fs: Arc<Fs>) -> meridian_proto::session::InvalidationHandler {
     use meridian_proto::session::Invalidation;
     Box::new(move |items| {
         for item in items {
@@ -18,6 +19,10 @@ pub fn invalidator(n: Notifier) -> meridian_proto::session::InvalidationHandler 
                 Invalidation::Inode(i) => n.inval_inode(INodeNo(i.0), 0, 0),
                 Invalidation::Entry { parent, name } => {
                     n.inval_entry(INodeNo(parent.0), OsStr::from_bytes(name))
+                }
+                Invalidation::Locks(_) => {
+                    fs.locks_changed();
+                    Ok(())
                 }
             };
         }

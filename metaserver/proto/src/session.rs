@@ -59,6 +59,9 @@ pub enum Invalidation {
         #[serde(with = "serde_bytes")]
         name: Vec<u8>,
     },
+    /// A lock on the inode was released or narrowed: a lock request this client was
+    /// refused may now be granted (sent to clients waiting for one, never waited for).
+    Locks(InodeId),
 }
 
 /// The inodes a request will change besides those it names: the inodes behind the names an

@@ -163,6 +163,7 @@ impl MetaCache {
                         c.drop_attr(&i);
                     }
                 }
+                Invalidation::Locks(_) => {} // locks are never cached
             }
         }
     }

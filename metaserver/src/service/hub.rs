@@ -9,7 +9,7 @@
 //! [`ACK_WAIT`] if a client does not answer (it is then logged); a session that ends
 //! releases its opens and locks.
 //!
-//! Locks: `Hub::sessions` → one `SessionState`'s `held`, `acks` or `opens`; never two
+//! Locks: `Hub::sessions` → one `SessionState`'s `held`, `acks`, `opens` or `locks`; never two
 //! sessions' inner locks at once.
 
 use meridian_proto::session::{Invalidation, ServerMsg};
@@ -60,6 +60,7 @@ impl Held {
             || items.iter().any(|i| match i {
                 Invalidation::Inode(ino) => self.inodes.contains(ino),
                 Invalidation::Entry { parent, .. } => self.inodes.contains(parent),
+                Invalidation::Locks(_) => false, // sent to waiters only: see `Hub::wake`
             })
     }
 }
@@ -72,6 +73,15 @@ pub struct SessionState {
     held: Mutex<Held>,
     acks: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     opens: Mutex<HashMap<InodeId, u32>>,
+    /// Inodes this client was refused a lock on (woken once when a lock there goes), and
+    /// inodes it took locks on (their waiters are woken when the session ends).
+    locks: Mutex<LockInterest>,
+}
+
+#[derive(Default)]
+struct LockInterest {
+    waiting: HashSet<InodeId>,
+    taken: HashSet<InodeId>,
 }
 
 impl SessionState {
@@ -147,6 +157,7 @@ impl Hub {
             held: Default::default(),
             acks: Default::default(),
             opens: Default::default(),
+            locks: Default::default(),
         });
         self.sessions.lock().insert(id, s.clone());
         s
@@ -167,6 +178,48 @@ impl Hub {
         }
         if let Err(e) = ns.end_session(s.id) {
             tracing::warn!(error = %e, "releasing an ended session's locks");
+        }
+        let taken: Vec<InodeId> = s.locks.lock().taken.drain().collect();
+        for ino in taken {
+            self.wake(ino);
+        }
+    }
+
+    /// Notes the outcome of a lock request of session `s` on `ino`: refused, it waits for
+    /// a wake-up; granted (or a release), other waiters there are woken at once.
+    pub fn lock_outcome(&self, s: &SessionState, ino: InodeId, unlock: bool, resp: &Response) {
+        match resp {
+            Response::Err(meridian_proto::MetaError::WouldBlock) => {
+                s.locks.lock().waiting.insert(ino);
+            }
+            Response::Err(_) => {}
+            _ => {
+                if !unlock {
+                    s.locks.lock().taken.insert(ino);
+                }
+                // A release, or a lock changed in place (a write lock made a read lock, a
+                // range narrowed), may let a waiter in.
+                self.wake(ino);
+            }
+        }
+    }
+
+    /// Tells every session waiting for a lock on `ino` to try again (once; not waited for:
+    /// a waiter that never hears it polls anyway).
+    fn wake(&self, ino: InodeId) {
+        let waiters: Vec<Arc<SessionState>> = self
+            .sessions
+            .lock()
+            .values()
+            .filter(|s| s.locks.lock().waiting.remove(&ino))
+            .cloned()
+            .collect();
+        for s in waiters {
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            s.send(&ServerMsg::Invalidate {
+                seq,
+                items: vec![Invalidation::Locks(ino)],
+            });
         }
     }
 
@@ -211,5 +264,78 @@ impl Hub {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_proto::MetaError;
+    use meridian_proto::wire::Decoder;
+
+    fn session(hub: &Hub, id: u64) -> (Arc<SessionState>, mpsc::UnboundedReceiver<Vec<u8>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let info = Session {
+            name: format!("ws{id}"),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            since: std::time::SystemTime::now(),
+        };
+        (hub.join(id, info, tx), rx)
+    }
+
+    /// The lock wake-ups a session was sent.
+    fn wakes(rx: &mut mpsc::UnboundedReceiver<Vec<u8>>) -> Vec<InodeId> {
+        let mut dec = Decoder::default();
+        while let Ok(frame) = rx.try_recv() {
+            dec.push(&frame);
+        }
+        let mut out = Vec::new();
+        while let Some(ServerMsg::Invalidate { items, .. }) = dec.decode_next().unwrap() {
+            out.extend(items.iter().filter_map(|i| match i {
+                Invalidation::Locks(ino) => Some(*ino),
+                _ => None,
+            }));
+        }
+        out
+    }
+
+    #[test]
+    fn a_refused_session_is_woken_once_when_a_lock_goes() {
+        let hub = Hub::default();
+        let (a, mut ra) = session(&hub, 1);
+        let (b, mut rb) = session(&hub, 2);
+        let (c, mut rc) = session(&hub, 3);
+        let (f, g) = (InodeId(10), InodeId(11));
+        hub.lock_outcome(&a, f, false, &Response::Unit);
+        hub.lock_outcome(&b, f, false, &Response::Err(MetaError::WouldBlock));
+        hub.lock_outcome(&c, g, false, &Response::Err(MetaError::WouldBlock));
+        assert!(
+            wakes(&mut rb).is_empty(),
+            "not woken before anything changed"
+        );
+        hub.lock_outcome(&a, f, true, &Response::Unit);
+        assert_eq!(wakes(&mut rb), vec![f], "the waiter on f is woken");
+        assert!(
+            wakes(&mut rc).is_empty(),
+            "a waiter on another inode is not"
+        );
+        hub.lock_outcome(&a, f, true, &Response::Unit);
+        assert!(
+            wakes(&mut rb).is_empty(),
+            "a wake-up is sent once per refusal"
+        );
+        assert!(wakes(&mut ra).is_empty());
+
+        // A session that ends wakes the waiters on what it had locked.
+        hub.lock_outcome(&a, g, false, &Response::Unit);
+        assert_eq!(wakes(&mut rc), vec![g]);
+        hub.lock_outcome(&c, g, false, &Response::Err(MetaError::WouldBlock));
+        let ns = crate::Meta::open(crate::MemStore::new(), crate::MetaConfig::default()).unwrap();
+        hub.leave(&a, &ns);
+        assert_eq!(
+            wakes(&mut rc),
+            vec![g],
+            "woken when the holder's session ended"
+        );
     }
 }

@@ -371,6 +371,14 @@ fn run(ns: &dyn Namespace, hub: &Hub, me: &SessionState, c: Call) -> (Response, 
         );
     }
     let resp = replayed.unwrap_or_else(|| dispatch(ns, me.id, req.clone()));
+    if let Request::Setlk { ino, lock, .. } = &req {
+        hub.lock_outcome(
+            me,
+            *ino,
+            lock.kind == meridian_proto::LockKind::Unlock,
+            &resp,
+        );
+    }
     me.record(&req, &resp);
     let items = match resp {
         Response::Err(_) => Vec::new(),
