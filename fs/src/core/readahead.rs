@@ -10,7 +10,8 @@
 //! image sequence finds the next frames in memory. Passthrough reads never reach this
 //! process, so a passthrough open does the same from the open: the kernel is asked to read
 //! the opened copy and the next frame's copy into the page cache the passthrough reads
-//! share (an application's `fadvise` on the FUSE file does not reach the copy). Without it
+//! share (an application's `fadvise` on the FUSE file does not reach the copy) — when the
+//! open is one of a playback, the frame before having been read (see [`Fs::playing`]). Without it
 //! fio's rate-limited EXR playback got 16–19 fps through passthrough against 24 on the raw
 //! disk, while unthrottled both did ~35.
 
@@ -57,28 +58,29 @@ impl ReadAhead {
 /// The names of the `depth` frames after `name` (`a.0009.exr` → `a.0010.exr` …), if `name`
 /// has a frame number.
 pub fn next_frames(name: &[u8], depth: u32) -> Vec<Vec<u8>> {
-    let Some(end) = name.iter().rposition(u8::is_ascii_digit).map(|i| i + 1) else {
-        return Vec::new();
-    };
+    (1..=i64::from(depth))
+        .map_while(|k| frame(name, k))
+        .collect()
+}
+
+/// The name of the frame `delta` frames from `name`'s (same width), if `name` has a frame
+/// number and that frame is not below 0.
+pub fn frame(name: &[u8], delta: i64) -> Option<Vec<u8>> {
+    let end = name.iter().rposition(u8::is_ascii_digit)? + 1;
     let start = name[..end]
         .iter()
         .rposition(|b| !b.is_ascii_digit())
         .map_or(0, |i| i + 1);
     let digits = &name[start..end];
     if digits.len() > 18 {
-        return Vec::new();
+        return None;
     }
-    let Ok(frame) = std::str::from_utf8(digits).unwrap_or("x").parse::<u64>() else {
-        return Vec::new();
-    };
-    (1..=depth as u64)
-        .map(|k| {
-            let mut n = name[..start].to_vec();
-            n.extend(format!("{:0width$}", frame + k, width = digits.len()).bytes());
-            n.extend_from_slice(&name[end..]);
-            n
-        })
-        .collect()
+    let number = std::str::from_utf8(digits).ok()?.parse::<i64>().ok()?;
+    let other = u64::try_from(number.checked_add(delta)?).ok()?;
+    let mut n = name[..start].to_vec();
+    n.extend(format!("{other:0width$}", width = digits.len()).bytes());
+    n.extend_from_slice(&name[end..]);
+    Some(n)
 }
 
 /// Next frames with passthrough copies read into the page cache ahead of the reader. The
@@ -107,6 +109,24 @@ impl Fs {
             }
         }
         super::passthrough::read_ahead_later(copies, self.cfg.readahead_max_bytes);
+    }
+
+    /// Whether `ino` is a frame opened during playback: the frame before it has a
+    /// passthrough copy that was read (most of it is in the page cache). Only then does a
+    /// passthrough open read ahead — a scan reading the headers of a thousand frames must
+    /// not read a thousand frames.
+    pub(super) fn playing(&self, ino: InodeId) -> bool {
+        let Some((parent, name)) = self.names.lock().get(&ino).cloned() else {
+            return false;
+        };
+        let Some(previous) = frame(&name, -1) else {
+            return false;
+        };
+        let Ok(attr) = self.ns.lookup(&Caller::root(), parent, &previous) else {
+            return false;
+        };
+        self.ready_copy(&attr)
+            .is_some_and(|copy| super::passthrough::cached_fraction(&copy) >= 0.5)
     }
 
     /// The attributes of the `sequence_depth` frames after `ino`'s, as far as they exist.
@@ -140,6 +160,8 @@ mod tests {
         );
         assert_eq!(next_frames(b"f9", 1), vec![b"f10".to_vec()]);
         assert!(next_frames(b"notes.txt", 3).is_empty());
+        assert_eq!(frame(b"shot.1001.exr", -1), Some(b"shot.1000.exr".to_vec()));
+        assert_eq!(frame(b"shot.0000.exr", -1), None);
     }
 
     #[test]
