@@ -93,8 +93,9 @@ const COPY_FRAMES_AHEAD: usize = 1;
 impl Fs {
     /// Prefetches the next frames of the sequence `ino` belongs to: a frame with a
     /// passthrough copy is read into the page cache (its reads will not reach this
-    /// process; only the first [`COPY_FRAMES_AHEAD`] of them), any other's first blocks into the block cache. `copies` are copies to
-    /// read ahead as well (the one an open is about to pass through).
+    /// process; only the first [`COPY_FRAMES_AHEAD`] of them), any other's first blocks
+    /// into the block cache. `copies` are copies to read ahead as well (the one an open is
+    /// about to pass through).
     pub(super) fn prefetch_sequence(&self, ino: InodeId, mut copies: Vec<std::fs::File>) {
         let chunks = self.cfg.readahead_max_bytes.div_ceil(CHUNK_SIZE);
         let mut local_frames = 0;

@@ -3,9 +3,10 @@
 //! Layout: [`tls`] (the server's certificate, generated on first start, that clients pin),
 //! [`clients`] (credentials issued per client), [`server`] (connections, the handshake,
 //! dispatch onto the namespace), [`hub`] (sessions, pushed invalidations, what a client
-//! that goes away leaves behind), [`replay`] (calls retried after a lost answer), [`cache`] (a client's attributes and entries, kept
-//! true by invalidations), [`client`] (the `Transport` a mount uses: many calls on
-//! one stream, reconnects, times out instead of hanging, applies invalidations).
+//! that goes away leaves behind, lock wake-ups), [`replay`] (calls retried after a lost
+//! answer), [`cache`] (a client's attributes and entries, kept true by invalidations),
+//! [`client`] (the `Transport` a mount uses: many calls on one stream, reconnects, times
+//! out instead of hanging, applies invalidations).
 //!
 //! Protocol (`meridian_proto::wire` and `meridian_proto::session`): one long-lived
 //! bidirectional QUIC stream per client; a bare `Hello` each way first (version and
