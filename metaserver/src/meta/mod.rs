@@ -237,7 +237,8 @@ impl<S: Store> Meta<S> {
     }
 
     /// [`Self::write`] for the site call `call` (recorded with the change in the feed, so
-    /// that a retry of the call is recognised as done: the calls that make or remove names).
+    /// that a retry of the call is recognised as done: the calls that make or remove names
+    /// of files or of extended attributes).
     fn write_for<T>(
         &self,
         call: Option<CallTag>,
@@ -508,7 +509,7 @@ impl<S: Store> Namespace for Meta<S> {
         value: &[u8],
         mode: XattrMode,
     ) -> MetaResult<()> {
-        self.write(|w| {
+        self.write_for(who.call, |w| {
             placement::validate(w, ino, name, value)?;
             attr::setxattr(w, who, ino, name, value, mode)?;
             self.after_xattr(w, ino, name)
@@ -526,7 +527,7 @@ impl<S: Store> Namespace for Meta<S> {
     }
 
     fn removexattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> MetaResult<()> {
-        self.write(|w| {
+        self.write_for(who.call, |w| {
             if name == placement::PLACEMENT {
                 return Err(MetaError::NotPermitted);
             }

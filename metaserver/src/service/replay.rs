@@ -1,8 +1,10 @@
 //! Calls retried after their answer was lost: a client whose connection drops (the
 //! metaserver restarted, or the network) sends the calls it was waiting for again on a new
-//! connection. A call that makes or removes a name may have taken effect the first time;
-//! run again it would fail (`mkdir` with EEXIST, `unlink` and `rename` with ENOENT) and the
-//! application would be told the opposite of what happened.
+//! connection. A call that makes or removes a name — of a file or of an extended
+//! attribute — may have taken effect the first time; run again it would fail (`mkdir` and
+//! `setxattr(XATTR_CREATE)` with EEXIST, `unlink` and `rename` with ENOENT,
+//! `removexattr` with ENODATA) and the application would be told the opposite of what
+//! happened.
 //!
 //! Owns: tagging those calls with their [`CallTag`] (the namespace records the tag with the
 //! change in the change feed, in the same transaction), the set of tagged calls running in
@@ -38,7 +40,8 @@ pub fn client_key(name: &str) -> u64 {
     u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
-/// Tags `req` with `tag` if it makes or removes a name; whether it did.
+/// Tags `req` with `tag` if it makes or removes a name (of a file or an extended
+/// attribute); whether it did.
 pub fn tag(req: &mut Request, tag: CallTag) -> bool {
     use Request as R;
     let who: &mut Caller = match req {
@@ -49,7 +52,9 @@ pub fn tag(req: &mut Request, tag: CallTag) -> bool {
         | R::Link { who, .. }
         | R::Unlink { who, .. }
         | R::Rmdir { who, .. }
-        | R::Rename { who, .. } => who,
+        | R::Rename { who, .. }
+        | R::Setxattr { who, .. }
+        | R::Removexattr { who, .. } => who,
         _ => return false,
     };
     who.call = Some(tag);
@@ -81,7 +86,11 @@ pub fn answer(
             Some(Response::Made(attr, ns.getattr(*parent).ok()?))
         }
         R::Link { ino, .. } => ns.getattr(*ino).ok().map(Response::Attr),
-        R::Unlink { .. } | R::Rmdir { .. } | R::Rename { .. } => Some(Response::Unit),
+        R::Unlink { .. }
+        | R::Rmdir { .. }
+        | R::Rename { .. }
+        | R::Setxattr { .. }
+        | R::Removexattr { .. } => Some(Response::Unit),
         _ => None,
     }
 }

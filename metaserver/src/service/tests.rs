@@ -5,7 +5,7 @@ use super::replay;
 use super::server::{Server, ServerConfig};
 use crate::{Meta, MetaConfig, RedbStore};
 use meridian_proto::wire::{Remote, Request, Response};
-use meridian_proto::{CallTag, Caller, MetaError, Namespace, ROOT, RenameMode};
+use meridian_proto::{CallTag, Caller, MetaError, Namespace, ROOT, RenameMode, XattrMode};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -133,6 +133,16 @@ fn calls_retried_after_their_answer_was_lost_are_answered_as_done() {
     lose();
     ns.unlink(&root, d.ino, b"plate.v1.exr")
         .expect("unlink retried");
+    lose();
+    ns.setxattr(&root, f.ino, b"user.shot", b"SH010", XattrMode::CreateOnly)
+        .expect("setxattr(XATTR_CREATE) retried");
+    lose();
+    ns.removexattr(&root, f.ino, b"user.shot")
+        .expect("removexattr retried");
+    assert_eq!(
+        ns.getxattr(&root, f.ino, b"user.shot").unwrap_err(),
+        MetaError::NoAttribute
+    );
     assert!(
         !client
             .lose_next_answer
