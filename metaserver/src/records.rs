@@ -348,12 +348,14 @@ impl<'a> Writer<'a> {
         self.touch(ino);
         self.txn.delete(Table::Xattrs, &child_key(ino, name))
     }
-    /// Stores `ino`'s locks (none: the entry goes).
+    /// Stores `ino`'s locks (none: the entry goes). The change feed says the locks there
+    /// changed, so metaservers sharing the store wake their clients waiting for one.
     pub fn put_locks(
         &mut self,
         ino: InodeId,
         locks: &[crate::meta::locks::Stored],
     ) -> MetaResult<()> {
+        self.touched.push(Invalidation::Locks(ino));
         match locks.is_empty() {
             true => self.txn.delete(Table::Locks, &ino_key(ino)),
             false => self.txn.put(Table::Locks, &ino_key(ino), &encode(&locks)),

@@ -83,7 +83,18 @@ fn locks_hold_across_metaservers_sharing_postgresql() {
             .unwrap()
             .is_some()
     );
+    let before = Namespace::changes(&a, Hlc(0), 10_000).unwrap().len();
     a.end_session(1).unwrap();
+    // The release is in the change feed, which the other metaserver follows to wake its
+    // clients waiting for a lock there (read back through the writer: its commit may
+    // still be on its way, deferred).
+    let feed = Namespace::changes(&a, Hlc(0), 10_000).unwrap();
+    assert!(
+        feed[before..].iter().any(|c| c
+            .items
+            .contains(&meridian_proto::session::Invalidation::Locks(f.ino))),
+        "a lock release is announced in the feed"
+    );
     b.setlk(f.ino, same, &whole(LockKind::Read)).unwrap();
     // b goes silent: its lock stays while its lease runs, then a's upkeep removes it.
     let now = Hlc::wall_millis();

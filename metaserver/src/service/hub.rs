@@ -206,7 +206,7 @@ impl Hub {
 
     /// Tells every session waiting for a lock on `ino` to try again (once; not waited for:
     /// a waiter that never hears it polls anyway).
-    fn wake(&self, ino: InodeId) {
+    pub fn wake(&self, ino: InodeId) {
         let waiters: Vec<Arc<SessionState>> = self
             .sessions
             .lock()

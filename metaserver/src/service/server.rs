@@ -168,9 +168,18 @@ impl Server {
                 if c.origin == origin {
                     continue; // pushed when it was made
                 }
-                let targets = self.hub.holders(u64::MAX, &c.items);
+                let (locks, items): (Vec<_>, Vec<_>) = c
+                    .items
+                    .into_iter()
+                    .partition(|i| matches!(i, Invalidation::Locks(_)));
+                for l in locks {
+                    if let Invalidation::Locks(ino) = l {
+                        self.hub.wake(ino);
+                    }
+                }
+                let targets = self.hub.holders(u64::MAX, &items);
                 if !targets.is_empty() {
-                    self.hub.invalidate(targets, c.items).await;
+                    self.hub.invalidate(targets, items).await;
                 }
             }
         }
