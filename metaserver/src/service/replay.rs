@@ -83,6 +83,11 @@ pub fn answer(
             if !items.contains(&Invalidation::Inode(attr.ino)) {
                 return None; // the name now leads elsewhere: not what the call made
             }
+            if let R::Create { .. } = req {
+                // A create leaves the file open for its caller, who will release it; the
+                // first attempt's open went with its session (or its process).
+                ns.open(&root, attr.ino, true, false).ok()?;
+            }
             Some(Response::Made(attr, ns.getattr(*parent).ok()?))
         }
         R::Link { ino, .. } => ns.getattr(*ino).ok().map(Response::Attr),

@@ -30,25 +30,38 @@ fn config(dir: &Path, listen: SocketAddr) -> ServerConfig {
     }
 }
 
-/// Starts a metaserver serving `ns` on its own runtime (dropping the runtime kills it).
-fn start(cfg: &ServerConfig, ns: Arc<dyn Namespace>) -> (tokio::runtime::Runtime, SocketAddr) {
+/// A metaserver on its own runtime (dropping the runtime kills it).
+struct Running {
+    _rt: tokio::runtime::Runtime,
+    addr: SocketAddr,
+    hub: Arc<super::hub::Hub>,
+}
+
+/// Starts a metaserver serving `ns`.
+fn start(cfg: &ServerConfig, ns: Arc<dyn Namespace>) -> Running {
     let rt = runtime();
     let server = rt.block_on(async { Server::bind(cfg) }).unwrap();
-    let addr = server.local_addr();
+    let (addr, hub) = (server.local_addr(), server.hub.clone());
     let clients = cfg.clients.clone();
     rt.spawn(async move { server.serve(ns, clients).await });
-    (rt, addr)
+    Running { _rt: rt, addr, hub }
 }
 
 /// Serves `ns` on a free loopback port; the runtime keeps it running. Returns a client
 /// named `flame-07` connected to it.
-fn serve(dir: &Path, ns: Arc<dyn Namespace>) -> (tokio::runtime::Runtime, QuicClient) {
+fn serve(dir: &Path, ns: Arc<dyn Namespace>) -> (Running, QuicClient) {
     let cfg = config(dir, "127.0.0.1:0".parse().unwrap());
     let token = super::clients::add(&cfg.clients, "flame-07").unwrap();
-    let (rt, addr) = start(&cfg, ns);
-    let client =
-        QuicClient::connect(addr, &cfg.cert, "flame-07", &token, Duration::from_secs(10)).unwrap();
-    (rt, client)
+    let server = start(&cfg, ns);
+    let client = QuicClient::connect(
+        server.addr,
+        &cfg.cert,
+        "flame-07",
+        &token,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    (server, client)
 }
 
 /// A metaserver killed and restarted on the same address ends its old connections with a
@@ -62,7 +75,8 @@ fn a_restarted_metaserver_resets_the_old_connections() {
         Arc::new(Meta::open(crate::MemStore::new(), MetaConfig::default()).unwrap())
     };
     let cfg = config(dir.path(), "127.0.0.1:0".parse().unwrap());
-    let (first, addr) = start(&cfg, ns());
+    let first = start(&cfg, ns());
+    let addr = first.addr;
     let client_rt = runtime();
     let roots = super::tls::pinned(&cfg.cert).unwrap();
     let mut client_cfg = quinn::ClientConfig::with_root_certificates(Arc::new(roots)).unwrap();
@@ -75,8 +89,8 @@ fn a_restarted_metaserver_resets_the_old_connections() {
             .unwrap()
     });
     drop(first); // killed: no close frame is sent
-    let (_second, again) = start(&config(dir.path(), addr), ns());
-    assert_eq!(again, addr);
+    let second = start(&config(dir.path(), addr), ns());
+    assert_eq!(second.addr, addr);
     // The client's next keep-alive (every second) reaches the new process.
     let why = client_rt.block_on(conn.closed());
     assert!(
@@ -93,7 +107,8 @@ fn calls_retried_after_their_answer_was_lost_are_answered_as_done() {
         MetaConfig::default(),
     )
     .unwrap();
-    let (_rt, client) = serve(dir.path(), Arc::new(meta));
+    let meta = Arc::new(meta);
+    let (server, client) = serve(dir.path(), meta.clone());
     let client = Arc::new(client);
     let ns = Remote(client.clone());
     let root = Caller::root();
@@ -163,6 +178,34 @@ fn calls_retried_after_their_answer_was_lost_are_answered_as_done() {
     ns.unlink(&root, d.ino, b"latest").unwrap();
     lose();
     ns.rmdir(&root, ROOT, b"SH010").expect("rmdir retried");
+    // A retried create leaves the file open for its caller, as the first attempt did: an
+    // unlink meanwhile keeps it until the release.
+    lose();
+    let held = ns
+        .create(&root, ROOT, b"held.exr", 0o644)
+        .expect("create retried");
+    // Once the first attempt's connection has ended (its open released with it) ...
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.hub.sessions().len() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lost connection never ended"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ns.unlink(&root, ROOT, b"held.exr").unwrap();
+    assert_eq!(ns.getattr(held.ino).expect("still open").nlink, 0);
+    ns.release(held.ino).unwrap();
+    // (the release is sent without waiting, and this client's cache does not hear of the
+    // purge: look in the namespace itself)
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while meta.getattr(held.ino).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never purged after its release"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // A call that did not take effect the first time still fails on its retry.
     lose();
     assert_eq!(
