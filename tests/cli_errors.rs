@@ -165,7 +165,7 @@ fn bad_config_file_names_the_file_and_key() {
 }
 
 #[test]
-fn a_site_lease_too_short_names_the_option_and_the_minimum() {
+fn site_timings_out_of_range_name_the_option_and_the_minimum() {
     let tmp = tempfile::tempdir().unwrap();
     let conf = tmp.path().join("site.toml");
     let data = tmp.path().join("data").display().to_string();
@@ -177,6 +177,15 @@ fn a_site_lease_too_short_names_the_option_and_the_minimum() {
     fails_with(
         &["metaserver", "-c", &conf.display().to_string()],
         &["client_lease_ms = 500", "site.toml", "at least 3000"],
+    );
+    std::fs::write(
+        &conf,
+        format!("data_dir = {data:?}\ninvalidation_wait_ms = 0\n"),
+    )
+    .unwrap();
+    fails_with(
+        &["metaserver", "-c", &conf.display().to_string()],
+        &["invalidation_wait_ms = 0", "site.toml", "at least 1"],
     );
 }
 

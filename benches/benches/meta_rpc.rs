@@ -83,6 +83,7 @@ fn meta_rpc(c: &mut Criterion) {
         clients: dir.path().join("clients"),
         names: vec![],
         lease: meridian_metaserver::service::LEASE,
+        ack_wait: meridian_metaserver::service::hub::ACK_WAIT,
     };
     let token = clients::add(&cfg.clients, "bench").unwrap();
     let rt = server::runtime().unwrap();

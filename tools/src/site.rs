@@ -77,6 +77,10 @@ pub struct SiteConfig {
     /// others take them away (and purge its orphans). At least 3000; each metaserver marks
     /// itself alive every third of it.
     pub instance_lease_ms: u64,
+    /// How long a change waits for the other clients that cached what it changed to
+    /// acknowledge the invalidation, before it is answered anyway (and the silent client
+    /// is logged). At least 1.
+    pub invalidation_wait_ms: u64,
 }
 
 impl Default for SiteConfig {
@@ -92,6 +96,7 @@ impl Default for SiteConfig {
             postgres_timeout_ms: meridian_metaserver::store::pg::DEFAULT_TIMEOUT.as_millis() as u64,
             client_lease_ms: meridian_metaserver::service::LEASE.as_millis() as u64,
             instance_lease_ms: shared_locks::INSTANCE_LEASE.as_millis() as u64,
+            invalidation_wait_ms: meridian_metaserver::service::hub::ACK_WAIT.as_millis() as u64,
         }
     }
 }
@@ -111,6 +116,10 @@ impl SiteConfig {
                 let file = path.map_or("the site file".into(), |p| p.display().to_string());
                 bail!("{name} = {value} in {file} is too short: use at least {min} (milliseconds)");
             }
+        }
+        if cfg.invalidation_wait_ms == 0 {
+            let file = path.map_or("the site file".into(), |p| p.display().to_string());
+            bail!("invalidation_wait_ms = 0 in {file}: use at least 1 (milliseconds)");
         }
         Ok(cfg)
     }
@@ -252,6 +261,7 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
         clients: dir.join("clients"),
         names: cfg.names.clone(),
         lease: Duration::from_millis(cfg.client_lease_ms),
+        ack_wait: Duration::from_millis(cfg.invalidation_wait_ms),
     };
     let rt = server::runtime()?;
     rt.block_on(async {

@@ -6,7 +6,8 @@
 //!
 //! Invariants: a change reaches every other session holding an affected inode before the
 //! changing call is answered — the reply waits for their acknowledgements, or for
-//! [`ACK_WAIT`] if a client does not answer (it is then logged); a session that ends
+//! the hub's acknowledgement wait (by default [`ACK_WAIT`]) if a client does not answer
+//! (it is then logged); a session that ends
 //! releases its opens and locks.
 //!
 //! Locks: `Hub::sessions` → one `SessionState`'s `held`, `acks`, `opens` or `locks`; never two
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// How long a change waits for other clients to drop what it made stale.
+/// How long a change waits for other clients to drop what it made stale, by default.
 pub const ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// Inodes remembered per session before it is treated as holding everything.
@@ -131,7 +132,6 @@ impl SessionState {
 }
 
 /// Every session of one metaserver.
-#[derive(Default)]
 pub struct Hub {
     sessions: Mutex<HashMap<u64, Arc<SessionState>>>,
     next_seq: AtomicU64,
@@ -140,9 +140,28 @@ pub struct Hub {
     pub blocking: std::sync::atomic::AtomicBool,
     /// Calls that make or remove names, running or recently started (see [`super::replay`]).
     pub running: super::replay::Running,
+    /// How long a change waits for other clients' acknowledgements.
+    ack_wait: Duration,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new(ACK_WAIT)
+    }
 }
 
 impl Hub {
+    /// A hub whose changes wait at most `ack_wait` for other clients' acknowledgements.
+    pub fn new(ack_wait: Duration) -> Hub {
+        Hub {
+            sessions: Default::default(),
+            next_seq: Default::default(),
+            blocking: Default::default(),
+            running: Default::default(),
+            ack_wait,
+        }
+    }
+
     /// Registers a session; frames for it go to `out`.
     pub fn join(
         &self,
@@ -241,7 +260,7 @@ impl Hub {
             .collect()
     }
 
-    /// Sends `items` to each of `targets` and waits (at most [`ACK_WAIT`]) until each has
+    /// Sends `items` to each of `targets` and waits (at most the acknowledgement wait) until each has
     /// acknowledged.
     pub async fn invalidate(&self, targets: Vec<Arc<SessionState>>, items: Vec<Invalidation>) {
         let mut waits = Vec::with_capacity(targets.len());
@@ -256,11 +275,12 @@ impl Hub {
             waits.push((t, rx));
         }
         for (t, rx) in waits {
-            if tokio::time::timeout(ACK_WAIT, rx).await.is_err() {
+            if tokio::time::timeout(self.ack_wait, rx).await.is_err() {
                 tracing::warn!(
                     client = t.info.name,
                     addr = %t.info.addr,
-                    "a client did not acknowledge an invalidation within {ACK_WAIT:?}; going on"
+                    "a client did not acknowledge an invalidation within {:?}; going on",
+                    self.ack_wait
                 );
             }
         }

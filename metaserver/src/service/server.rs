@@ -39,6 +39,9 @@ pub struct ServerConfig {
     /// How long a silent client keeps its session, locks and open files (at least
     /// [`super::MIN_LEASE`]; clients send keep-alives every second).
     pub lease: std::time::Duration,
+    /// How long a change waits for the other clients holding what it changed to
+    /// acknowledge the invalidation before it is answered anyway.
+    pub ack_wait: std::time::Duration,
 }
 
 /// The runtime a metaserver runs on: one thread for every connection (wake-ups between
@@ -92,7 +95,7 @@ impl Server {
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
         Ok(Server {
             endpoint,
-            hub: Default::default(),
+            hub: Arc::new(Hub::new(cfg.ack_wait)),
         })
     }
 

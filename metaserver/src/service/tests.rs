@@ -27,6 +27,7 @@ fn config(dir: &Path, listen: SocketAddr) -> ServerConfig {
         clients: dir.join("clients"),
         names: vec![],
         lease: super::LEASE,
+        ack_wait: super::hub::ACK_WAIT,
     }
 }
 
