@@ -74,6 +74,10 @@ impl Locked {
     fn current(&self, key: (InodeId, u64), generation: u64) -> bool {
         self.pairs.get(&key) == Some(&generation)
     }
+    /// Ends the pair's generation; whether it had one.
+    fn leave(&mut self, key: (InodeId, u64)) -> bool {
+        self.pairs.remove(&key).is_some()
+    }
 }
 
 fn owner(owner: u64) -> LockOwner {
@@ -139,13 +143,7 @@ impl Fs {
     /// Releases every lock `lock_owner` holds on `ino` (a close by the owning process, or
     /// the last close of a flock'ed file); free when it never locked anything here.
     pub fn unlock_owner(&self, ino: InodeId, lock_owner: u64) -> FsResult<()> {
-        if self
-            .locked
-            .lock()
-            .pairs
-            .remove(&(ino, lock_owner))
-            .is_none()
-        {
+        if !self.locked.lock().leave((ino, lock_owner)) {
             return Ok(());
         }
         self.ns.setlk(ino, owner(lock_owner), &unlock_all())?;

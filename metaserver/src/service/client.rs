@@ -119,13 +119,8 @@ fn store(msg: String) -> MetaError {
     MetaError::Store(msg)
 }
 
-fn call_frame(id: u64, req: Request, resent_after_ms: Option<u32>) -> MetaResult<Vec<u8>> {
-    encode(&ClientMsg::Call {
-        id,
-        req,
-        resent_after_ms,
-    })
-    .map_err(|e| store(format!("metaserver request: {e}")))
+fn frame(msg: &ClientMsg) -> MetaResult<Vec<u8>> {
+    encode(msg).map_err(|e| store(format!("metaserver request: {e}")))
 }
 
 /// Call ids start at a random number per client process: with the client's name they tag
@@ -379,7 +374,11 @@ impl QuicClient {
     /// the metaserver releases the session's opens itself when it ends.
     fn post(&self, req: Request) -> MetaResult<Response> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = call_frame(id, req, None)?;
+        let frame = frame(&ClientMsg::Call {
+            id,
+            req,
+            resent_after_ms: None,
+        })?;
         let link = self.link()?;
         let _ = self
             .rt
@@ -391,14 +390,24 @@ impl QuicClient {
     fn exchange(&self, req: Request) -> MetaResult<Response> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let first = std::time::Instant::now();
-        let mut frame = call_frame(id, req.clone(), None)?;
+        let mut msg = ClientMsg::Call {
+            id,
+            req,
+            resent_after_ms: None,
+        };
+        let mut frame = frame(&msg)?;
         // One retry on a fresh link: a restarted metaserver is reached again. It says how
         // long ago the call was first sent, so that a change the first attempt made is
         // answered as done rather than tried again (see `replay`).
         for attempt in 0..2 {
-            if attempt > 0 {
+            if attempt > 0
+                && let ClientMsg::Call {
+                    resent_after_ms, ..
+                } = &mut msg
+            {
                 let ms = first.elapsed().as_millis().min(u32::MAX as u128) as u32;
-                frame = call_frame(id, req.clone(), Some(ms))?;
+                *resent_after_ms = Some(ms);
+                frame = self::frame(&msg)?;
             }
             let link = self.link()?;
             let (tx, rx) = oneshot::channel();

@@ -358,7 +358,7 @@ fn run(ns: &dyn Namespace, hub: &Hub, me: &SessionState, c: Call) -> (Response, 
         session: replay::client_key(&me.info.name),
         id,
     };
-    let _running = if replay::tag(&mut req, tag) {
+    let running = if replay::tag(&mut req, tag) {
         let Some(s) = hub.running.start(tag, resent_after_ms.is_some()) else {
             // Its retry ran first and answered the client; the connection it came on is gone.
             return (
@@ -373,7 +373,7 @@ fn run(ns: &dyn Namespace, hub: &Hub, me: &SessionState, c: Call) -> (Response, 
     // The inodes a removal or rename will take away, while their names still resolve.
     let gone: Vec<_> = ns.resolve(&victims(&req)).into_iter().flatten().collect();
     let replayed = resent_after_ms
-        .filter(|_| _running.is_some())
+        .filter(|_| running.is_some())
         .and_then(|ms| replay::answer(ns, &req, tag, Duration::from_millis(ms.into())));
     if replayed.is_some() {
         tracing::info!(
