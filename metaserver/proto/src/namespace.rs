@@ -226,6 +226,13 @@ pub trait Namespace: Send + Sync {
     /// open so the inode outlives its last name until [`Namespace::release`].
     fn open(&self, who: &Caller, ino: InodeId, read: bool, write: bool) -> MetaResult<Attr>;
     fn release(&self, ino: InodeId) -> MetaResult<()>;
+    /// Whether a release of `ino` now would need only memory, not the store (a server
+    /// over a store that blocks on the network runs such a call at once rather than on a
+    /// thread of its own). A hint: a release may still reach the store if the file lost
+    /// its last name meanwhile. By default, no.
+    fn release_in_memory(&self, _ino: InodeId) -> bool {
+        false
+    }
     /// The current data layout of a regular file, and its size.
     fn layout(&self, ino: InodeId) -> MetaResult<(Layout, u64)>;
     fn commit(&self, ino: InodeId, commit: &Commit) -> MetaResult<Attr>;

@@ -473,6 +473,11 @@ impl<S: Store> Namespace for Meta<S> {
         self.release_file(ino)
     }
 
+    fn release_in_memory(&self, ino: InodeId) -> bool {
+        // Only an orphan this process holds reaches the store (see `release_file`).
+        !self.orphaned.lock().contains(&ino)
+    }
+
     fn layout(&self, ino: InodeId) -> MetaResult<(Layout, u64)> {
         self.read(|t| {
             let rec = t.inode(ino)?;

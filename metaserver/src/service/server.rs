@@ -315,10 +315,8 @@ fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, c: Call
     match c.req {
         Request::Sync => {
             let (ns, me, session) = (ns.clone(), me.clone(), me.id);
-            tokio::spawn(async move {
-                let resp = tokio::task::spawn_blocking(move || dispatch(&*ns, session, c.req))
-                    .await
-                    .unwrap_or_else(|e| Response::Err(MetaError::Store(e.to_string())));
+            tokio::task::spawn_blocking(move || {
+                let resp = unwound(|| dispatch(&*ns, session, c.req)).unwrap_or_else(|e| e);
                 me.send(&ServerMsg::Reply { id, resp });
             });
         }
@@ -326,15 +324,17 @@ fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, c: Call
             id,
             resp: Response::Err(MetaError::Invalid("Hello sent twice".into())),
         }),
+        Request::Release { ino } if ns.release_in_memory(ino) => {
+            let (resp, items) = run(&**ns, hub, me, c);
+            answer(hub, me, id, resp, items);
+        }
         _ if hub.blocking.load(std::sync::atomic::Ordering::Relaxed) => {
-            // A store that blocks on the network (PostgreSQL): off the connection's task.
+            // A store that blocks on the network (PostgreSQL): off the connection's task,
+            // answered from the blocking thread (no hop back through a task).
             let (hub, me, ns) = (hub.clone(), me.clone(), ns.clone());
-            tokio::spawn(async move {
-                let (hub2, me2) = (hub.clone(), me.clone());
-                let done = tokio::task::spawn_blocking(move || run(&*ns, &hub2, &me2, c)).await;
-                let (resp, items) = done.unwrap_or_else(|e| {
-                    (Response::Err(MetaError::Store(e.to_string())), Vec::new())
-                });
+            tokio::task::spawn_blocking(move || {
+                let (resp, items) =
+                    unwound(|| run(&*ns, &hub, &me, c)).unwrap_or_else(|e| (e, Vec::new()));
                 answer(&hub, &me, id, resp, items);
             });
         }
@@ -343,6 +343,19 @@ fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, c: Call
             answer(hub, me, id, resp, items);
         }
     }
+}
+
+/// `f`'s result, or a panic in it as the error answer its caller gets (the client is
+/// answered rather than left waiting).
+fn unwound<T>(f: impl FnOnce() -> T) -> Result<T, Response> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Response::Err(MetaError::Store(format!("the call failed: {what}")))
+    })
 }
 
 /// Runs one namespace call for a session: its reply and what it made stale elsewhere. A
