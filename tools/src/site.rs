@@ -69,6 +69,9 @@ pub struct SiteConfig {
     /// With `postgres`: the longest wait for any answer of the database; past it the
     /// call fails (clients get EIO) and the connection is made again at the next one.
     pub postgres_timeout_ms: u64,
+    /// With `postgres`: while this metaserver is the database's only writer, work in sole
+    /// mode (decide writes from what it knows, see the pg store's `sole` module).
+    pub postgres_sole_writer: bool,
     /// How long a client that went silent (crashed, lost the network) keeps its session:
     /// then its locks and open files are released. At least 3000 (clients send a
     /// keep-alive every second).
@@ -94,6 +97,7 @@ impl Default for SiteConfig {
             postgres: None,
             feed_poll_ms: server::FOLLOW_EVERY.as_millis() as u64,
             postgres_timeout_ms: meridian_metaserver::store::pg::DEFAULT_TIMEOUT.as_millis() as u64,
+            postgres_sole_writer: true,
             client_lease_ms: meridian_metaserver::service::LEASE.as_millis() as u64,
             instance_lease_ms: shared_locks::INSTANCE_LEASE.as_millis() as u64,
             invalidation_wait_ms: meridian_metaserver::service::hub::ACK_WAIT.as_millis() as u64,
@@ -237,7 +241,8 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
     let (ns, follow, location): (Arc<dyn Namespace>, _, _) = match &cfg.postgres {
         Some(url) => {
             let timeout = Duration::from_millis(cfg.postgres_timeout_ms.max(1));
-            let store = meridian_metaserver::PgStore::connect_with(url, timeout)
+            let sole = cfg.postgres_sole_writer;
+            let store = meridian_metaserver::PgStore::connect_opts(url, timeout, sole)
                 .map_err(|e| anyhow!("postgres = {url:?} in the site file: {e}"))?;
             let mcfg = meridian_metaserver::MetaConfig {
                 instance_lease: Duration::from_millis(cfg.instance_lease_ms),

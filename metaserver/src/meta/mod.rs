@@ -207,7 +207,15 @@ impl<S: Store> Meta<S> {
     fn alloc_ino(&self, w: &mut Writer<'_>) -> MetaResult<InodeId> {
         let n = w.counter(NEXT_INO)?;
         w.set_counter(NEXT_INO, n + 1)?;
-        Ok(InodeId::new(self.config.site, n))
+        let ino = InodeId::new(self.config.site, n);
+        // Nothing is kept under a number never given before.
+        for t in Table::ALL
+            .into_iter()
+            .filter(|t| !matches!(t, Table::Meta | Table::Feed))
+        {
+            w.txn.fresh(t, &crate::records::ino_key(ino));
+        }
+        Ok(ino)
     }
 
     fn read<T>(&self, f: impl FnOnce(&dyn ReadTxn) -> MetaResult<T>) -> MetaResult<T> {

@@ -316,7 +316,7 @@ fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, c: Call
         Request::Sync => {
             let (ns, me, session) = (ns.clone(), me.clone(), me.id);
             tokio::task::spawn_blocking(move || {
-                let resp = unwound(|| dispatch(&*ns, session, c.req)).unwrap_or_else(|e| e);
+                let resp = unwound(|| dispatch(&*ns, session, c.req)).unwrap_or_else(Response::Err);
                 me.send(&ServerMsg::Reply { id, resp });
             });
         }
@@ -333,8 +333,8 @@ fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, c: Call
             // answered from the blocking thread (no hop back through a task).
             let (hub, me, ns) = (hub.clone(), me.clone(), ns.clone());
             tokio::task::spawn_blocking(move || {
-                let (resp, items) =
-                    unwound(|| run(&*ns, &hub, &me, c)).unwrap_or_else(|e| (e, Vec::new()));
+                let (resp, items) = unwound(|| run(&*ns, &hub, &me, c))
+                    .unwrap_or_else(|e| (Response::Err(e), Vec::new()));
                 answer(&hub, &me, id, resp, items);
             });
         }
@@ -345,16 +345,16 @@ fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, c: Call
     }
 }
 
-/// `f`'s result, or a panic in it as the error answer its caller gets (the client is
-/// answered rather than left waiting).
-fn unwound<T>(f: impl FnOnce() -> T) -> Result<T, Response> {
+/// `f`'s result, or a panic in it as the error its caller is answered with (rather than
+/// left waiting).
+fn unwound<T>(f: impl FnOnce() -> T) -> Result<T, MetaError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
         let what = p
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| p.downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        Response::Err(MetaError::Store(format!("the call failed: {what}")))
+        MetaError::Store(format!("the call failed: {what}"))
     })
 }
 

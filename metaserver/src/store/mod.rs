@@ -113,6 +113,10 @@ pub trait WriteTxn: ReadTxn {
     /// commits, told that instance `from` wrote (PostgreSQL: `NOTIFY`). A hint: stores
     /// only one process uses ignore it.
     fn announce(&mut self, _from: u64) {}
+    /// A hint that no key of `table` starting with `prefix` existed before this
+    /// transaction (the keys of an inode it allocated): a store that remembers what it
+    /// read may answer those keys' absence without asking. Stores that do not ignore it.
+    fn fresh(&mut self, _table: Table, _prefix: &[u8]) {}
 }
 
 /// How soon a committed write must be on stable storage.

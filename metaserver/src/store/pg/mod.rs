@@ -32,10 +32,16 @@
 //!   (CockroachDB, YugabyteDB) that implement advisory locks or serialize the one lock row
 //!   — see docs/operations.md.
 //!
+//! - While the store is the database's only writer it works in sole mode ([`sole`]): it
+//!   holds the session-level advisory lock [`sole::SOLE_LOCK`], reads what it already knows
+//!   from memory, and its write transactions take no lock; every other write transaction
+//!   takes that lock shared first (and asks the sole writer to give it up).
+//!
 //! Locks: `conn` for the whole of one transaction.
 
 #[doc(hidden)]
 pub mod listen;
+pub mod sole;
 pub mod testing;
 mod txn;
 
@@ -45,6 +51,7 @@ use parking_lot::Mutex;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls, Statement};
@@ -62,6 +69,9 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS meridian_kv (
     v bytea NOT NULL,
     PRIMARY KEY (tbl, k)
 )";
+
+/// A key: table and key bytes.
+type Key = (i16, Vec<u8>);
 
 /// The statements every transaction uses, prepared once per connection.
 struct Stmts {
@@ -182,13 +192,20 @@ struct Conn {
     driver: Driver,
     client: Arc<Client>,
     stmts: Stmts,
+    /// What the database holds, while this session holds [`sole::SOLE_LOCK`].
+    known: Option<sole::Known>,
 }
 
 /// The store over one PostgreSQL database.
 pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     url: String,
     conn: Mutex<Option<Conn>>,
     timeout: Duration,
+    policy: Arc<sole::Policy>,
 }
 
 fn pg(e: tokio_postgres::Error) -> MetaError {
@@ -267,6 +284,7 @@ impl Conn {
             driver,
             client: Arc::new(client),
             stmts,
+            known: None,
         })
     }
 }
@@ -298,14 +316,50 @@ impl PgStore {
     /// database (connecting included): past it the call fails and the connection is made
     /// again at the next one.
     pub fn connect_with(url: &str, timeout: Duration) -> MetaResult<PgStore> {
+        PgStore::connect_opts(url, timeout, true)
+    }
+
+    /// As [`PgStore::connect_with`]; `sole` allows sole mode ([`sole`]) when this store is
+    /// the database's only writer.
+    pub fn connect_opts(url: &str, timeout: Duration, sole: bool) -> MetaResult<PgStore> {
         let conn = Conn::open(url, timeout)?;
-        Ok(PgStore {
+        let inner = Arc::new(Inner {
             url: url.to_string(),
             conn: Mutex::new(Some(conn)),
             timeout,
-        })
+            policy: Arc::new(sole::Policy::new(sole)),
+        });
+        if sole {
+            let (policy, weak) = (inner.policy.clone(), Arc::downgrade(&inner));
+            sole::Listener::start(url.to_string(), policy, weak, Inner::give_up);
+        }
+        Ok(PgStore { inner })
     }
 
+    /// Whether the store is in sole mode now (tests).
+    pub fn is_sole(&self) -> bool {
+        self.inner
+            .conn
+            .lock()
+            .as_ref()
+            .is_some_and(|c| c.known.is_some())
+    }
+
+    /// Waits up to `wait` for the store's listener to listen (tests: sole mode is taken
+    /// only then).
+    pub fn wait_listening(&self, wait: Duration) -> bool {
+        let end = std::time::Instant::now() + wait;
+        while !self.inner.policy.listening.load(Ordering::Acquire) {
+            if std::time::Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+}
+
+impl Inner {
     /// Runs `f` on the connection, first connecting again if the last one was lost, and
     /// first reporting a deferred commit that failed.
     fn with_conn<T>(&self, f: impl FnOnce(&mut Conn) -> MetaResult<T>) -> MetaResult<T> {
@@ -320,14 +374,52 @@ impl PgStore {
         }
         f(guard.as_mut().expect("connected above"))
     }
+
+    /// Tries to take the sole writer's lock (between transactions).
+    fn try_sole(&self, conn: &mut Conn) -> MetaResult<()> {
+        let row = conn.driver.run(
+            conn.client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&sole::SOLE_LOCK]),
+        )?;
+        if row.get::<_, bool>(0) {
+            conn.known = Some(sole::Known::default());
+            tracing::info!("postgresql: the only writer; working from what it knows (sole mode)");
+        } else {
+            self.policy.hold_off(sole::RETRY);
+        }
+        Ok(())
+    }
+
+    /// Gives the sole writer's lock up, if held: another process wants to write, or this
+    /// one can no longer hear such requests. The unlock follows the unanswered commits on
+    /// the connection, so whoever takes the lock next sees them.
+    fn give_up(&self) {
+        let mut guard = self.conn.lock();
+        let Some(conn) = guard.as_mut().filter(|c| c.known.is_some()) else {
+            return;
+        };
+        conn.known = None;
+        let unlock = conn
+            .client
+            .query_one("SELECT pg_advisory_unlock($1)", &[&sole::SOLE_LOCK]);
+        match conn.driver.run(unlock) {
+            Ok(_) => tracing::info!("postgresql: gave the sole writer's lock up"),
+            Err(e) => {
+                // The connection goes, and the session's lock with it.
+                tracing::warn!(error = %e, "postgresql: giving the sole writer's lock up");
+                conn.driver.closed = true;
+            }
+        }
+    }
 }
 
 impl Store for PgStore {
     fn read<T>(&self, f: impl FnOnce(&dyn ReadTxn) -> MetaResult<T>) -> MetaResult<T> {
-        self.with_conn(|conn| {
+        self.inner.with_conn(|conn| {
             let txn = PgTxn::new(
                 conn,
                 "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_string(),
+                None,
                 None,
             );
             let out = f(&txn);
@@ -341,12 +433,35 @@ impl Store for PgStore {
         durability: Durability,
         f: impl FnOnce(&mut dyn WriteTxn) -> MetaResult<T>,
     ) -> MetaResult<T> {
-        self.with_conn(|conn| {
-            let mut begin = format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})");
-            if durability == Durability::Immediate {
-                begin.push_str("; SET LOCAL synchronous_commit = on"); // the session's is off
+        let inner = &self.inner;
+        inner.with_conn(|conn| {
+            if conn.known.is_none() && inner.policy.may_try() {
+                inner.try_sole(conn)?;
             }
-            let mut txn = PgTxn::new(conn, begin, Some(Table::Meta));
+            // The session's synchronous_commit is off.
+            let sync = match durability {
+                Durability::Immediate => "; SET LOCAL synchronous_commit = on",
+                Durability::Deferred => "",
+            };
+            let mut txn = match &conn.known {
+                Some(k) => {
+                    let preload = (!k.whole(Table::Meta.index() as i16)).then_some(Table::Meta);
+                    PgTxn::new(conn, format!("BEGIN{sync}"), preload, None)
+                }
+                None => {
+                    let (s, w) = (sole::SOLE_LOCK, WRITE_LOCK);
+                    let begin = |take: &str| {
+                        format!(
+                            "BEGIN; SELECT {take}({s}); SELECT pg_advisory_xact_lock({w}){sync}"
+                        )
+                    };
+                    let (tried, waiting) = (
+                        begin("pg_try_advisory_xact_lock_shared"),
+                        begin("pg_advisory_xact_lock_shared"),
+                    );
+                    PgTxn::new(conn, tried, Some(Table::Meta), Some(waiting))
+                }
+            };
             match f(&mut txn) {
                 Ok(v) => txn.commit(durability == Durability::Immediate).map(|()| v),
                 Err(e) => {
@@ -362,7 +477,7 @@ impl Store for PgStore {
     }
 
     fn sync(&self) -> MetaResult<()> {
-        self.with_conn(|conn| {
+        self.inner.with_conn(|conn| {
             conn.driver.run(conn.client.batch_execute(
                 "BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); COMMIT",
             ))
@@ -377,7 +492,116 @@ mod tests {
     #[test]
     fn store_contract_on_postgresql() {
         let c = testing::Cluster::start();
-        super::super::suite::run_all(&PgStore::connect(&c.url()).unwrap());
+        let shared = PgStore::connect_opts(&c.url(), DEFAULT_TIMEOUT, false).unwrap();
+        super::super::suite::run_all(&shared);
+        assert!(!shared.is_sole());
+    }
+
+    /// The only writer on its database: in sole mode, and the contract holds there too.
+    #[test]
+    fn store_contract_in_sole_mode() {
+        let c = testing::Cluster::start();
+        let store = PgStore::connect(&c.url()).unwrap();
+        assert!(store.wait_listening(Duration::from_secs(10)));
+        store.write(|t| t.put(Table::Meta, b"k", b"1")).unwrap();
+        assert!(
+            store.is_sole(),
+            "the only writer takes the sole writer's lock"
+        );
+        super::super::suite::run_all(&store);
+        assert!(store.is_sole());
+    }
+
+    fn value(s: &PgStore, k: &[u8]) -> Option<Vec<u8>> {
+        s.read(|t| t.get(Table::Xattrs, k)).unwrap()
+    }
+
+    fn keys(s: &PgStore, w: bool) -> Vec<Vec<u8>> {
+        let scan = |t: &dyn ReadTxn| t.scan(Table::Xattrs, b"d/", None, 100);
+        let rows = match w {
+            true => s.write(|t| scan(t)),
+            false => s.read(scan),
+        };
+        rows.unwrap().into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// A second writer takes the database back from the sole writer: it sees everything
+    /// the sole writer wrote (also writes not waited for), and the former sole writer
+    /// forgets what it knew and sees the second writer's changes.
+    #[test]
+    fn a_second_writer_takes_the_database_from_the_sole_writer() {
+        let c = testing::Cluster::start();
+        let a = PgStore::connect(&c.url()).unwrap();
+        assert!(a.wait_listening(Duration::from_secs(10)));
+        a.write(|t| t.put(Table::Xattrs, b"d/1", b"a")).unwrap();
+        assert!(a.is_sole());
+        // Known to `a` now: the listing of d/ (complete), d/1, d/9's absence.
+        assert_eq!(keys(&a, true), vec![b"d/1".to_vec()]);
+        assert_eq!(value(&a, b"d/9"), None);
+        for (k, v) in [(&b"d/2"[..], &b"a"[..]), (b"d/3", b"a")] {
+            a.write_with(Durability::Deferred, |t| t.put(Table::Xattrs, k, v))
+                .unwrap();
+        }
+        a.write_with(Durability::Deferred, |t| t.delete(Table::Xattrs, b"d/1"))
+            .unwrap();
+
+        let b = PgStore::connect(&c.url()).unwrap();
+        assert!(b.wait_listening(Duration::from_secs(10)));
+        let seen = b
+            .write(|t| {
+                let rows = t.scan(Table::Xattrs, b"d/", None, 100)?;
+                t.put(Table::Xattrs, b"d/9", b"b")?;
+                t.put(Table::Xattrs, b"d/2", b"b")?;
+                Ok(rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>())
+            })
+            .unwrap();
+        assert_eq!(
+            seen,
+            vec![b"d/2".to_vec(), b"d/3".to_vec()],
+            "b saw a's writes"
+        );
+        assert!(!a.is_sole(), "a gave the lock up before b wrote");
+        assert!(
+            !b.is_sole(),
+            "b asked: it does not take the lock within QUIET"
+        );
+        assert_eq!(value(&a, b"d/9").as_deref(), Some(&b"b"[..]));
+        assert_eq!(value(&a, b"d/2").as_deref(), Some(&b"b"[..]));
+        assert_eq!(
+            keys(&a, true),
+            [&b"d/2"[..], b"d/3", b"d/9"].map(|k| k.to_vec())
+        );
+        // And a's writes from now on are seen by b.
+        a.write(|t| t.delete(Table::Xattrs, b"d/3")).unwrap();
+        assert_eq!(keys(&b, false), [&b"d/2"[..], b"d/9"].map(|k| k.to_vec()));
+    }
+
+    /// A sole writer whose database connection ends loses the lock with it: another
+    /// writer does not wait for it.
+    #[test]
+    fn a_sole_writer_that_lost_its_connection_holds_nothing() {
+        let c = testing::Cluster::start();
+        let a = PgStore::connect(&c.url()).unwrap();
+        assert!(a.wait_listening(Duration::from_secs(10)));
+        a.write(|t| t.put(Table::Xattrs, b"d/1", b"a")).unwrap();
+        assert!(a.is_sole());
+        // End a's database session (not its listener's) from outside.
+        let pid = a.inner.with_conn(|conn| {
+            let row = conn
+                .driver
+                .run(conn.client.query_one("SELECT pg_backend_pid()", &[]))?;
+            Ok(row.get::<_, i32>(0))
+        });
+        execute(
+            &c.url(),
+            &format!("SELECT pg_terminate_backend({})", pid.unwrap()),
+        )
+        .unwrap();
+        let b = PgStore::connect_opts(&c.url(), Duration::from_secs(3), false).unwrap();
+        b.write(|t| t.put(Table::Xattrs, b"d/2", b"b")).unwrap();
+        // a connects again (its first call may fail with the lost connection) and sees b's.
+        let _ = a.read(|t| t.get(Table::Xattrs, b"d/2"));
+        assert_eq!(value(&a, b"d/2").as_deref(), Some(&b"b"[..]));
     }
 
     /// A database that stops answering (not closing its connections) fails the calls after

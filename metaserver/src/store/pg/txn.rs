@@ -19,8 +19,15 @@
 //! - `scanned` holds the database rows of ranges a prefetch scanned and how many it asked
 //!   for (exact as `seen` is); a later scan of the same range uses them when they are
 //!   enough for what it would ask now (or are every row there is), else asks again.
+//! - `retry` set: the opening statements try the sole writer's lock shared
+//!   ([`super::sole`]) and the first round trip counts only if they got it; else the
+//!   transaction starts again with `retry` (which waits for the lock) after asking the
+//!   sole writer to give it up. No read has been answered before that.
+//! - In sole mode (`conn.known` set) what the connection knows answers reads before the
+//!   database; what the transaction read from the database, and the writes of a sent
+//!   commit, are added to it at the end.
 
-use super::{Conn, pg};
+use super::{Conn, Key, pg, sole};
 use crate::store::overlay::merge;
 use crate::store::{Pair, ReadTxn, Table, WriteTxn, prefix_end, scan_start};
 use futures_util::future::join_all;
@@ -29,7 +36,6 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-type Key = (i16, Vec<u8>);
 type Row = tokio_postgres::Row;
 /// Which prepared statement a query runs.
 type Pick = fn(&super::Stmts) -> &tokio_postgres::Statement;
@@ -53,6 +59,8 @@ struct State<'c> {
     whole: Option<i16>,
     /// Database rows of ranges a prefetch scanned, with how many rows it asked for.
     scanned: BTreeMap<Range, (i64, Vec<Pair>)>,
+    /// The opening statements that wait for the sole writer's lock, if `begin` only tries.
+    retry: Option<String>,
 }
 
 pub(super) struct PgTxn<'c> {
@@ -60,6 +68,16 @@ pub(super) struct PgTxn<'c> {
     writes: BTreeMap<Key, Option<Vec<u8>>>,
     /// The instance to name in a `NOTIFY` sent with the COMMIT (see [`super::listen`]).
     announce: Option<u64>,
+    /// Prefixes under which nothing existed before this transaction ([`WriteTxn::fresh`]).
+    fresh: Vec<Key>,
+}
+
+/// The first value of the first row of a simple query's answer, as a boolean.
+fn first_bool(answer: &[tokio_postgres::SimpleQueryMessage]) -> Option<bool> {
+    answer.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0) == Some("t")),
+        _ => None,
+    })
 }
 
 fn pairs(rows: Vec<Row>) -> Vec<Pair> {
@@ -79,8 +97,41 @@ fn key_range(t: i16, start: &[u8], end: Option<&[u8]>) -> (Bound<Key>, Bound<Key
     (Bound::Included((t, start.to_vec())), hi)
 }
 
+impl State<'_> {
+    /// Adds what this transaction read from the database to what the connection knows
+    /// (sole mode; see [`super::sole`]).
+    fn absorb(&mut self) {
+        let Some(known) = self.conn.known.as_mut() else {
+            return;
+        };
+        for (k, v) in std::mem::take(&mut self.seen) {
+            known.learn(k, v);
+        }
+        if let Some(t) = self.whole {
+            known.complete(t, Vec::new());
+        }
+        for ((t, start, end), (asked, rows)) in std::mem::take(&mut self.scanned) {
+            let all = rows.len() < asked as usize;
+            for (k, v) in rows {
+                known.learn((t, k), Some(v));
+            }
+            if all && prefix_end(&start) == end {
+                known.complete(t, start);
+            }
+        }
+        known.bound();
+    }
+}
+
 impl<'c> PgTxn<'c> {
-    pub(super) fn new(conn: &'c mut Conn, begin: String, preload: Option<Table>) -> PgTxn<'c> {
+    /// A transaction opened by `begin`; `retry`, if given, opens it again waiting for the
+    /// sole writer's lock when `begin` did not get it (see the invariants).
+    pub(super) fn new(
+        conn: &'c mut Conn,
+        begin: String,
+        preload: Option<Table>,
+        retry: Option<String>,
+    ) -> PgTxn<'c> {
         PgTxn {
             state: RefCell::new(State {
                 conn,
@@ -89,16 +140,20 @@ impl<'c> PgTxn<'c> {
                 preload,
                 whole: None,
                 scanned: BTreeMap::new(),
+                retry,
             }),
             writes: BTreeMap::new(),
             announce: None,
+            fresh: Vec::new(),
         }
     }
 
     /// Ends the transaction with a ROLLBACK, without waiting for the answer: the end of a
     /// read, or of a failed write (which sent no writes).
     pub(super) fn forget(self) {
-        let State { conn, begin, .. } = self.state.into_inner();
+        let mut state = self.state.into_inner();
+        state.absorb();
+        let State { conn, begin, .. } = state;
         if begin.is_none() {
             let client = conn.client.clone();
             // The connection reads and drops the answer later.
@@ -110,19 +165,37 @@ impl<'c> PgTxn<'c> {
     /// Sends the buffered writes and COMMIT in one round trip; waits for the answer if
     /// `wait`, or else leaves it in `inflight` (see the store's invariants).
     pub(super) fn commit(self, wait: bool) -> MetaResult<()> {
+        if self.state.borrow().retry.is_some() && !self.writes.is_empty() {
+            self.query_all(&[])?; // a write that read nothing: the lock first
+        }
         let PgTxn {
             state,
             writes,
             announce,
+            fresh,
         } = self;
-        let State { conn, begin, .. } = state.into_inner();
+        let mut state = state.into_inner();
+        state.absorb();
+        let State { conn, begin, .. } = state;
         let Conn {
             driver,
             client,
             stmts,
+            known,
         } = conn;
         if begin.is_some() && writes.is_empty() {
             return Ok(()); // nothing was sent
+        }
+        // What the database will hold once this commits (sole mode): dropped with the
+        // connection if the commit fails.
+        let mut learned = known.take();
+        if let Some(k) = learned.as_mut() {
+            for ((t, key), v) in &writes {
+                k.learn((*t, key.clone()), v.clone());
+            }
+            for (t, prefix) in fresh {
+                k.complete(t, prefix);
+            }
         }
         let (mut pt, mut pk, mut pv, mut dt, mut dk) = (vec![], vec![], vec![], vec![], vec![]);
         let mut size = 0;
@@ -173,14 +246,22 @@ impl<'c> PgTxn<'c> {
             // first error is the transaction's.
             b.and(d.map(drop)).and(p.map(drop)).and(c)
         };
-        match driver.start(Box::pin(all))? {
-            Some(rest) if wait || size > WAIT_ABOVE => driver.run(rest),
-            Some(rest) => {
+        let out = match driver.start(Box::pin(all)) {
+            Ok(Some(rest)) if wait || size > WAIT_ABOVE => driver.run(rest),
+            Ok(Some(rest)) => {
                 driver.inflight.push(rest);
                 Ok(())
             }
-            None => Ok(()),
-        }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        // A failed commit changed nothing, or the connection goes with what it knew; an
+        // empty knowledge is true either way (and keeps the lock's state in `known`).
+        *known = match out {
+            Ok(()) => learned,
+            Err(_) => learned.map(|_| sole::Known::default()),
+        };
+        out
     }
 
     /// Runs one query; if the opening statements are unsent, they and the preload go in
@@ -200,12 +281,14 @@ impl<'c> PgTxn<'c> {
             seen,
             preload,
             whole,
+            retry,
             ..
         } = &mut *s;
         let Conn {
             driver,
             client,
             stmts,
+            ..
         } = &mut **conn;
         let asked = join_all(
             queries
@@ -216,7 +299,8 @@ impl<'c> PgTxn<'c> {
             let answers = driver.run(async { Ok(asked.await) })?;
             return answers.into_iter().map(|r| r.map_err(pg)).collect();
         };
-        let load = preload.take().map(tbl);
+        let table = preload.take();
+        let load = table.map(tbl);
         let everything = i64::MAX;
         let preloaded = async {
             match load {
@@ -228,9 +312,26 @@ impl<'c> PgTxn<'c> {
                 None => Ok(Vec::new()),
             }
         };
-        let all = async { Ok(tokio::join!(client.batch_execute(&b), preloaded, asked)) };
-        let (b, loaded, answers) = driver.run(all)?;
-        b.map_err(pg)?;
+        let opened = async {
+            match retry.is_some() {
+                true => client.simple_query(&b).await,
+                false => client.batch_execute(&b).await.map(|()| Vec::new()),
+            }
+        };
+        let all = async { Ok(tokio::join!(opened, preloaded, asked)) };
+        let (opened, loaded, answers) = driver.run(all)?;
+        let opened = opened.map_err(pg)?;
+        if let Some(waiting) = retry.take()
+            && first_bool(&opened) != Some(true)
+        {
+            // The sole writer holds the lock: ask it to give it up, and wait for it.
+            tracing::debug!("postgresql: waiting for the sole writer's lock");
+            driver.run(client.batch_execute(&format!("ROLLBACK; {}", sole::request())))?;
+            *begin = Some(waiting);
+            *preload = table;
+            drop(s);
+            return self.query_all(queries);
+        }
         if let Some(t) = load {
             for r in loaded.map_err(pg)? {
                 seen.insert((t, r.get(0)), Some(r.get(1)));
@@ -258,7 +359,7 @@ impl<'c> PgTxn<'c> {
         match s.seen.get(k) {
             Some(v) => Some(v.clone()),
             None if s.whole == Some(k.0) => Some(None),
-            None => None,
+            None => s.conn.known.as_ref().and_then(|known| known.get(k)),
         }
     }
 
@@ -274,7 +375,9 @@ impl<'c> PgTxn<'c> {
         let t = tbl(table);
         let s = self.state.borrow();
         if s.whole != Some(t) {
-            return None;
+            let rows = s.conn.known.as_ref()?.scan(t, start, end)?;
+            let rows = rows.into_iter().map(Ok);
+            return Some(merge(self.buffered(table, start, end), rows, limit));
         }
         let loaded = s.seen.range(key_range(t, start, end));
         let rows = loaded.filter_map(|((_, k), v)| Some(Ok((k.clone(), v.clone()?))));
@@ -313,9 +416,15 @@ impl ReadTxn for PgTxn<'_> {
                 ks.push(key.1);
             }
         }
+        let known = |t: i16, prefix: &[u8]| {
+            let s = self.state.borrow();
+            let end = prefix_end(prefix);
+            s.whole == Some(t)
+                || (s.conn.known.as_ref()).is_some_and(|k| k.covers(t, prefix, end.as_deref()))
+        };
         let ranges: Vec<(Range, i64)> = scans
             .iter()
-            .filter(|(t, ..)| self.state.borrow().whole != Some(tbl(*t)))
+            .filter(|(t, prefix, _)| !known(tbl(*t), prefix))
             .map(|&(t, prefix, limit)| {
                 let (start, end) = (prefix.to_vec(), prefix_end(prefix));
                 let ask = self.ask(t, &start, end.as_deref(), limit);
@@ -417,6 +526,10 @@ impl WriteTxn for PgTxn<'_> {
 
     fn announce(&mut self, from: u64) {
         self.announce = Some(from);
+    }
+
+    fn fresh(&mut self, table: Table, prefix: &[u8]) {
+        self.fresh.push((tbl(table), prefix.to_vec()));
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) -> MetaResult<()> {
