@@ -208,11 +208,10 @@ impl<S: Store> Meta<S> {
         let n = w.counter(NEXT_INO)?;
         w.set_counter(NEXT_INO, n + 1)?;
         let ino = InodeId::new(self.config.site, n);
-        // Nothing is kept under a number never given before.
-        for t in Table::ALL
-            .into_iter()
-            .filter(|t| !matches!(t, Table::Meta | Table::Feed))
-        {
+        // Nothing is kept under a number never given before: its entries, extended
+        // attributes and data layout are known absent (the ones a create and its first
+        // writes read).
+        for t in [Table::Dentries, Table::Xattrs, Table::Data] {
             w.txn.fresh(t, &crate::records::ino_key(ino));
         }
         Ok(ino)

@@ -49,7 +49,7 @@ pub const QUIET: Duration = Duration::from_secs(5);
 /// A failed attempt to take the lock is not repeated for this long.
 pub const RETRY: Duration = Duration::from_secs(1);
 /// The most rows and complete prefixes [`Known`] holds.
-pub const MAX_ROWS: usize = 200_000;
+pub const MAX_ROWS: usize = 500_000;
 
 /// What the database holds, as far as the sole writer knows (see the module's invariants).
 #[derive(Default)]
