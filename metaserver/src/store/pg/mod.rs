@@ -497,17 +497,23 @@ mod tests {
         assert!(!shared.is_sole());
     }
 
-    /// The only writer on its database: in sole mode, and the contract holds there too.
-    #[test]
-    fn store_contract_in_sole_mode() {
-        let c = testing::Cluster::start();
+    /// A store alone on `c`'s database that wrote `d/1` = `a`: in sole mode.
+    fn sole_store(c: &testing::Cluster) -> PgStore {
         let store = PgStore::connect(&c.url()).unwrap();
         assert!(store.wait_listening(Duration::from_secs(10)));
-        store.write(|t| t.put(Table::Meta, b"k", b"1")).unwrap();
+        store.write(|t| t.put(Table::Xattrs, b"d/1", b"a")).unwrap();
         assert!(
             store.is_sole(),
             "the only writer takes the sole writer's lock"
         );
+        store
+    }
+
+    /// The only writer on its database: in sole mode, and the contract holds there too.
+    #[test]
+    fn store_contract_in_sole_mode() {
+        let c = testing::Cluster::start();
+        let store = sole_store(&c);
         super::super::suite::run_all(&store);
         assert!(store.is_sole());
     }
@@ -531,10 +537,7 @@ mod tests {
     #[test]
     fn a_second_writer_takes_the_database_from_the_sole_writer() {
         let c = testing::Cluster::start();
-        let a = PgStore::connect(&c.url()).unwrap();
-        assert!(a.wait_listening(Duration::from_secs(10)));
-        a.write(|t| t.put(Table::Xattrs, b"d/1", b"a")).unwrap();
-        assert!(a.is_sole());
+        let a = sole_store(&c);
         // Known to `a` now: the listing of d/ (complete), d/1, d/9's absence.
         assert_eq!(keys(&a, true), vec![b"d/1".to_vec()]);
         assert_eq!(value(&a, b"d/9"), None);
@@ -581,10 +584,7 @@ mod tests {
     #[test]
     fn a_sole_writer_that_lost_its_connection_holds_nothing() {
         let c = testing::Cluster::start();
-        let a = PgStore::connect(&c.url()).unwrap();
-        assert!(a.wait_listening(Duration::from_secs(10)));
-        a.write(|t| t.put(Table::Xattrs, b"d/1", b"a")).unwrap();
-        assert!(a.is_sole());
+        let a = sole_store(&c);
         // End a's database session (not its listener's) from outside.
         let pid = a.inner.with_conn(|conn| {
             let row = conn
