@@ -29,6 +29,9 @@ pub enum ClientMsg {
     },
     /// The invalidations pushed with `seq` are applied (the kernel dropped them).
     Ack { seq: u64 },
+    /// A call whose answer the client does not wait for and the server does not send (a
+    /// release): it runs in order with the calls around it on the stream.
+    Post { req: Request },
 }
 
 /// From the metaserver, after the handshake.

@@ -284,7 +284,16 @@ async fn connection(
                     req,
                     resent_after_ms,
                 },
+                true,
             ),
+            Ok(Some(ClientMsg::Post { req })) => {
+                let c = Call {
+                    id: 0,
+                    req,
+                    resent_after_ms: None,
+                };
+                call(&hub, &me, &ns, c, false)
+            }
             Ok(Some(ClientMsg::Ack { seq })) => me.acked(seq),
             Ok(None) => break,
             Err(e) => {
@@ -308,22 +317,29 @@ struct Call {
     resent_after_ms: Option<u32>,
 }
 
-/// Runs one call and answers it (after other clients dropped what it made stale).
-fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, c: Call) {
+/// Runs one call and answers it if `reply` (after other clients dropped what it made
+/// stale).
+fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, c: Call, reply: bool) {
     let id = c.id;
+    let id = reply.then_some(id);
     tracing::trace!(session = me.id, id, req = ?c.req, "call");
     match c.req {
         Request::Sync => {
             let (ns, me, session) = (ns.clone(), me.clone(), me.id);
             tokio::task::spawn_blocking(move || {
                 let resp = unwound(|| dispatch(&*ns, session, c.req)).unwrap_or_else(Response::Err);
-                me.send(&ServerMsg::Reply { id, resp });
+                if let Some(id) = id {
+                    me.send(&ServerMsg::Reply { id, resp });
+                }
             });
         }
-        Request::Hello { .. } => me.send(&ServerMsg::Reply {
+        Request::Hello { .. } => answer(
+            hub,
+            me,
             id,
-            resp: Response::Err(MetaError::Invalid("Hello sent twice".into())),
-        }),
+            Response::Err(MetaError::Invalid("Hello sent twice".into())),
+            Vec::new(),
+        ),
         Request::Release { ino } if ns.release_in_memory(ino) => {
             let (resp, items) = run(&**ns, hub, me, c);
             answer(hub, me, id, resp, items);
@@ -412,27 +428,33 @@ fn run(ns: &dyn Namespace, hub: &Hub, me: &SessionState, c: Call) -> (Response, 
     (resp, items)
 }
 
-/// Sends the reply, after the other clients holding what it changed acknowledged.
+/// Sends the reply (`id` `None`: a post, none), after the other clients holding what it
+/// changed acknowledged.
 fn answer(
     hub: &Arc<Hub>,
     me: &Arc<SessionState>,
-    id: u64,
+    id: Option<u64>,
     resp: Response,
     items: Vec<Invalidation>,
 ) {
-    let reply = ServerMsg::Reply { id, resp };
+    let reply = id.map(|id| ServerMsg::Reply { id, resp });
+    let send = move |me: &SessionState| {
+        if let Some(r) = &reply {
+            me.send(r);
+        }
+    };
     let targets = if items.is_empty() {
         Vec::new()
     } else {
         hub.holders(me.id, &items)
     };
     if targets.is_empty() {
-        me.send(&reply);
+        send(me);
         return;
     }
     let (hub, me) = (hub.clone(), me.clone());
     tokio::spawn(async move {
         hub.invalidate(targets, items).await;
-        me.send(&reply);
+        send(&me);
     });
 }
