@@ -43,6 +43,8 @@
 pub mod listen;
 pub mod sole;
 pub mod testing;
+#[cfg(test)]
+mod tests_sole;
 mod txn;
 
 use super::{Durability, ReadTxn, Store, Table, WriteTxn};
@@ -345,6 +347,17 @@ impl PgStore {
             .is_some_and(|c| c.known.is_some())
     }
 
+    /// Shortens sole mode's waits (tests): no new attempt for `quiet` after a request, and
+    /// for `retry` after a failed one.
+    #[doc(hidden)]
+    pub fn sole_timing(&self, quiet: Duration, retry: Duration) {
+        let p = &self.inner.policy;
+        p.quiet_ms
+            .store(quiet.as_millis() as u64, Ordering::Relaxed);
+        p.retry_ms
+            .store(retry.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// Waits up to `wait` for the store's listener to listen (tests: sole mode is taken
     /// only then).
     pub fn wait_listening(&self, wait: Duration) -> bool {
@@ -385,7 +398,7 @@ impl Inner {
             conn.known = Some(sole::Known::default());
             tracing::info!("postgresql: the only writer; working from what it knows (sole mode)");
         } else {
-            self.policy.hold_off(sole::RETRY);
+            self.policy.retry();
         }
         Ok(())
     }
@@ -495,113 +508,6 @@ mod tests {
         let shared = PgStore::connect_opts(&c.url(), DEFAULT_TIMEOUT, false).unwrap();
         super::super::suite::run_all(&shared);
         assert!(!shared.is_sole());
-    }
-
-    /// A store alone on `c`'s database that wrote `d/1` = `a`: in sole mode.
-    fn sole_store(c: &testing::Cluster) -> PgStore {
-        let store = PgStore::connect(&c.url()).unwrap();
-        assert!(store.wait_listening(Duration::from_secs(10)));
-        store.write(|t| t.put(Table::Xattrs, b"d/1", b"a")).unwrap();
-        assert!(
-            store.is_sole(),
-            "the only writer takes the sole writer's lock"
-        );
-        store
-    }
-
-    /// The only writer on its database: in sole mode, and the contract holds there too.
-    #[test]
-    fn store_contract_in_sole_mode() {
-        let c = testing::Cluster::start();
-        let store = sole_store(&c);
-        super::super::suite::run_all(&store);
-        assert!(store.is_sole());
-    }
-
-    fn value(s: &PgStore, k: &[u8]) -> Option<Vec<u8>> {
-        s.read(|t| t.get(Table::Xattrs, k)).unwrap()
-    }
-
-    fn keys(s: &PgStore, w: bool) -> Vec<Vec<u8>> {
-        let scan = |t: &dyn ReadTxn| t.scan(Table::Xattrs, b"d/", None, 100);
-        let rows = match w {
-            true => s.write(|t| scan(t)),
-            false => s.read(scan),
-        };
-        rows.unwrap().into_iter().map(|(k, _)| k).collect()
-    }
-
-    /// A second writer takes the database back from the sole writer: it sees everything
-    /// the sole writer wrote (also writes not waited for), and the former sole writer
-    /// forgets what it knew and sees the second writer's changes.
-    #[test]
-    fn a_second_writer_takes_the_database_from_the_sole_writer() {
-        let c = testing::Cluster::start();
-        let a = sole_store(&c);
-        // Known to `a` now: the listing of d/ (complete), d/1, d/9's absence.
-        assert_eq!(keys(&a, true), vec![b"d/1".to_vec()]);
-        assert_eq!(value(&a, b"d/9"), None);
-        for (k, v) in [(&b"d/2"[..], &b"a"[..]), (b"d/3", b"a")] {
-            a.write_with(Durability::Deferred, |t| t.put(Table::Xattrs, k, v))
-                .unwrap();
-        }
-        a.write_with(Durability::Deferred, |t| t.delete(Table::Xattrs, b"d/1"))
-            .unwrap();
-
-        let b = PgStore::connect(&c.url()).unwrap();
-        assert!(b.wait_listening(Duration::from_secs(10)));
-        let seen = b
-            .write(|t| {
-                let rows = t.scan(Table::Xattrs, b"d/", None, 100)?;
-                t.put(Table::Xattrs, b"d/9", b"b")?;
-                t.put(Table::Xattrs, b"d/2", b"b")?;
-                Ok(rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>())
-            })
-            .unwrap();
-        assert_eq!(
-            seen,
-            vec![b"d/2".to_vec(), b"d/3".to_vec()],
-            "b saw a's writes"
-        );
-        assert!(!a.is_sole(), "a gave the lock up before b wrote");
-        assert!(
-            !b.is_sole(),
-            "b asked: it does not take the lock within QUIET"
-        );
-        assert_eq!(value(&a, b"d/9").as_deref(), Some(&b"b"[..]));
-        assert_eq!(value(&a, b"d/2").as_deref(), Some(&b"b"[..]));
-        assert_eq!(
-            keys(&a, true),
-            [&b"d/2"[..], b"d/3", b"d/9"].map(|k| k.to_vec())
-        );
-        // And a's writes from now on are seen by b.
-        a.write(|t| t.delete(Table::Xattrs, b"d/3")).unwrap();
-        assert_eq!(keys(&b, false), [&b"d/2"[..], b"d/9"].map(|k| k.to_vec()));
-    }
-
-    /// A sole writer whose database connection ends loses the lock with it: another
-    /// writer does not wait for it.
-    #[test]
-    fn a_sole_writer_that_lost_its_connection_holds_nothing() {
-        let c = testing::Cluster::start();
-        let a = sole_store(&c);
-        // End a's database session (not its listener's) from outside.
-        let pid = a.inner.with_conn(|conn| {
-            let row = conn
-                .driver
-                .run(conn.client.query_one("SELECT pg_backend_pid()", &[]))?;
-            Ok(row.get::<_, i32>(0))
-        });
-        execute(
-            &c.url(),
-            &format!("SELECT pg_terminate_backend({})", pid.unwrap()),
-        )
-        .unwrap();
-        let b = PgStore::connect_opts(&c.url(), Duration::from_secs(3), false).unwrap();
-        b.write(|t| t.put(Table::Xattrs, b"d/2", b"b")).unwrap();
-        // a connects again (its first call may fail with the lost connection) and sees b's.
-        let _ = a.read(|t| t.get(Table::Xattrs, b"d/2"));
-        assert_eq!(value(&a, b"d/2").as_deref(), Some(&b"b"[..]));
     }
 
     /// A database that stops answering (not closing its connections) fails the calls after

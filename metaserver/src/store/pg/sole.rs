@@ -34,7 +34,7 @@ use crate::store::prefix_end;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -142,6 +142,9 @@ pub(super) struct Policy {
     pub next_try: Mutex<Instant>,
     /// Sole mode is wanted at all.
     pub enabled: bool,
+    /// [`QUIET`] and [`RETRY`] in milliseconds (tests shorten them).
+    pub quiet_ms: AtomicU64,
+    pub retry_ms: AtomicU64,
 }
 
 impl Policy {
@@ -150,7 +153,19 @@ impl Policy {
             listening: AtomicBool::new(false),
             next_try: Mutex::new(Instant::now()),
             enabled,
+            quiet_ms: AtomicU64::new(QUIET.as_millis() as u64),
+            retry_ms: AtomicU64::new(RETRY.as_millis() as u64),
         }
+    }
+
+    /// No attempt for [`QUIET`] (after a request).
+    pub(super) fn quiet(&self) {
+        self.hold_off(Duration::from_millis(self.quiet_ms.load(Ordering::Relaxed)));
+    }
+
+    /// No attempt for [`RETRY`] (after a failed one).
+    pub(super) fn retry(&self) {
+        self.hold_off(Duration::from_millis(self.retry_ms.load(Ordering::Relaxed)));
     }
 
     /// Whether to try taking the lock now.
@@ -233,7 +248,7 @@ fn listen_loop<T>(url: &str, policy: &Policy, alive: &Weak<T>, give_up: fn(&T)) 
             match next {
                 Err(_) => continue, // a second passed: check the store is still alive
                 Ok(Some(Ok(AsyncMessage::Notification(_)))) => {
-                    policy.hold_off(QUIET);
+                    policy.quiet();
                     give_up(&t);
                 }
                 Ok(Some(Ok(_))) => {}
