@@ -358,6 +358,12 @@ impl PgStore {
             .store(retry.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// Makes the store's listener ignore the next `n` requests to give the lock up (tests).
+    #[doc(hidden)]
+    pub fn ignore_requests(&self, n: u64) {
+        self.inner.policy.deaf.store(n, Ordering::Relaxed);
+    }
+
     /// Waits up to `wait` for the store's listener to listen (tests: sole mode is taken
     /// only then).
     pub fn wait_listening(&self, wait: Duration) -> bool {
@@ -463,14 +469,14 @@ impl Store for PgStore {
                 }
                 None => {
                     let (s, w) = (sole::SOLE_LOCK, WRITE_LOCK);
-                    let begin = |take: &str| {
-                        format!(
-                            "BEGIN; SELECT {take}({s}); SELECT pg_advisory_xact_lock({w}){sync}"
-                        )
-                    };
-                    let (tried, waiting) = (
-                        begin("pg_try_advisory_xact_lock_shared"),
-                        begin("pg_advisory_xact_lock_shared"),
+                    let lock = format!("SELECT pg_advisory_xact_lock({w}){sync}");
+                    let tried =
+                        format!("BEGIN; SELECT pg_try_advisory_xact_lock_shared({s}); {lock}");
+                    // Waits a while at a time, asking again in between (see `txn`).
+                    let ask = sole::ASK_EVERY.as_millis();
+                    let waiting = format!(
+                        "BEGIN; SET LOCAL lock_timeout = {ask}; \
+                         SELECT pg_advisory_xact_lock_shared({s}); SET LOCAL lock_timeout = 0; {lock}"
                     );
                     PgTxn::new(conn, tried, Some(Table::Meta), Some(waiting))
                 }

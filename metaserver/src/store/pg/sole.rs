@@ -15,7 +15,9 @@
 //!   connection of its own) and gives the lock up at once: after its unanswered commits,
 //!   on the same connection, so the waiter sees them.
 //! - A store takes the lock (`pg_try_advisory_lock`, before a write) only while its
-//!   listening connection is up, and not within [`QUIET`] of a request. Its listening
+//!   listening connection is up, and not within [`QUIET`] of a request. A waiting writer
+//!   asks again every [`ASK_EVERY`] (a request sent while the holder's listening connection
+//!   was being made again is lost). Its listening
 //!   connection failing gives the lock up; its database connection failing ends its
 //!   session and with it the lock.
 //!
@@ -48,6 +50,9 @@ pub const CHANNEL: &str = "meridian_sole";
 pub const QUIET: Duration = Duration::from_secs(5);
 /// A failed attempt to take the lock is not repeated for this long.
 pub const RETRY: Duration = Duration::from_secs(1);
+/// A writer waiting for the lock asks the holder again after this long (a request can be
+/// lost while the holder's listening connection is made again).
+pub const ASK_EVERY: Duration = Duration::from_millis(500);
 /// The most rows and complete prefixes [`Known`] holds.
 pub const MAX_ROWS: usize = 500_000;
 
@@ -145,6 +150,8 @@ pub(super) struct Policy {
     /// [`QUIET`] and [`RETRY`] in milliseconds (tests shorten them).
     pub quiet_ms: AtomicU64,
     pub retry_ms: AtomicU64,
+    /// Requests to ignore (tests: a request lost on its way).
+    pub deaf: AtomicU64,
 }
 
 impl Policy {
@@ -155,6 +162,7 @@ impl Policy {
             enabled,
             quiet_ms: AtomicU64::new(QUIET.as_millis() as u64),
             retry_ms: AtomicU64::new(RETRY.as_millis() as u64),
+            deaf: AtomicU64::new(0),
         }
     }
 
@@ -247,6 +255,11 @@ fn listen_loop<T>(url: &str, policy: &Policy, alive: &Weak<T>, give_up: fn(&T)) 
             let Some(t) = alive.upgrade() else { return };
             match next {
                 Err(_) => continue, // a second passed: check the store is still alive
+                Ok(Some(Ok(AsyncMessage::Notification(_))))
+                    if policy.deaf.load(Ordering::Relaxed) > 0 =>
+                {
+                    policy.deaf.fetch_sub(1, Ordering::Relaxed);
+                }
                 Ok(Some(Ok(AsyncMessage::Notification(_)))) => {
                     policy.quiet();
                     give_up(&t);

@@ -190,3 +190,21 @@ fn two_stores_flipping_the_sole_lock_agree_with_a_model() {
     }
     assert!(flips >= 10, "the lock changed hands only {flips} times");
 }
+
+/// A request lost on its way (the holder was making its listening connection again): the
+/// waiting writer asks again and gets the lock, rather than waiting out its timeout.
+#[test]
+fn a_lost_request_is_asked_again() {
+    let c = testing::Cluster::start();
+    let a = sole_store(&c);
+    a.ignore_requests(1);
+    let b = PgStore::connect_opts(&c.url(), Duration::from_secs(3), false).unwrap();
+    let t0 = std::time::Instant::now();
+    b.write(|t| t.put(Table::Xattrs, b"d/2", b"b")).unwrap();
+    assert!(
+        t0.elapsed() >= sole::ASK_EVERY,
+        "the first request was heard"
+    );
+    assert!(!a.is_sole());
+    assert_eq!(value(&a, b"d/2").as_deref(), Some(&b"b"[..]));
+}

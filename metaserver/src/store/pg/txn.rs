@@ -19,10 +19,12 @@
 //! - `scanned` holds the database rows of ranges a prefetch scanned and how many it asked
 //!   for (exact as `seen` is); a later scan of the same range uses them when they are
 //!   enough for what it would ask now (or are every row there is), else asks again.
-//! - `retry` set: the opening statements try the sole writer's lock shared
+//! - `checked`: the opening statements try the sole writer's lock shared
 //!   ([`super::sole`]) and the first round trip counts only if they got it; else the
-//!   transaction starts again with `retry` (which waits for the lock) after asking the
-//!   sole writer to give it up. No read has been answered before that.
+//!   transaction starts again with `waiting` (which waits for the lock, a
+//!   [`sole::ASK_EVERY`] at a time) after asking the sole writer to give it up, and asks
+//!   again each time a wait runs out, until the store's timeout. No read has been answered
+//!   before that.
 //! - In sole mode (`conn.known` set) what the connection knows answers reads before the
 //!   database; what the transaction read from the database, and the writes of a sent
 //!   commit, are added to it at the end.
@@ -31,10 +33,11 @@ use super::{Conn, Key, pg, sole};
 use crate::store::overlay::merge;
 use crate::store::{Pair, ReadTxn, Table, WriteTxn, prefix_end, scan_start};
 use futures_util::future::join_all;
-use meridian_proto::MetaResult;
+use meridian_proto::{MetaError, MetaResult};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use tokio_postgres::error::SqlState;
 
 type Row = tokio_postgres::Row;
 /// Which prepared statement a query runs.
@@ -59,8 +62,12 @@ struct State<'c> {
     whole: Option<i16>,
     /// Database rows of ranges a prefetch scanned, with how many rows it asked for.
     scanned: BTreeMap<Range, (i64, Vec<Pair>)>,
-    /// The opening statements that wait for the sole writer's lock, if `begin` only tries.
-    retry: Option<String>,
+    /// `begin` only tries the sole writer's lock (and must have got it).
+    checked: bool,
+    /// The opening statements that wait for the sole writer's lock (shared mode).
+    waiting: Option<String>,
+    /// When the sole writer was first asked to give the lock up.
+    asked: Option<std::time::Instant>,
 }
 
 pub(super) struct PgTxn<'c> {
@@ -124,13 +131,13 @@ impl State<'_> {
 }
 
 impl<'c> PgTxn<'c> {
-    /// A transaction opened by `begin`; `retry`, if given, opens it again waiting for the
+    /// A transaction opened by `begin`; `waiting`, if given, opens it again waiting for the
     /// sole writer's lock when `begin` did not get it (see the invariants).
     pub(super) fn new(
         conn: &'c mut Conn,
         begin: String,
         preload: Option<Table>,
-        retry: Option<String>,
+        waiting: Option<String>,
     ) -> PgTxn<'c> {
         PgTxn {
             state: RefCell::new(State {
@@ -140,7 +147,9 @@ impl<'c> PgTxn<'c> {
                 preload,
                 whole: None,
                 scanned: BTreeMap::new(),
-                retry,
+                checked: waiting.is_some(),
+                waiting,
+                asked: None,
             }),
             writes: BTreeMap::new(),
             announce: None,
@@ -165,7 +174,7 @@ impl<'c> PgTxn<'c> {
     /// Sends the buffered writes and COMMIT in one round trip; waits for the answer if
     /// `wait`, or else leaves it in `inflight` (see the store's invariants).
     pub(super) fn commit(self, wait: bool) -> MetaResult<()> {
-        if self.state.borrow().retry.is_some() && !self.writes.is_empty() {
+        if self.state.borrow().checked && !self.writes.is_empty() {
             self.query_all(&[])?; // a write that read nothing: the lock first
         }
         let PgTxn {
@@ -281,7 +290,9 @@ impl<'c> PgTxn<'c> {
             seen,
             preload,
             whole,
-            retry,
+            checked,
+            waiting,
+            asked,
             ..
         } = &mut *s;
         let Conn {
@@ -290,13 +301,13 @@ impl<'c> PgTxn<'c> {
             stmts,
             ..
         } = &mut **conn;
-        let asked = join_all(
+        let asked_rows = join_all(
             queries
                 .iter()
                 .map(|(pick, params)| client.query(pick(stmts), params)),
         );
         let Some(b) = begin.take() else {
-            let answers = driver.run(async { Ok(asked.await) })?;
+            let answers = driver.run(async { Ok(asked_rows.await) })?;
             return answers.into_iter().map(|r| r.map_err(pg)).collect();
         };
         let table = preload.take();
@@ -312,26 +323,36 @@ impl<'c> PgTxn<'c> {
                 None => Ok(Vec::new()),
             }
         };
+        let tried = std::mem::take(checked);
         let opened = async {
-            match retry.is_some() {
+            match tried {
                 true => client.simple_query(&b).await,
                 false => client.batch_execute(&b).await.map(|()| Vec::new()),
             }
         };
-        let all = async { Ok(tokio::join!(opened, preloaded, asked)) };
+        let all = async { Ok(tokio::join!(opened, preloaded, asked_rows)) };
         let (opened, loaded, answers) = driver.run(all)?;
-        let opened = opened.map_err(pg)?;
-        if let Some(waiting) = retry.take()
-            && first_bool(&opened) != Some(true)
-        {
+        let refused = match &opened {
+            Ok(o) => tried && first_bool(o) != Some(true),
+            Err(e) => asked.is_some() && e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE),
+        };
+        if refused {
             // The sole writer holds the lock: ask it to give it up, and wait for it.
+            let since = *asked.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > driver.timeout {
+                return Err(MetaError::Store(format!(
+                    "postgresql: the sole writer did not give its lock up within {:?}",
+                    driver.timeout
+                )));
+            }
             tracing::debug!("postgresql: waiting for the sole writer's lock");
             driver.run(client.batch_execute(&format!("ROLLBACK; {}", sole::request())))?;
-            *begin = Some(waiting);
+            *begin = waiting.clone();
             *preload = table;
             drop(s);
             return self.query_all(queries);
         }
+        opened.map_err(pg)?;
         if let Some(t) = load {
             for r in loaded.map_err(pg)? {
                 seen.insert((t, r.get(0)), Some(r.get(1)));
