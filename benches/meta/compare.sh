@@ -1,7 +1,9 @@
 #!/bin/sh
 # One metadata run on this machine: an embedded mount, a mount through a QUIC metaserver
-# (redb), and one through a QUIC metaserver over PostgreSQL, then benches/meta/run.py
-# across the three; then benches/meta/cross.py between two clients of the QUIC
+# (redb), one through a QUIC metaserver over PostgreSQL (alone on its database: sole
+# mode), and one through a QUIC metaserver over another PostgreSQL database with sole
+# mode off (what each write costs where several metaservers write), then
+# benches/meta/run.py across the four; then benches/meta/cross.py between two clients of the QUIC
 # metaserver, and between clients of two metaservers over the one PostgreSQL. PostgreSQL comes from Debian's packages (apt-get install postgresql);
 # the cluster runs as the postgres user on loopback, in WORK. Blocks stay local
 # (no bucket): this measures metadata only. Run as root.
@@ -15,15 +17,15 @@ M=${MERIDIAN:-$HERE/../../target/release/meridian}
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
 PGPORT=${PGPORT:-55439}
 rm -rf "$WORK"; mkdir -p "$WORK/pg" "$WORK/mnt/emb" "$WORK/mnt/quic" "$WORK/mnt/qpg" \
-    "$WORK/mnt/quic2" "$WORK/mnt/qpg2"
+    "$WORK/mnt/qpgs" "$WORK/mnt/quic2" "$WORK/mnt/qpg2"
 chown postgres "$WORK/pg"
 
 cleanup() {
-    for m in emb quic qpg quic2 qpg2; do "$M" umount "$WORK/mnt/$m" 2>/dev/null || umount -l "$WORK/mnt/$m" 2>/dev/null || true; done
-    kill $S1 $S2 $S3 2>/dev/null || true
+    for m in emb quic qpg qpgs quic2 qpg2; do "$M" umount "$WORK/mnt/$m" 2>/dev/null || umount -l "$WORK/mnt/$m" 2>/dev/null || true; done
+    kill $S1 $S2 $S3 $S4 2>/dev/null || true
     runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null 2>&1 || true
 }
-S1=; S2=; S3=
+S1=; S2=; S3=; S4=
 trap cleanup EXIT
 
 runuser -u postgres -- "$PGBIN/initdb" --auth=trust --username=postgres --no-sync -D "$WORK/pg/data" >/dev/null
@@ -36,8 +38,11 @@ site() { # name port extra-line
     "$M" metaserver -c "$WORK/$1/site.toml" add-client bench | awk 'NR==1{print $4}' > "$WORK/$1/token"
     "$M" metaserver -c "$WORK/$1/site.toml" > "$WORK/$1/log" 2>&1 &
 }
+runuser -u postgres -- "$PGBIN/createdb" -h "$WORK/pg" -p "$PGPORT" shared
 site quic 7451 ""; S1=$!
 site qpg 7452 "postgres = \"postgresql://postgres@127.0.0.1:$PGPORT/postgres\""; S2=$!
+site qpgs 7454 "postgres = \"postgresql://postgres@127.0.0.1:$PGPORT/shared\"
+postgres_sole_writer = false"; S4=$!
 sleep 2
 
 "$M" mount "$WORK/mnt/emb" --data-dir "$WORK/emb" --attr-ttl-ms 0
@@ -45,8 +50,9 @@ client() { # mount site port
     "$M" mount "$WORK/mnt/$1" --data-dir "$WORK/c-$1" --attr-ttl-ms 0 --meta "quic://127.0.0.1:$3" \
         --meta-cert "$WORK/$2/data/metaserver.crt" --meta-token "$(cat "$WORK/$2/token")"
 }
-client quic quic 7451; client qpg qpg 7452
-python3 "$HERE/run.py" "$@" embedded="$WORK/mnt/emb" quic="$WORK/mnt/quic" quic-postgres="$WORK/mnt/qpg"
+client quic quic 7451; client qpg qpg 7452; client qpgs qpgs 7454
+python3 "$HERE/run.py" "$@" embedded="$WORK/mnt/emb" quic="$WORK/mnt/quic" quic-postgres="$WORK/mnt/qpg" \
+    quic-postgres-shared="$WORK/mnt/qpgs"
 # The second PostgreSQL metaserver starts only now: with it alive, every change the first
 # makes is announced to it, a cost the single-metaserver figures above do not carry.
 site qpg2 7453 "postgres = \"postgresql://postgres@127.0.0.1:$PGPORT/postgres\""; S3=$!
