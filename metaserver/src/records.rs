@@ -141,7 +141,15 @@ pub trait Records {
             hint.push((Table::Inodes, i.as_slice()));
             hint.push((Table::Dentries, c.as_slice()));
         }
-        self.txn().prefetch(&hint)
+        // A store that remembers: the directories' listings too (once; see the hint).
+        let listings: Vec<(Table, &[u8], usize)> = match self.txn().listing_hint() {
+            Some(most) => keys
+                .iter()
+                .map(|(i, _)| (Table::Dentries, i.as_slice(), most))
+                .collect(),
+            None => Vec::new(),
+        };
+        self.txn().prefetch_with_scans(&hint, &listings)
     }
     /// Before `d`'s name is removed: its inode, its xattr names and, for a directory, its
     /// first entry (is it empty?), together — one round trip where a store pays one per read.

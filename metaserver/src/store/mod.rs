@@ -103,6 +103,13 @@ pub trait ReadTxn {
     ) -> MetaResult<()> {
         self.prefetch(keys)
     }
+    /// Whether the store remembers what it reads across transactions, and up to how many
+    /// rows a listing may have for reading it whole to pay (PostgreSQL in sole mode: a
+    /// directory read whole answers every later lookup in it, absent names too). None:
+    /// read only what is asked.
+    fn listing_hint(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Reads and writes inside a transaction.

@@ -53,6 +53,9 @@ pub const RETRY: Duration = Duration::from_secs(1);
 /// A writer waiting for the lock asks the holder again after this long (a request can be
 /// lost while the holder's listening connection is made again).
 pub const ASK_EVERY: Duration = Duration::from_millis(500);
+/// A directory with up to this many entries is read whole at its first lookup in sole mode
+/// (bigger ones are remembered as such and read name by name).
+pub const LISTING: usize = 4096;
 /// The most rows and complete prefixes [`Known`] holds.
 pub const MAX_ROWS: usize = 500_000;
 
@@ -61,6 +64,8 @@ pub const MAX_ROWS: usize = 500_000;
 pub(super) struct Known {
     rows: BTreeMap<Key, Option<Vec<u8>>>,
     complete: BTreeSet<Key>,
+    /// Prefixes with more than [`LISTING`] rows when last listed (not listed again).
+    big: BTreeSet<Key>,
 }
 
 impl Known {
@@ -126,6 +131,16 @@ impl Known {
         self.rows.insert(k, v);
     }
 
+    /// Records that table `t` has more than [`LISTING`] rows under `prefix`.
+    pub(super) fn big(&mut self, t: i16, prefix: Vec<u8>) {
+        self.big.insert((t, prefix));
+    }
+
+    /// Whether a listing of `prefix` came back with more than [`LISTING`] rows.
+    pub(super) fn is_big(&self, t: i16, prefix: &[u8]) -> bool {
+        self.big.contains(&(t, prefix.to_vec()))
+    }
+
     /// Records that every row of table `t` under `prefix` is known.
     pub(super) fn complete(&mut self, t: i16, prefix: Vec<u8>) {
         self.complete.insert((t, prefix));
@@ -133,7 +148,7 @@ impl Known {
 
     /// Empties it if it grew past [`MAX_ROWS`].
     pub(super) fn bound(&mut self) {
-        if self.rows.len() + self.complete.len() > MAX_ROWS {
+        if self.rows.len() + self.complete.len() + self.big.len() > MAX_ROWS {
             *self = Known::default();
         }
     }

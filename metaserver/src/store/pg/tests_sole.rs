@@ -208,3 +208,52 @@ fn a_lost_request_is_asked_again() {
     assert!(!a.is_sole());
     assert_eq!(value(&a, b"d/2").as_deref(), Some(&b"b"[..]));
 }
+
+/// Rows written behind the store's back (raw SQL, no lock: only a test does that), to tell
+/// what it answers from memory.
+fn sneak_in(c: &testing::Cluster, keys: impl IntoIterator<Item = String>) {
+    let rows: Vec<String> = keys
+        .into_iter()
+        .map(|k| format!("(2, '\\x{}'::bytea, 'x')", hex(k.as_bytes())))
+        .collect();
+    let sql = format!("INSERT INTO meridian_kv VALUES {}", rows.join(","));
+    execute(&c.url(), &sql).unwrap();
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A listing read whole in sole mode answers later lookups in it, absent names included;
+/// one longer than [`sole::LISTING`] is remembered as such and read name by name.
+#[test]
+fn a_listing_read_whole_answers_later_lookups() {
+    let c = testing::Cluster::start();
+    let s = sole_store(&c); // holds d/1
+    assert_eq!(
+        s.read(|t| Ok(t.listing_hint())).unwrap(),
+        Some(sole::LISTING)
+    );
+    let listed = |s: &PgStore, prefix: &[u8]| {
+        s.read(|t| t.prefetch_with_scans(&[], &[(Table::Xattrs, prefix, sole::LISTING)]))
+            .unwrap()
+    };
+    listed(&s, b"d/");
+    sneak_in(&c, ["d/2".to_string()]);
+    assert_eq!(
+        value(&s, b"d/2"),
+        None,
+        "d/ is known whole: answered from memory"
+    );
+    assert_eq!(keys(&s, true), vec![b"d/1".to_vec()]);
+
+    sneak_in(&c, (0..=sole::LISTING).map(|i| format!("e/{i:05}")));
+    listed(&s, b"e/");
+    sneak_in(&c, ["e/zz".to_string()]);
+    assert_eq!(
+        value(&s, b"e/zz").as_deref(),
+        Some(&b"x"[..]),
+        "e/ is big: asked"
+    );
+    assert!(s.is_sole());
+}

@@ -122,8 +122,11 @@ impl State<'_> {
             for (k, v) in rows {
                 known.learn((t, k), Some(v));
             }
-            if all && prefix_end(&start) == end {
+            let listing = prefix_end(&start) == end;
+            if all && listing {
                 known.complete(t, start);
+            } else if listing && asked as usize >= sole::LISTING {
+                known.big(t, start);
             }
         }
         known.bound();
@@ -441,7 +444,8 @@ impl ReadTxn for PgTxn<'_> {
             let s = self.state.borrow();
             let end = prefix_end(prefix);
             s.whole == Some(t)
-                || (s.conn.known.as_ref()).is_some_and(|k| k.covers(t, prefix, end.as_deref()))
+                || (s.conn.known.as_ref())
+                    .is_some_and(|k| k.covers(t, prefix, end.as_deref()) || k.is_big(t, prefix))
         };
         let ranges: Vec<(Range, i64)> = scans
             .iter()
@@ -489,6 +493,15 @@ impl ReadTxn for PgTxn<'_> {
             s.scanned.insert(range, (ask, pairs(rows)));
         }
         Ok(())
+    }
+
+    fn listing_hint(&self) -> Option<usize> {
+        self.state
+            .borrow()
+            .conn
+            .known
+            .as_ref()
+            .map(|_| sole::LISTING)
     }
 
     fn get(&self, table: Table, key: &[u8]) -> MetaResult<Option<Vec<u8>>> {
