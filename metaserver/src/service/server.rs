@@ -320,8 +320,7 @@ struct Call {
 /// Runs one call and answers it if `reply` (after other clients dropped what it made
 /// stale).
 fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, c: Call, reply: bool) {
-    let id = c.id;
-    let id = reply.then_some(id);
+    let id = reply.then_some(c.id);
     tracing::trace!(session = me.id, id, req = ?c.req, "call");
     match c.req {
         Request::Sync => {

@@ -53,6 +53,7 @@ use parking_lot::Mutex;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+#[cfg(test)]
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -339,7 +340,8 @@ impl PgStore {
     }
 
     /// Whether the store is in sole mode now (tests).
-    pub fn is_sole(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_sole(&self) -> bool {
         self.inner
             .conn
             .lock()
@@ -349,8 +351,8 @@ impl PgStore {
 
     /// Shortens sole mode's waits (tests): no new attempt for `quiet` after a request, and
     /// for `retry` after a failed one.
-    #[doc(hidden)]
-    pub fn sole_timing(&self, quiet: Duration, retry: Duration) {
+    #[cfg(test)]
+    pub(crate) fn sole_timing(&self, quiet: Duration, retry: Duration) {
         let p = &self.inner.policy;
         p.quiet_ms
             .store(quiet.as_millis() as u64, Ordering::Relaxed);
@@ -359,14 +361,15 @@ impl PgStore {
     }
 
     /// Makes the store's listener ignore the next `n` requests to give the lock up (tests).
-    #[doc(hidden)]
-    pub fn ignore_requests(&self, n: u64) {
+    #[cfg(test)]
+    pub(crate) fn ignore_requests(&self, n: u64) {
         self.inner.policy.deaf.store(n, Ordering::Relaxed);
     }
 
     /// Waits up to `wait` for the store's listener to listen (tests: sole mode is taken
     /// only then).
-    pub fn wait_listening(&self, wait: Duration) -> bool {
+    #[cfg(test)]
+    pub(crate) fn wait_listening(&self, wait: Duration) -> bool {
         let end = std::time::Instant::now() + wait;
         while !self.inner.policy.listening.load(Ordering::Acquire) {
             if std::time::Instant::now() > end {
@@ -464,7 +467,7 @@ impl Store for PgStore {
             };
             let mut txn = match &conn.known {
                 Some(k) => {
-                    let preload = (!k.whole(Table::Meta.index() as i16)).then_some(Table::Meta);
+                    let preload = (!k.whole(txn::tbl(Table::Meta))).then_some(Table::Meta);
                     PgTxn::new(conn, format!("BEGIN{sync}"), preload, None)
                 }
                 None => {

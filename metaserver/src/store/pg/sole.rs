@@ -32,10 +32,10 @@
 //! up; it takes no other lock inside it.
 
 use super::Key;
-use crate::store::prefix_end;
+use super::txn::key_range;
+use crate::store::{Pair, prefix_end};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -82,21 +82,23 @@ impl Known {
         self.complete.contains(&(t, Vec::new()))
     }
 
+    /// The complete prefix of table `t` that `key` starts with, if any (the greatest one
+    /// not above it: complete prefixes of one table do not nest but for the whole table's).
+    fn complete_prefix(&self, t: i16, key: &[u8]) -> Option<&[u8]> {
+        let (pt, prefix) = self.complete.range(..=(t, key.to_vec())).next_back()?;
+        (*pt == t && key.starts_with(prefix)).then_some(prefix.as_slice())
+    }
+
     /// Whether `k` lies under a complete prefix.
     fn covered(&self, k: &Key) -> bool {
-        let below = self.complete.range(..=k.clone()).next_back();
-        below.is_some_and(|(t, p)| *t == k.0 && k.1.starts_with(p))
+        self.complete_prefix(k.0, &k.1).is_some()
     }
 
     /// Whether every row of table `t` in `[start, end)` is known.
     pub(super) fn covers(&self, t: i16, start: &[u8], end: Option<&[u8]>) -> bool {
-        let key = (t, start.to_vec());
-        let Some((pt, prefix)) = self.complete.range(..=key).next_back() else {
+        let Some(prefix) = self.complete_prefix(t, start) else {
             return false;
         };
-        if *pt != t || !start.starts_with(prefix) {
-            return false;
-        }
         match (end, prefix_end(prefix)) {
             (_, None) => true,
             (None, Some(_)) => false,
@@ -105,21 +107,11 @@ impl Known {
     }
 
     /// The rows in `[start, end)` of table `t`, if every row there is known.
-    pub(super) fn scan(
-        &self,
-        t: i16,
-        start: &[u8],
-        end: Option<&[u8]>,
-    ) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    pub(super) fn scan(&self, t: i16, start: &[u8], end: Option<&[u8]>) -> Option<Vec<Pair>> {
         if !self.covers(t, start, end) {
             return None;
         }
-        let key = (t, start.to_vec());
-        let hi = match end {
-            Some(e) => Bound::Excluded((t, e.to_vec())),
-            None => Bound::Excluded((t + 1, Vec::new())),
-        };
-        let rows = self.rows.range((Bound::Included(key), hi));
+        let rows = self.rows.range(key_range(t, start, end));
         Some(
             rows.filter_map(|((_, k), v)| Some((k.clone(), v.clone()?)))
                 .collect(),

@@ -91,12 +91,12 @@ fn pairs(rows: Vec<Row>) -> Vec<Pair> {
     rows.into_iter().map(|r| (r.get(0), r.get(1))).collect()
 }
 
-fn tbl(t: Table) -> i16 {
+pub(super) fn tbl(t: Table) -> i16 {
     t.index() as i16
 }
 
 /// The keys of table `t` in `[start, end)` (`end` `None`: to the table's end).
-fn key_range(t: i16, start: &[u8], end: Option<&[u8]>) -> (Bound<Key>, Bound<Key>) {
+pub(super) fn key_range(t: i16, start: &[u8], end: Option<&[u8]>) -> (Bound<Key>, Bound<Key>) {
     let hi = match end {
         Some(e) => Bound::Excluded((t, e.to_vec())),
         None => Bound::Excluded((t + 1, Vec::new())),
@@ -258,15 +258,16 @@ impl<'c> PgTxn<'c> {
             // first error is the transaction's.
             b.and(d.map(drop)).and(p.map(drop)).and(c)
         };
-        let out = match driver.start(Box::pin(all)) {
-            Ok(Some(rest)) if wait || size > WAIT_ABOVE => driver.run(rest),
-            Ok(Some(rest)) => {
-                driver.inflight.push(rest);
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
+        let out = driver
+            .start(Box::pin(all))
+            .and_then(|started| match started {
+                Some(rest) if wait || size > WAIT_ABOVE => driver.run(rest),
+                Some(rest) => {
+                    driver.inflight.push(rest);
+                    Ok(())
+                }
+                None => Ok(()),
+            });
         // A failed commit changed nothing, or the connection goes with what it knew; an
         // empty knowledge is true either way (and keeps the lock's state in `known`).
         *known = match out {
