@@ -16,6 +16,7 @@
 pub mod journal;
 mod layer;
 mod mem;
+pub mod nowait;
 mod overlay;
 pub mod pg;
 mod redb_store;

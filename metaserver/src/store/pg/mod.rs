@@ -39,6 +39,7 @@
 //!
 //! Locks: `conn` for the whole of one transaction.
 
+mod driver;
 #[doc(hidden)]
 pub mod listen;
 pub mod sole;
@@ -48,14 +49,14 @@ mod tests_sole;
 mod txn;
 
 use super::{Durability, ReadTxn, Store, Table, WriteTxn};
+use driver::Driver;
 use meridian_proto::{MetaError, MetaResult};
 use parking_lot::Mutex;
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 #[cfg(test)]
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls, Statement};
 use txn::PgTxn;
@@ -91,106 +92,6 @@ struct Stmts {
 
 type PgFuture<T> = Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send>>;
 
-/// Drives one connection's socket on the calling thread (no thread hop per round trip),
-/// on a runtime of its own.
-struct Driver {
-    rt: tokio::runtime::Runtime,
-    connection: PgFuture<()>,
-    closed: bool,
-    /// Deferred commits sent and not yet answered, oldest first.
-    inflight: Vec<PgFuture<()>>,
-    /// How long one wait for the database may last (see [`PgStore::connect_with`]).
-    timeout: Duration,
-}
-
-impl Driver {
-    /// Calls `poll` (then polls the connection) until `poll` is ready. A database that
-    /// does not answer within `timeout` fails the call, and the connection is dropped (it
-    /// is made again at the next call): a hung server or a lost network never hangs one.
-    fn drive<T>(&mut self, mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>) -> MetaResult<T> {
-        let Driver {
-            rt,
-            connection,
-            closed,
-            timeout,
-            ..
-        } = self;
-        let both = poll_fn(|cx| {
-            let out = poll(cx);
-            if !*closed && connection.as_mut().poll(cx).is_ready() {
-                *closed = true;
-            }
-            out
-        });
-        let out = rt.block_on(async { tokio::time::timeout(*timeout, both).await });
-        out.map_err(|_| {
-            self.closed = true;
-            tracing::error!(timeout = ?self.timeout, "postgresql: no answer; connecting again at the next call");
-            MetaError::Store(format!(
-                "postgresql: no answer within {:?} (the database is down, hung or unreachable)",
-                self.timeout
-            ))
-        })
-    }
-
-    /// Runs `fut` to completion.
-    fn run<T>(
-        &mut self,
-        fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
-    ) -> MetaResult<T> {
-        let mut fut = pin!(fut);
-        self.drive(|cx| fut.as_mut().poll(cx))?.map_err(pg)
-    }
-
-    /// Sends what `fut` sends on its first poll and writes it to the socket, without
-    /// waiting for the answer; what is left of `fut` (if it did not end at once) is
-    /// returned, to be polled later.
-    fn start(&mut self, mut fut: PgFuture<()>) -> MetaResult<Option<PgFuture<()>>> {
-        match self.drive(|cx| Poll::Ready(fut.as_mut().poll(cx)))? {
-            Poll::Ready(out) => out.map(|()| None).map_err(pg),
-            Poll::Pending => Ok(Some(fut)),
-        }
-    }
-
-    /// Waits for the answers to the deferred commits: the first failure, as after a crash
-    /// of the database, loses the change, is logged, and is this call's error.
-    fn settle(&mut self) -> MetaResult<()> {
-        if self.inflight.is_empty() {
-            return Ok(());
-        }
-        let mut pending = std::mem::take(&mut self.inflight);
-        let mut failed = None;
-        self.drive(|cx| {
-            pending.retain_mut(|f| match f.as_mut().poll(cx) {
-                Poll::Ready(Ok(())) => false,
-                Poll::Ready(Err(e)) => {
-                    failed.get_or_insert(e.to_string());
-                    false
-                }
-                Poll::Pending => true,
-            });
-            if pending.is_empty() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .inspect_err(|_| {
-            tracing::error!("postgresql: deferred commits unanswered; their changes may be lost");
-        })?;
-        match failed {
-            None => Ok(()),
-            Some(e) => {
-                tracing::error!(error = %e, "postgresql: a deferred commit failed; its change is lost");
-                self.closed = true;
-                Err(MetaError::Store(format!(
-                    "postgresql: an earlier change could not be committed and is lost: {e}"
-                )))
-            }
-        }
-    }
-}
-
 struct Conn {
     driver: Driver,
     client: Arc<Client>,
@@ -217,27 +118,7 @@ fn pg(e: tokio_postgres::Error) -> MetaError {
 
 impl Conn {
     fn open(url: &str, timeout: Duration) -> MetaResult<Conn> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| MetaError::Store(format!("postgresql runtime: {e}")))?;
-        let connect =
-            async { tokio::time::timeout(timeout, tokio_postgres::connect(url, NoTls)).await };
-        let (client, connection) = match rt.block_on(connect) {
-            Ok(c) => c.map_err(|e| MetaError::Store(format!("cannot connect to {url}: {e}")))?,
-            Err(_) => {
-                return Err(MetaError::Store(format!(
-                    "cannot connect to {url}: no answer within {timeout:?}"
-                )));
-            }
-        };
-        let mut driver = Driver {
-            rt,
-            connection: Box::pin(connection),
-            closed: false,
-            inflight: Vec::new(),
-            timeout,
-        };
+        let (client, mut driver) = driver::connect(url, timeout)?;
         driver.run(client.batch_execute(SCHEMA))?;
         // `Deferred` is the common case; `Immediate` writes and `sync` turn it on locally.
         driver.run(client.batch_execute("SET synchronous_commit = off"))?;

@@ -1,0 +1,430 @@
+//! Drives one PostgreSQL connection on the calling thread, with no async runtime: the
+//! socket is nonblocking, the connection's futures are polled in a loop, and the thread
+//! waits for the socket in `ppoll(2)` between polls. No thread hop per round trip, and a
+//! call may run on any thread, a server's own runtime thread included (see
+//! [`crate::store::nowait`]).
+//!
+//! Owns: the connection (the future that reads and writes the socket), a second handle on
+//! the socket to wait on, the deferred commits not yet answered.
+//!
+//! Invariants:
+//! - Every `Pending` of the futures polled here comes from the socket (a read or write that
+//!   would block: then the loop waits for it) or from the channels between the client and
+//!   its connection (whose wakes the loop notices and polls again at once). Nothing else
+//!   wakes a future, so none is left waiting on a wake that never comes.
+//! - A wait lasts at most the driver's timeout (then the connection is closed: made again
+//!   at the next call) and, inside an attempt in place, at most the attempt's deadline
+//!   (then the attempt gives up; the connection stays).
+
+use super::{PgFuture, pg};
+use crate::store::nowait;
+use meridian_proto::{MetaError, MetaResult};
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+use tokio::io::ReadBuf;
+use tokio_postgres::{Client, NoTls};
+
+/// One connection, driven by whoever calls.
+pub(super) struct Driver {
+    connection: PgFuture<()>,
+    pub(super) closed: bool,
+    /// Deferred commits sent and not yet answered, oldest first.
+    pub(super) inflight: Vec<PgFuture<()>>,
+    /// How long one wait for the database may last (see `PgStore::connect_with`).
+    pub(super) timeout: Duration,
+    io: Io,
+}
+
+/// What the loop waits on.
+struct Io {
+    /// The socket (a second handle on it).
+    fd: OwnedFd,
+    /// A write would have blocked: wait until the socket takes more.
+    blocked: Arc<AtomicBool>,
+    /// A future was woken (a channel between client and connection): poll again now.
+    woken: Arc<Woken>,
+}
+
+#[derive(Default)]
+struct Woken(AtomicBool);
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Why a wait ended without an answer.
+enum Stop {
+    /// The driver's timeout passed.
+    TimedOut,
+    /// The calling attempt in place gave up.
+    GaveUp(MetaError),
+}
+
+impl Io {
+    /// Waits until the socket is ready (or a future was woken), at most until `end` and
+    /// the calling attempt's deadline.
+    fn wait(&self, end: Instant) -> Result<(), Stop> {
+        if self.woken.0.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let attempt = nowait::until().map_err(Stop::GaveUp)?;
+        if attempt.is_some_and(|a| a <= now && a < end) {
+            return Err(Stop::GaveUp(nowait::give_up().expect_err("trying")));
+        }
+        if end <= now {
+            return Err(Stop::TimedOut);
+        }
+        let left = attempt.map_or(end, |a| a.min(end)) - now;
+        let write = self.blocked.swap(false, Ordering::AcqRel);
+        let events = libc::POLLIN | if write { libc::POLLOUT } else { 0 };
+        let mut fds = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        let ts = libc::timespec {
+            tv_sec: left.as_secs() as libc::time_t,
+            tv_nsec: left.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: one valid pollfd, a valid timespec, no signal mask.
+        let n = unsafe { libc::ppoll(&mut fds, 1, &ts, std::ptr::null()) };
+        if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            // Not expected with a valid descriptor; do not spin on it.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if write && fds.revents & libc::POLLOUT == 0 {
+            self.blocked.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Polls `poll` until it is ready, waiting in between; `dead` tells that nothing more
+    /// can come (the connection ended).
+    fn run<T>(
+        &self,
+        end: Instant,
+        mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>,
+        dead: impl Fn() -> bool,
+    ) -> Result<Option<T>, Stop> {
+        let waker = Waker::from(self.woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            self.woken.0.store(false, Ordering::Release);
+            if let Poll::Ready(v) = poll(&mut cx) {
+                return Ok(Some(v));
+            }
+            if dead() && !self.woken.0.load(Ordering::Acquire) {
+                return Ok(None);
+            }
+            self.wait(end)?;
+        }
+    }
+}
+
+/// Opens a connection to `url` (a libpq-style URL), waiting at most `timeout`.
+pub(super) fn connect(url: &str, timeout: Duration) -> MetaResult<(Client, Driver)> {
+    let cannot =
+        |e: &dyn std::fmt::Display| MetaError::Store(format!("cannot connect to {url}: {e}"));
+    let config: tokio_postgres::Config = url.parse().map_err(|e| cannot(&e))?;
+    let end = Instant::now() + timeout;
+    let sock = Sock::open(&config, end).map_err(|e| cannot(&e))?;
+    let io = Io {
+        fd: sock.handle().map_err(|e| cannot(&e))?,
+        blocked: Arc::default(),
+        woken: Arc::default(),
+    };
+    let stream = Socket {
+        sock,
+        blocked: io.blocked.clone(),
+    };
+    let mut handshake = pin!(config.connect_raw(stream, NoTls));
+    let (client, connection) = match io.run(end, |cx| handshake.as_mut().poll(cx), || false) {
+        Ok(Some(c)) => c.map_err(|e| cannot(&e))?,
+        Ok(None) | Err(Stop::TimedOut) => {
+            return Err(cannot(&format!("no answer within {timeout:?}")));
+        }
+        Err(Stop::GaveUp(e)) => return Err(e),
+    };
+    let driver = Driver {
+        connection: Box::pin(connection),
+        closed: false,
+        inflight: Vec::new(),
+        timeout,
+        io,
+    };
+    Ok((client, driver))
+}
+
+impl Driver {
+    /// Calls `poll` (then polls the connection) until `poll` is ready. A database that
+    /// does not answer within `timeout` fails the call, and the connection is dropped (it
+    /// is made again at the next call): a hung server or a lost network never hangs one.
+    pub(super) fn drive<T>(
+        &mut self,
+        mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>,
+    ) -> MetaResult<T> {
+        let end = Instant::now() + self.timeout;
+        let Driver {
+            connection,
+            closed,
+            io,
+            ..
+        } = self;
+        let ended = std::cell::Cell::new(*closed);
+        let out = io.run(
+            end,
+            |cx| {
+                let out = poll(cx);
+                if !ended.get() && connection.as_mut().poll(cx).is_ready() {
+                    ended.set(true);
+                }
+                out
+            },
+            || ended.get(),
+        );
+        self.closed = ended.get();
+        match out {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(MetaError::Store(
+                "postgresql: the connection was closed; connecting again at the next call".into(),
+            )),
+            Err(Stop::GaveUp(e)) => Err(e),
+            Err(Stop::TimedOut) => {
+                self.closed = true;
+                tracing::error!(timeout = ?self.timeout, "postgresql: no answer; connecting again at the next call");
+                Err(MetaError::Store(format!(
+                    "postgresql: no answer within {:?} (the database is down, hung or unreachable)",
+                    self.timeout
+                )))
+            }
+        }
+    }
+
+    /// Runs `fut` to completion.
+    pub(super) fn run<T>(
+        &mut self,
+        fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> MetaResult<T> {
+        let mut fut = pin!(fut);
+        self.drive(|cx| fut.as_mut().poll(cx))?.map_err(pg)
+    }
+
+    /// Sends what `fut` sends on its first poll and writes it to the socket, without
+    /// waiting for the answer; what is left of `fut` (if it did not end at once) is
+    /// returned, to be polled later.
+    pub(super) fn start(&mut self, mut fut: PgFuture<()>) -> MetaResult<Option<PgFuture<()>>> {
+        match self.drive(|cx| Poll::Ready(fut.as_mut().poll(cx)))? {
+            Poll::Ready(out) => out.map(|()| None).map_err(pg),
+            Poll::Pending => Ok(Some(fut)),
+        }
+    }
+
+    /// Waits for the answers to the deferred commits: the first failure, as after a crash
+    /// of the database, loses the change, is logged, and is this call's error. An attempt
+    /// in place that gives up waiting leaves the unanswered ones for the next call.
+    pub(super) fn settle(&mut self) -> MetaResult<()> {
+        if self.inflight.is_empty() {
+            return Ok(());
+        }
+        let mut pending = std::mem::take(&mut self.inflight);
+        let mut failed = None;
+        let out = self.drive(|cx| {
+            pending.retain_mut(|f| match f.as_mut().poll(cx) {
+                Poll::Ready(Ok(())) => false,
+                Poll::Ready(Err(e)) => {
+                    failed.get_or_insert(e.to_string());
+                    false
+                }
+                Poll::Pending => true,
+            });
+            if pending.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        if let Some(e) = failed {
+            tracing::error!(error = %e, "postgresql: a deferred commit failed; its change is lost");
+            self.closed = true;
+            return Err(MetaError::Store(format!(
+                "postgresql: an earlier change could not be committed and is lost: {e}"
+            )));
+        }
+        if out.is_err() {
+            if self.closed {
+                tracing::error!(
+                    "postgresql: deferred commits unanswered; their changes may be lost"
+                );
+            } else {
+                self.inflight = pending;
+            }
+        }
+        out
+    }
+}
+
+/// The connection's socket.
+enum Sock {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Sock {
+    /// Connects to the first of `config`'s hosts that answers, nonblocking once connected.
+    fn open(config: &tokio_postgres::Config, end: Instant) -> io::Result<Sock> {
+        use tokio_postgres::config::Host;
+        let ports = config.get_ports();
+        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no host in the URL");
+        for (i, host) in config.get_hosts().iter().enumerate() {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            let opened = match host {
+                Host::Tcp(name) => tcp(name, port, end).map(Sock::Tcp),
+                Host::Unix(dir) => {
+                    std::os::unix::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
+                        .map(Sock::Unix)
+                }
+            };
+            match opened {
+                Ok(s) => {
+                    s.set_nonblocking()?;
+                    return Ok(s);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_nonblocking(true),
+            Sock::Unix(s) => s.set_nonblocking(true),
+        }
+    }
+
+    /// A second handle on the socket (to wait on).
+    fn handle(&self) -> io::Result<OwnedFd> {
+        Ok(match self {
+            Sock::Tcp(s) => s.try_clone()?.into(),
+            Sock::Unix(s) => s.try_clone()?.into(),
+        })
+    }
+}
+
+/// A TCP connection to `name:port` (each of its addresses in turn), with Nagle off.
+fn tcp(name: &str, port: u16, end: Instant) -> io::Result<std::net::TcpStream> {
+    use std::net::ToSocketAddrs;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{name}: no address"));
+    for addr in (name, port).to_socket_addrs()? {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+        }
+        match std::net::TcpStream::connect_timeout(&addr, left) {
+            Ok(s) => {
+                s.set_nodelay(true)?;
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// The socket as the connection reads and writes it: an operation that would block is
+/// `Pending` without keeping the waker (the driver waits on the socket itself).
+struct Socket {
+    sock: Sock,
+    blocked: Arc<AtomicBool>,
+}
+
+/// An I/O result as a poll: would-block is `Pending` (a blocked write noted for the wait).
+fn ready<T>(r: io::Result<T>, blocked: Option<&AtomicBool>) -> Poll<io::Result<T>> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            if let Some(b) = blocked {
+                b.store(true, Ordering::Release);
+            }
+            Poll::Pending
+        }
+        r => Poll::Ready(r),
+    }
+}
+
+impl Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let r = match &mut self.sock {
+                Sock::Tcp(s) => s.read(buf),
+                Sock::Unix(s) => s.read(buf),
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            let r = match &mut self.sock {
+                Sock::Tcp(s) => s.write(buf),
+                Sock::Unix(s) => s.write(buf),
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Socket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let r = self.read(buf.initialize_unfilled());
+        ready(r, None).map_ok(|n| buf.advance(n))
+    }
+}
+
+impl tokio::io::AsyncWrite for Socket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = self.write(buf);
+        let blocked = self.blocked.clone();
+        ready(r, Some(&blocked))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(())) // nothing is buffered here
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = match &self.sock {
+            Sock::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Sock::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+        Poll::Ready(r.or_else(|e| match e.kind() {
+            io::ErrorKind::NotConnected => Ok(()),
+            _ => Err(e),
+        }))
+    }
+}
