@@ -233,6 +233,13 @@ pub trait Namespace: Send + Sync {
     fn release_in_memory(&self, _ino: InodeId) -> bool {
         false
     }
+    /// Whether a call now would likely be answered without waiting for the network (a
+    /// store in memory or on a local disk: always), so that a server may try it on its
+    /// own thread, ready to run it elsewhere if it gives up (see the metaserver's
+    /// `store::nowait`). By default, yes.
+    fn answers_at_once(&self) -> bool {
+        true
+    }
     /// The current data layout of a regular file, and its size.
     fn layout(&self, ino: InodeId) -> MetaResult<(Layout, u64)>;
     fn commit(&self, ino: InodeId, commit: &Commit) -> MetaResult<Attr>;

@@ -39,7 +39,7 @@ mod tests_shared;
 use crate::records::{
     DentryRec, FORMAT, FORMAT_VERSION, InodeRec, NEXT_INO, Records, Writer, key_ino,
 };
-use crate::store::{Durability, ReadTxn, Store, Table};
+use crate::store::{Durability, ReadTxn, Store, Table, nowait};
 use meridian_proto::*;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -219,7 +219,7 @@ impl<S: Store> Meta<S> {
 
     fn read<T>(&self, f: impl FnOnce(&dyn ReadTxn) -> MetaResult<T>) -> MetaResult<T> {
         self.store.read(f).inspect_err(|e| {
-            if matches!(e, MetaError::Store(_)) {
+            if matches!(e, MetaError::Store(_)) && !nowait::gave_up() {
                 // Perhaps a change this process saw was lost (see `PgStore`).
                 self.forget_derived();
             }
@@ -269,8 +269,13 @@ impl<S: Store> Meta<S> {
                 }
                 Ok(out)
             })
-            // It may have read its own writes, now rolled back (or lost).
-            .inspect_err(|_| self.forget_derived())
+            // It may have read its own writes, now rolled back (or lost); a call tried in
+            // place that gave up ran no write and runs again.
+            .inspect_err(|_| {
+                if !nowait::gave_up() {
+                    self.forget_derived()
+                }
+            })
     }
 }
 
@@ -483,6 +488,10 @@ impl<S: Store> Namespace for Meta<S> {
     fn release_in_memory(&self, ino: InodeId) -> bool {
         // Only an orphan this process holds reaches the store (see `release_file`).
         !self.orphaned.lock().contains(&ino)
+    }
+
+    fn answers_at_once(&self) -> bool {
+        self.store.answers_at_once()
     }
 
     fn layout(&self, ino: InodeId) -> MetaResult<(Layout, u64)> {

@@ -138,6 +138,9 @@ pub struct Hub {
     /// The namespace blocks on network I/O (PostgreSQL): calls run on the blocking pool
     /// rather than on the connection's task.
     pub blocking: std::sync::atomic::AtomicBool,
+    /// Of the calls tried in place over such a namespace (see [`super::server`]): how
+    /// many were answered there, and how many gave up and ran on the blocking pool.
+    pub in_place: [AtomicU64; 2],
     /// Calls that make or remove names, running or recently started (see [`super::replay`]).
     pub running: super::replay::Running,
     /// How long a change waits for other clients' acknowledgements.
@@ -157,6 +160,7 @@ impl Hub {
             sessions: Default::default(),
             next_seq: Default::default(),
             blocking: Default::default(),
+            in_place: Default::default(),
             running: Default::default(),
             ack_wait,
         }

@@ -136,6 +136,18 @@ struct State {
 /// A tagged call while it runs; finished on drop.
 pub struct Started<'a>(&'a Running, CallTag);
 
+impl Started<'_> {
+    /// Ends the call as if it had never started: a call tried in place that gave up (and
+    /// changed nothing) is started again elsewhere as the same attempt.
+    pub fn abandon(self) {
+        let mut st = self.0.state.lock();
+        st.recent.remove(&self.1);
+        if let Some(i) = st.order.iter().rposition(|t| *t == self.1) {
+            st.order.remove(i);
+        }
+    }
+}
+
 impl Drop for Started<'_> {
     fn drop(&mut self) {
         self.0.state.lock().running.remove(&self.1);

@@ -11,19 +11,24 @@
 //! malformed or oversized frame closes that connection only.
 //!
 //! Invariants: namespace calls run inline on the connection's reader (the store journals
-//! rather than fsyncs; `sync`, which fsyncs, runs on tokio's blocking pool); a call that
+//! rather than fsyncs; `sync`, which fsyncs, runs on tokio's blocking pool). Over a store
+//! that waits on the network (PostgreSQL) a call runs inline only while the store expects
+//! to answer at once, as an attempt that gives up rather than wait more than
+//! [`IN_PLACE_WAIT`] ([`nowait`]), and otherwise on the blocking pool; a call that
 //! changed something other clients cache is answered only after they acknowledged the
 //! invalidation (see [`hub`](super::hub)).
 
 use super::hub::{Hub, Session, SessionState};
 use super::replay;
 use super::{CLOSE_PROTOCOL, CLOSE_REFUSED, clients, next, tls};
+use crate::store::nowait;
 use meridian_proto::session::{ClientMsg, Invalidation, ServerMsg, changes, victims};
 use meridian_proto::wire::{Decoder, Request, Response, dispatch, encode, hello_reply};
 use meridian_proto::{CallTag, MetaError, Namespace};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 /// How a metaserver is set up.
@@ -343,9 +348,26 @@ fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, c: Call
             let (resp, items) = run(&**ns, hub, me, c);
             answer(hub, me, id, resp, items);
         }
-        _ if hub.blocking.load(std::sync::atomic::Ordering::Relaxed) => {
-            // A store that blocks on the network (PostgreSQL): off the connection's task,
-            // answered from the blocking thread (no hop back through a task).
+        _ if hub.blocking.load(Relaxed) => {
+            // A store that blocks on the network (PostgreSQL): tried on the connection's
+            // task when the store expects to answer at once (no thread hop); otherwise, or
+            // if it would wait after all, on a blocking thread, answered from there (no hop
+            // back through a task). A retry is never tried in place: it may wait for its
+            // first attempt.
+            let c = match c.resent_after_ms.is_none() && ns.answers_at_once() {
+                true => match run_as(&**ns, hub, me, c, Some(IN_PLACE_WAIT)) {
+                    Ok((resp, items)) => {
+                        hub.in_place[0].fetch_add(1, Relaxed);
+                        return answer(hub, me, id, resp, items);
+                    }
+                    Err(c) => {
+                        hub.in_place[1].fetch_add(1, Relaxed);
+                        tracing::debug!(session = me.id, "a call in place would wait; run apart");
+                        *c
+                    }
+                },
+                false => c,
+            };
             let (hub, me, ns) = (hub.clone(), me.clone(), ns.clone());
             tokio::task::spawn_blocking(move || {
                 let (resp, items) = unwound(|| run(&*ns, &hub, &me, c))
@@ -377,6 +399,27 @@ fn unwound<T>(f: impl FnOnce() -> T) -> Result<T, MetaError> {
 /// call that makes or removes a name is tagged, and if it is a retry whose first attempt
 /// took effect, answered as done (see [`replay`]).
 fn run(ns: &dyn Namespace, hub: &Hub, me: &SessionState, c: Call) -> (Response, Vec<Invalidation>) {
+    run_as(ns, hub, me, c, None).unwrap_or_else(|_| unreachable!("only a call in place gives up"))
+}
+
+/// The longest a call tried in place waits for the network in all before it gives up
+/// (the answers to earlier commits, due by then).
+const IN_PLACE_WAIT: Duration = Duration::from_millis(1);
+
+/// [`run`], tried in place ([`nowait`]) if `in_place` gives its wait: the call back if it
+/// gave up (having changed nothing), to be run elsewhere.
+fn run_as(
+    ns: &dyn Namespace,
+    hub: &Hub,
+    me: &SessionState,
+    c: Call,
+    in_place: Option<Duration>,
+) -> Result<(Response, Vec<Invalidation>), Box<Call>> {
+    let again = in_place.map(|_| Call {
+        id: c.id,
+        req: c.req.clone(),
+        resent_after_ms: c.resent_after_ms,
+    });
     let Call {
         id,
         mut req,
@@ -389,28 +432,45 @@ fn run(ns: &dyn Namespace, hub: &Hub, me: &SessionState, c: Call) -> (Response, 
     let running = if replay::tag(&mut req, tag) {
         let Some(s) = hub.running.start(tag, resent_after_ms.is_some()) else {
             // Its retry ran first and answered the client; the connection it came on is gone.
-            return (
+            return Ok((
                 Response::Err(MetaError::Invalid("superseded by its retry".into())),
                 Vec::new(),
-            );
+            ));
         };
         Some(s)
     } else {
         None
     };
-    // The inodes a removal or rename will take away, while their names still resolve.
-    let gone: Vec<_> = ns.resolve(&victims(&req)).into_iter().flatten().collect();
-    let replayed = resent_after_ms
-        .filter(|_| running.is_some())
-        .and_then(|ms| replay::answer(ns, &req, tag, Duration::from_millis(ms.into())));
-    if replayed.is_some() {
-        tracing::info!(
-            client = me.info.name,
-            id,
-            "a retried call had taken effect; answered as done"
-        );
-    }
-    let resp = replayed.unwrap_or_else(|| dispatch(ns, me.id, req.clone()));
+    let attempt = || {
+        // The inodes a removal or rename will take away, while their names still resolve.
+        let gone: Vec<_> = ns.resolve(&victims(&req)).into_iter().flatten().collect();
+        let replayed = resent_after_ms
+            .filter(|_| running.is_some())
+            .and_then(|ms| replay::answer(ns, &req, tag, Duration::from_millis(ms.into())));
+        if replayed.is_some() {
+            tracing::info!(
+                client = me.info.name,
+                id,
+                "a retried call had taken effect; answered as done"
+            );
+        }
+        (
+            gone,
+            replayed.unwrap_or_else(|| dispatch(ns, me.id, req.clone())),
+        )
+    };
+    let (gone, resp) = match in_place {
+        None => attempt(),
+        Some(wait) => match nowait::attempt(wait, attempt) {
+            Some(done) => done,
+            None => {
+                if let Some(s) = running {
+                    s.abandon();
+                }
+                return Err(Box::new(again.expect("kept for a call in place")));
+            }
+        },
+    };
     if let Request::Setlk { ino, lock, .. } = &req {
         hub.lock_outcome(
             me,
@@ -424,7 +484,7 @@ fn run(ns: &dyn Namespace, hub: &Hub, me: &SessionState, c: Call) -> (Response, 
         Response::Err(_) => Vec::new(),
         _ => changes(&req, &gone),
     };
-    (resp, items)
+    Ok((resp, items))
 }
 
 /// Sends the reply (`id` `None`: a post, none), after the other clients holding what it

@@ -253,3 +253,57 @@ fn a_retry_after_a_restart_finds_what_the_first_attempt_made() {
     };
     assert_eq!(replay::answer(&meta, &req, stranger, after), None);
 }
+
+/// Over PostgreSQL in sole mode, calls are answered on the connection's task (no thread
+/// hop), even a create while the database is paused (sent, not waited for); a call that
+/// would wait — the answer to that create's commit is due first — runs on the blocking
+/// pool instead and is answered once the database answers.
+#[test]
+fn calls_over_postgresql_run_in_place_and_apart_when_they_would_wait() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let c = crate::store::pg::testing::Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::PgStore::connect(&c.url()).unwrap();
+    assert!(store.wait_listening(Duration::from_secs(10)));
+    let meta: Arc<dyn Namespace> = Arc::new(Meta::open(store, MetaConfig::default()).unwrap());
+    let root = Caller::root();
+    meta.mkdir(&root, ROOT, b"warm", 0o755).unwrap(); // a write: sole mode from here on
+    let (server, client) = serve(dir.path(), meta);
+    server.hub.blocking.store(true, SeqCst);
+    let client = Arc::new(client);
+    let ns = Remote(client.clone());
+    for i in 0..20 {
+        let f = ns
+            .create(&root, ROOT, format!("f{i}").as_bytes(), 0o644)
+            .unwrap();
+        ns.release(f.ino).unwrap();
+    }
+    let [answered, apart] = &server.hub.in_place;
+    assert!(
+        answered.load(SeqCst) >= 10,
+        "answered in place: {answered:?}"
+    );
+    ns.sync().unwrap(); // every commit answered
+    c.pause(true);
+    let in_thread = |name: &'static [u8]| {
+        let (ns, (tx, rx)) = (Remote(client.clone()), std::sync::mpsc::channel());
+        std::thread::spawn(move || tx.send(ns.create(&Caller::root(), ROOT, name, 0o644)));
+        rx
+    };
+    let sent = in_thread(b"sent").recv_timeout(Duration::from_secs(20));
+    let before = apart.load(SeqCst);
+    let later = in_thread(b"later");
+    std::thread::sleep(Duration::from_millis(300));
+    let waited = later.try_recv().is_err();
+    c.pause(false);
+    assert!(sent.expect("answered with the database paused").is_ok());
+    assert!(
+        waited,
+        "a create due to wait for the database answered while it was paused"
+    );
+    assert!(later.recv_timeout(Duration::from_secs(20)).unwrap().is_ok());
+    assert!(apart.load(SeqCst) > before, "the waiting create ran apart");
+    for name in [&b"sent"[..], b"later", b"f19"] {
+        ns.lookup(&root, ROOT, name).unwrap();
+    }
+}

@@ -155,6 +155,13 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
+    /// Whether a call now would likely be answered without waiting for the network, so
+    /// that a server may try it on its own thread ([`nowait`]). Stores that never wait on
+    /// the network: always.
+    fn answers_at_once(&self) -> bool {
+        true
+    }
+
     /// A write that is durable when this returns.
     fn write<T>(&self, f: impl FnOnce(&mut dyn WriteTxn) -> MetaResult<T>) -> MetaResult<T> {
         self.write_with(Durability::Immediate, f)

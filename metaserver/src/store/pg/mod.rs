@@ -45,10 +45,12 @@ pub mod listen;
 pub mod sole;
 pub mod testing;
 #[cfg(test)]
+mod tests_nowait;
+#[cfg(test)]
 mod tests_sole;
 mod txn;
 
-use super::{Durability, ReadTxn, Store, Table, WriteTxn};
+use super::{Durability, ReadTxn, Store, Table, WriteTxn, nowait};
 use driver::Driver;
 use meridian_proto::{MetaError, MetaResult};
 use parking_lot::Mutex;
@@ -84,10 +86,9 @@ struct Stmts {
     get_many: Statement,
     scan_to: Statement,
     scan_all: Statement,
-    /// Upserts arrays of (tbl, k, v).
-    put_many: Statement,
-    /// Deletes arrays of (tbl, k).
-    delete_many: Statement,
+    /// Upserts arrays of (tbl, k, v) and deletes arrays of (tbl, k), in one statement (the
+    /// keys are distinct: a transaction's writes hold one value or deletion per key).
+    write_many: Statement,
 }
 
 type PgFuture<T> = Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send>>;
@@ -152,16 +153,14 @@ impl Conn {
                 &mut driver,
                 "SELECT k, v FROM meridian_kv WHERE tbl = $1 AND k >= $2 ORDER BY k LIMIT $3",
             )?,
-            put_many: prepare(
+            write_many: prepare(
                 &mut driver,
-                "INSERT INTO meridian_kv (tbl, k, v) \
+                "WITH gone AS (DELETE FROM meridian_kv \
+                   USING unnest($4::smallint[], $5::bytea[]) AS d(tbl, k) \
+                   WHERE meridian_kv.tbl = d.tbl AND meridian_kv.k = d.k) \
+                 INSERT INTO meridian_kv (tbl, k, v) \
                  SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[]) \
                  ON CONFLICT (tbl, k) DO UPDATE SET v = excluded.v",
-            )?,
-            delete_many: prepare(
-                &mut driver,
-                "DELETE FROM meridian_kv USING unnest($1::smallint[], $2::bytea[]) AS d(tbl, k) \
-                 WHERE meridian_kv.tbl = d.tbl AND meridian_kv.k = d.k",
             )?,
         };
         Ok(Conn {
@@ -265,8 +264,16 @@ impl PgStore {
 impl Inner {
     /// Runs `f` on the connection, first connecting again if the last one was lost, and
     /// first reporting a deferred commit that failed.
+    /// A call tried in place ([`nowait`]) gives up rather than wait for the connection's
+    /// lock or connect.
     fn with_conn<T>(&self, f: impl FnOnce(&mut Conn) -> MetaResult<T>) -> MetaResult<T> {
-        let mut guard = self.conn.lock();
+        let mut guard = match nowait::trying() {
+            true => match self.conn.try_lock() {
+                Some(g) if g.as_ref().is_some_and(|c| !c.driver.closed) => g,
+                _ => return nowait::give_up().map(|()| unreachable!("trying")),
+            },
+            false => self.conn.lock(),
+        };
         if let Some(c) = guard.as_mut() {
             c.driver.settle()?;
         }
@@ -377,6 +384,15 @@ impl Store for PgStore {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    /// In sole mode, with the connection free and open: most calls then send their
+    /// writes and wait for nothing.
+    fn answers_at_once(&self) -> bool {
+        self.inner.conn.try_lock().is_some_and(|c| {
+            c.as_ref()
+                .is_some_and(|c| c.known.is_some() && !c.driver.closed)
+        })
     }
 
     fn sync(&self) -> MetaResult<()> {

@@ -6,7 +6,7 @@
 use super::*;
 
 /// A store alone on `c`'s database that wrote `d/1` = `a`: in sole mode.
-fn sole_store(c: &testing::Cluster) -> PgStore {
+pub(super) fn sole_store(c: &testing::Cluster) -> PgStore {
     let store = PgStore::connect(&c.url()).unwrap();
     assert!(store.wait_listening(Duration::from_secs(10)));
     store.write(|t| t.put(Table::Xattrs, b"d/1", b"a")).unwrap();

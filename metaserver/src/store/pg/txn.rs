@@ -31,7 +31,7 @@
 
 use super::{Conn, Key, pg, sole};
 use crate::store::overlay::merge;
-use crate::store::{Pair, ReadTxn, Table, WriteTxn, prefix_end, scan_start};
+use crate::store::{Pair, ReadTxn, Table, WriteTxn, nowait, prefix_end, scan_start};
 use futures_util::future::join_all;
 use meridian_proto::{MetaError, MetaResult};
 use std::cell::RefCell;
@@ -176,9 +176,26 @@ impl<'c> PgTxn<'c> {
 
     /// Sends the buffered writes and COMMIT in one round trip; waits for the answer if
     /// `wait`, or else leaves it in `inflight` (see the store's invariants).
+    /// A call tried in place ([`nowait`]) gives up here rather than wait for the commit.
     pub(super) fn commit(self, wait: bool) -> MetaResult<()> {
-        if self.state.borrow().checked && !self.writes.is_empty() {
-            self.query_all(&[])?; // a write that read nothing: the lock first
+        let size: usize = (self.writes.iter())
+            .map(|((_, k), v)| 16 + k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum();
+        let waits = wait || size > WAIT_ABOVE;
+        if !self.writes.is_empty() {
+            let checked = self.state.borrow().checked;
+            // A write that read nothing takes the lock first.
+            let ready = (if checked {
+                self.query_all(&[]).map(drop)
+            } else {
+                Ok(())
+            })
+            .and_then(|()| if waits { nowait::give_up() } else { Ok(()) })
+            .and_then(|()| nowait::committing());
+            if let Err(e) = ready {
+                self.forget();
+                return Err(e);
+            }
         }
         let PgTxn {
             state,
@@ -210,9 +227,7 @@ impl<'c> PgTxn<'c> {
             }
         }
         let (mut pt, mut pk, mut pv, mut dt, mut dk) = (vec![], vec![], vec![], vec![], vec![]);
-        let mut size = 0;
         for ((t, k), v) in writes {
-            size += 16 + k.len() + v.as_ref().map_or(0, Vec::len);
             match v {
                 Some(v) => {
                     pt.push(t);
@@ -225,43 +240,38 @@ impl<'c> PgTxn<'c> {
                 }
             }
         }
-        let (client, del, put) = (
-            client.clone(),
-            stmts.delete_many.clone(),
-            stmts.put_many.clone(),
-        );
+        let (client, write) = (client.clone(), stmts.write_many.clone());
+        // Nothing sent yet, nothing announced, nothing waited for (sole mode's usual
+        // write): the one statement is the whole transaction, committed as it runs.
+        let alone = begin.is_some() && announce.is_none() && !waits;
         let end = match announce {
             Some(from) => super::listen::notify_then_commit(from),
             None => "COMMIT".to_string(),
         };
         let all = async move {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&pt, &pk, &pv, &dt, &dk];
+            if alone {
+                return client.execute(&write, &params).await.map(drop);
+            }
             let begin = async {
                 match &begin {
                     Some(b) => client.batch_execute(b).await,
                     None => Ok(()),
                 }
             };
-            let deletes = async {
-                match dt.is_empty() {
-                    true => Ok(0),
-                    false => client.execute(&del, &[&dt, &dk]).await,
-                }
-            };
-            let puts = async {
-                match pt.is_empty() {
-                    true => Ok(0),
-                    false => client.execute(&put, &[&pt, &pk, &pv]).await,
-                }
-            };
-            let (b, d, p, c) = tokio::join!(begin, deletes, puts, client.batch_execute(&end));
+            let (b, w, c) = tokio::join!(
+                begin,
+                client.execute(&write, &params),
+                client.batch_execute(&end)
+            );
             // After a failed statement PostgreSQL answers COMMIT with ROLLBACK, so the
             // first error is the transaction's.
-            b.and(d.map(drop)).and(p.map(drop)).and(c)
+            b.and(w.map(drop)).and(c)
         };
         let out = driver
             .start(Box::pin(all))
             .and_then(|started| match started {
-                Some(rest) if wait || size > WAIT_ABOVE => driver.run(rest),
+                Some(rest) if waits => driver.run(rest),
                 Some(rest) => {
                     driver.inflight.push(rest);
                     Ok(())
