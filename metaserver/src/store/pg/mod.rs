@@ -37,6 +37,12 @@
 //!   from memory, and its write transactions take no lock; every other write transaction
 //!   takes that lock shared first (and asks the sole writer to give it up).
 //!
+//! - A call tried in place ([`nowait`]) takes `conn` only if it is free, never connects,
+//!   and gives up rather than wait past its deadline or for its commit; it gives up before
+//!   it sends a change, so the call can run again elsewhere. A transaction that read
+//!   nothing (sole mode's usual create) sends its writes as one statement, committed as it
+//!   runs, with no BEGIN or COMMIT.
+//!
 //! Locks: `conn` for the whole of one transaction.
 
 mod driver;
