@@ -7,6 +7,8 @@ Mount each target with --attr-ttl-ms 0 so every stat reaches the metaserver (oth
 kernel's attribute cache answers and the figure measures nothing). Reports:
   stat p50 / p99 (us): os.stat of one file, repeated;
   creates/s: create + close of empty files in a fresh directory;
+  creates/s, 4 writers: the same by four processes at once, each in a directory of its
+    own (a site's metaserver serves many writers: this shows what overlaps);
   mkdir+rmdir/s: a directory made and removed;
   64k file p50 / p99 / max (us): create, write 64 KiB, close — the tail shows stalls.
 See docs/benchmarking.md.
@@ -34,6 +36,36 @@ def create_rate(d, n):
         os.close(os.open(os.path.join(sub, f"f{i}"), os.O_CREAT | os.O_WRONLY, 0o644))
     rate = n / (time.perf_counter() - t)
     shutil.rmtree(sub)
+    return rate
+
+
+def parallel_create_rate(d, n, writers=4):
+    """Files made per second by `writers` processes creating n/writers files each."""
+    each = n // writers
+    subs = [os.path.join(d, f"par{w}") for w in range(writers)]
+    for sub in subs:
+        os.makedirs(sub, exist_ok=True)
+    go_r, go_w = os.pipe()
+    pids = []
+    for sub in subs:
+        pid = os.fork()
+        if pid == 0:
+            os.close(go_w)
+            os.read(go_r, 1)  # all start together
+            for i in range(each):
+                os.close(os.open(os.path.join(sub, f"f{i}"), os.O_CREAT | os.O_WRONLY, 0o644))
+            os._exit(0)
+        pids.append(pid)
+    os.close(go_r)
+    t = time.perf_counter()
+    os.write(go_w, b"g" * writers)
+    os.close(go_w)
+    failed = [pid for pid in pids if os.waitpid(pid, 0)[1] != 0]
+    rate = each * writers / (time.perf_counter() - t)
+    if failed:
+        sys.exit(f"parallel creates: {len(failed)} writers failed")
+    for sub in subs:
+        shutil.rmtree(sub)
     return rate
 
 
@@ -78,6 +110,7 @@ def main():
             "stat p50 (us)": p50,
             "stat p99 (us)": p99,
             "creates/s": create_rate(work, a.files),
+            "creates/s, 4 writers": parallel_create_rate(work, a.files * 2),
             "mkdir+rmdir/s": mkdir_rate(work, a.files // 2),
         }
         small = small_file_latency(work, a.files)
