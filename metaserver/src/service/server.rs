@@ -355,12 +355,13 @@ fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, c: Call
             // back through a task). A retry is never tried in place: it may wait for its
             // first attempt.
             let c = match c.resent_after_ms.is_none() && ns.answers_at_once() {
-                true => match run_as(&**ns, hub, me, c, Some(IN_PLACE_WAIT)) {
-                    Ok((resp, items)) => {
+                true => match unwound(|| run_as(&**ns, hub, me, c, Some(IN_PLACE_WAIT))) {
+                    Ok(Ok((resp, items))) => {
                         hub.in_place[0].fetch_add(1, Relaxed);
                         return answer(hub, me, id, resp, items);
                     }
-                    Err(c) => {
+                    Err(e) => return answer(hub, me, id, Response::Err(e), Vec::new()),
+                    Ok(Err(c)) => {
                         hub.in_place[1].fetch_add(1, Relaxed);
                         tracing::debug!(session = me.id, "a call in place would wait; run apart");
                         *c
