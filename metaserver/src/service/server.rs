@@ -363,7 +363,7 @@ fn call(hub: &Arc<Hub>, me: &Arc<SessionState>, ns: &Arc<dyn Namespace>, c: Call
                     Err(e) => return answer(hub, me, id, Response::Err(e), Vec::new()),
                     Ok(Err(c)) => {
                         hub.in_place[1].fetch_add(1, Relaxed);
-                        tracing::debug!(session = me.id, "a call in place would wait; run apart");
+                        tracing::debug!(session = me.id, req = ?c.req, "a call in place would wait; run apart");
                         *c
                     }
                 },

@@ -200,15 +200,7 @@ impl Driver {
             Ok(None) => Err(MetaError::Store(
                 "postgresql: the connection was closed; connecting again at the next call".into(),
             )),
-            Err(Stop::GaveUp(e)) => Err(e),
-            Err(Stop::TimedOut) => {
-                self.closed = true;
-                tracing::error!(timeout = ?self.timeout, "postgresql: no answer; connecting again at the next call");
-                Err(MetaError::Store(format!(
-                    "postgresql: no answer within {:?} (the database is down, hung or unreachable)",
-                    self.timeout
-                )))
-            }
+            Err(stop) => self.stopped(Err(stop)).map(|()| unreachable!("stopped")),
         }
     }
 
@@ -221,13 +213,45 @@ impl Driver {
         self.drive(|cx| fut.as_mut().poll(cx))?.map_err(pg)
     }
 
-    /// Sends what `fut` sends on its first poll and writes it to the socket, without
-    /// waiting for the answer; what is left of `fut` (if it did not end at once) is
-    /// returned, to be polled later.
+    /// Sends what `fut` sends on its first poll and writes all of it to the socket (waiting
+    /// only if the socket cannot take it at once), without waiting for the answer; what is
+    /// left of `fut` (if it did not end at once) is returned, to be polled later.
     pub(super) fn start(&mut self, mut fut: PgFuture<()>) -> MetaResult<Option<PgFuture<()>>> {
-        match self.drive(|cx| Poll::Ready(fut.as_mut().poll(cx)))? {
+        let first = self.drive(|cx| Poll::Ready(fut.as_mut().poll(cx)))?;
+        self.flush()?;
+        match first {
             Poll::Ready(out) => out.map(|()| None).map_err(pg),
             Poll::Pending => Ok(Some(fut)),
+        }
+    }
+
+    /// Waits until the connection has written everything it was given: a write that would
+    /// have blocked left the rest in the connection's buffer, where nothing would send it
+    /// before the next call.
+    fn flush(&mut self) -> MetaResult<()> {
+        let end = Instant::now() + self.timeout;
+        while self.io.blocked.load(Ordering::Acquire) && !self.closed {
+            let waited = self.io.wait(end);
+            self.stopped(waited)?;
+            // Polls the connection once more: it writes what the socket takes now.
+            self.drive(|_| Poll::Ready(()))?;
+        }
+        Ok(())
+    }
+
+    /// A wait's end as the call's result: a timeout closes the connection.
+    fn stopped(&mut self, waited: Result<(), Stop>) -> MetaResult<()> {
+        match waited {
+            Ok(()) => Ok(()),
+            Err(Stop::GaveUp(e)) => Err(e),
+            Err(Stop::TimedOut) => {
+                self.closed = true;
+                tracing::error!(timeout = ?self.timeout, "postgresql: no answer; connecting again at the next call");
+                Err(MetaError::Store(format!(
+                    "postgresql: no answer within {:?} (the database is down, hung or unreachable)",
+                    self.timeout
+                )))
+            }
         }
     }
 

@@ -19,9 +19,9 @@
 //! - Round trips are few (see [`txn`]): a transaction's opening statements travel with its
 //!   first query, its writes are buffered and sent with the COMMIT in one round trip, and
 //!   the COMMIT of a read (or the ROLLBACK of a failed write) is sent without waiting.
-//! - A `Deferred` write returns once its COMMIT is written to the socket, not answered
-//!   (unless its writes exceed [`txn::WAIT_ABOVE`] bytes, more than a socket buffer surely
-//!   takes at once). Everything later on this store is sent after it on the same
+//! - A `Deferred` write returns once its COMMIT is written to the socket (all of it: a
+//!   write the socket's buffer cannot take at once waits until it can), not answered.
+//!   Everything later on this store is sent after it on the same
 //!   connection and waits for its answer first (`Driver::settle`), so it sees the change;
 //!   other processes see it one round trip later. Only a failure of the
 //!   connection or the server makes a sent COMMIT fail (one advisory lock, no
@@ -135,9 +135,20 @@ impl Conn {
         // quarter of the database's CPU per create).
         // An engine without the setting (PostgreSQL-compatible, not PostgreSQL) plans as it
         // does.
-        if let Err(e) = driver.run(client.batch_execute("SET plan_cache_mode = force_generic_plan"))
-        {
-            tracing::info!(error = %e, "postgresql: plan_cache_mode not set");
+        // A generic plan is made once, from the statistics of the moment: made while the
+        // table was small it joined the keys of a write to a whole-table scan, and kept
+        // doing so as the table grew (a removal took milliseconds until the connection was
+        // made again). Turning the other strategies off leaves the primary key's index to
+        // every plan, whatever the statistics.
+        for setting in [
+            "plan_cache_mode = force_generic_plan",
+            "enable_seqscan = off",
+            "enable_hashjoin = off",
+            "enable_mergejoin = off",
+        ] {
+            if let Err(e) = driver.run(client.batch_execute(&format!("SET {setting}"))) {
+                tracing::info!(error = %e, "postgresql: {setting} not set");
+            }
         }
         let prepare = |d: &mut Driver, sql: &str| d.run(client.prepare(sql));
         let stmts = Stmts {
@@ -420,6 +431,46 @@ mod tests {
         let shared = PgStore::connect_opts(&c.url(), DEFAULT_TIMEOUT, false).unwrap();
         super::super::suite::run_all(&shared);
         assert!(!shared.is_sole());
+    }
+
+    /// Every statement finds its rows through the primary key whatever the statistics: a
+    /// store that connected while the table was empty (its generic plans made then) does
+    /// not scan the whole table once it has grown — it did, for the keys a write deletes.
+    #[test]
+    fn a_store_made_on_an_empty_table_never_scans_the_whole_table() {
+        let c = testing::Cluster::start();
+        let store = PgStore::connect_opts(&c.url(), DEFAULT_TIMEOUT, false).unwrap();
+        let key = |i: u32| format!("d/{i:05}").into_bytes();
+        for chunk in 0..20 {
+            store
+                .write(|t| {
+                    (0..100).try_for_each(|i| t.put(Table::Xattrs, &key(chunk * 100 + i), b"v"))
+                })
+                .unwrap();
+        }
+        for i in (0..2000).step_by(7) {
+            store
+                .write(|t| {
+                    t.get(Table::Xattrs, &key(i))?;
+                    t.scan(Table::Xattrs, b"d/", Some(&key(i)), 3)?;
+                    t.delete(Table::Xattrs, &key(i))?;
+                    t.put(Table::Xattrs, &key(i + 1), b"w")
+                })
+                .unwrap();
+        }
+        drop(store); // its backend's statistics are written as it ends
+        let stat = |col: &str| {
+            c.number(&format!(
+                "SELECT {col} FROM pg_stat_user_tables WHERE relname = 'meridian_kv'"
+            ))
+        };
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        while stat("n_tup_ins") < 2000 {
+            assert!(std::time::Instant::now() < end, "the statistics never came");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // One: the index build when the store made the table.
+        assert_eq!(stat("seq_scan"), 1, "a statement scanned the whole table");
     }
 
     /// A database that stops answering (not closing its connections) fails the calls after

@@ -101,6 +101,22 @@ impl Cluster {
         format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// The first column of the first row of `sql` (a number), on a connection of its own.
+    pub fn number(&self, sql: &str) -> i64 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            let row = client.query_one(sql, &[]).await.expect("query");
+            row.get::<_, i64>(0)
+        })
+    }
+
     /// Stops (SIGSTOP) or resumes (SIGCONT) the server and its backends: a database that
     /// hangs without closing its connections.
     pub fn pause(&self, paused: bool) {

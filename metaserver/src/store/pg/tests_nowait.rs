@@ -1,7 +1,8 @@
 //! Calls tried in place ([`crate::store::nowait`]) on real PostgreSQL: a sole writer's
 //! write that reads nothing is made without waiting; a call that would wait gives up soon
 //! (not after the store's timeout) having changed nothing, and the connection stays
-//! usable; a write whose commit must be waited for gives up before it is sent.
+//! usable; a write whose commit must be waited for gives up before it is sent; a large
+//! deferred write is written whole before it returns.
 
 use super::tests_sole::sole_store;
 use super::*;
@@ -88,18 +89,37 @@ fn a_write_whose_commit_is_waited_for_gives_up_before_it_is_sent() {
         store.write(|t| t.put(Table::Xattrs, b"d/8", b"a"))
     });
     assert_eq!(durable, None, "a durable write waits for its commit");
-    let big = vec![7u8; txn::WAIT_ABOVE + 1];
-    let large = nowait::attempt(BUDGET, || put(&store, b"d/9", &big));
-    assert_eq!(
-        large, None,
-        "a write larger than a socket buffer surely takes is waited for"
-    );
     store.sync().unwrap();
     assert_eq!(in_database(&c, b"d/8"), None);
-    assert_eq!(in_database(&c, b"d/9"), None);
-    assert_eq!(value(&store, b"d/9"), None);
-    put(&store, b"d/9", &big).unwrap();
-    assert_eq!(value(&store, b"d/9"), Some(big));
+    assert_eq!(value(&store, b"d/8"), None);
+    // A large deferred write is written whole to the socket, not waited for: in place.
+    let big = vec![7u8; 64 << 10];
+    let large = nowait::attempt(BUDGET, || put(&store, b"d/9", &big));
+    assert_eq!(large, Some(Ok(())));
+    store.sync().unwrap();
+    assert_eq!(in_database(&c, b"d/9"), Some(big));
+}
+
+/// A deferred write returns once the socket took all of it: not before (the rest would
+/// wait in the connection's buffer for the next call, lost if the process died first).
+#[test]
+fn a_deferred_write_bigger_than_the_socket_buffers_returns_once_written_whole() {
+    let c = testing::Cluster::start();
+    let store = Arc::new(sole_store(&c)); // a write sends no query first
+    store.sync().unwrap(); // nothing unanswered: the write below waits for nothing else
+    c.pause(true);
+    let big = vec![1u8; 32 << 20]; // more than both ends' socket buffers hold
+    let (s2, b2, (tx, rx)) = (store.clone(), big.clone(), std::sync::mpsc::channel());
+    std::thread::spawn(move || tx.send(put(&s2, b"d/big", &b2)));
+    let early = rx.recv_timeout(Duration::from_millis(500));
+    c.pause(false);
+    assert!(
+        early.is_err(),
+        "returned before the socket took it all: {early:?}"
+    );
+    assert_eq!(rx.recv_timeout(Duration::from_secs(60)).unwrap(), Ok(()));
+    store.sync().unwrap();
+    assert_eq!(in_database(&c, b"d/big").map(|v| v.len()), Some(big.len()));
 }
 
 #[test]

@@ -47,10 +47,6 @@ type Params<'p> = &'p [&'p (dyn tokio_postgres::types::ToSql + Sync)];
 /// table's end).
 type Range = (i16, Vec<u8>, Option<Vec<u8>>);
 
-/// A deferred commit with more bytes of writes than this is waited for: a message that
-/// may not fit the socket's send buffer must not be left half-sent.
-pub(super) const WAIT_ABOVE: usize = 8 << 10;
-
 struct State<'c> {
     conn: &'c mut Conn,
     /// The opening statements, until they are sent.
@@ -178,10 +174,6 @@ impl<'c> PgTxn<'c> {
     /// `wait`, or else leaves it in `inflight` (see the store's invariants).
     /// A call tried in place ([`nowait`]) gives up here rather than wait for the commit.
     pub(super) fn commit(self, wait: bool) -> MetaResult<()> {
-        let size: usize = (self.writes.iter())
-            .map(|((_, k), v)| 16 + k.len() + v.as_ref().map_or(0, Vec::len))
-            .sum();
-        let waits = wait || size > WAIT_ABOVE;
         if !self.writes.is_empty() {
             let checked = self.state.borrow().checked;
             // A write that read nothing takes the lock first.
@@ -190,7 +182,7 @@ impl<'c> PgTxn<'c> {
             } else {
                 Ok(())
             })
-            .and_then(|()| if waits { nowait::give_up() } else { Ok(()) })
+            .and_then(|()| if wait { nowait::give_up() } else { Ok(()) })
             .and_then(|()| nowait::committing());
             if let Err(e) = ready {
                 self.forget();
@@ -243,7 +235,7 @@ impl<'c> PgTxn<'c> {
         let (client, write) = (client.clone(), stmts.write_many.clone());
         // Nothing sent yet, nothing announced, nothing waited for (sole mode's usual
         // write): the one statement is the whole transaction, committed as it runs.
-        let alone = begin.is_some() && announce.is_none() && !waits;
+        let alone = begin.is_some() && announce.is_none() && !wait;
         let end = match announce {
             Some(from) => super::listen::notify_then_commit(from),
             None => "COMMIT".to_string(),
@@ -271,7 +263,7 @@ impl<'c> PgTxn<'c> {
         let out = driver
             .start(Box::pin(all))
             .and_then(|started| match started {
-                Some(rest) if waits => driver.run(rest),
+                Some(rest) if wait => driver.run(rest),
                 Some(rest) => {
                     driver.inflight.push(rest);
                     Ok(())
