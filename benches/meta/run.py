@@ -11,6 +11,8 @@ kernel's attribute cache answers and the figure measures nothing). Reports:
     own (a site's metaserver serves many writers: this shows what overlaps);
   mkdir+rmdir/s: a directory made and removed;
   64k file p50 / p99 / max (us): create, write 64 KiB, close — the tail shows stalls.
+Each figure is the median of --rounds rounds (default 3) in which the targets take turns,
+so that a slow spell of a shared machine does not fall on one target alone.
 See docs/benchmarking.md.
 """
 import argparse, os, shutil, statistics, sys, time
@@ -94,30 +96,40 @@ def mkdir_rate(d, n):
     return n / (time.perf_counter() - t)
 
 
+def measure(d, a):
+    """Every metric once through the mount at `d`."""
+    work = os.path.join(d, "meridian-meta-bench")
+    os.makedirs(work, exist_ok=True)
+    p50, p99 = stat_latency(work, a.stats)
+    row = {
+        "stat p50 (us)": p50,
+        "stat p99 (us)": p99,
+        "creates/s": create_rate(work, a.files),
+        "creates/s, 4 writers": parallel_create_rate(work, a.files * 2),
+        "mkdir+rmdir/s": mkdir_rate(work, a.files // 2),
+    }
+    small = small_file_latency(work, a.files)
+    for label, v in zip(("p50", "p99", "max"), small):
+        row[f"64k file {label} (us)"] = v
+    shutil.rmtree(work)
+    return row
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("targets", nargs="+", help="NAME=DIRECTORY; the first is the baseline")
     ap.add_argument("--stats", type=int, default=5000)
     ap.add_argument("--files", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds over all targets in turn; each figure is the median (default 3)")
     a = ap.parse_args()
-    rows = {}
-    for t in a.targets:
-        name, d = t.split("=", 1)
-        work = os.path.join(d, "meridian-meta-bench")
-        os.makedirs(work, exist_ok=True)
-        p50, p99 = stat_latency(work, a.stats)
-        rows[name] = {
-            "stat p50 (us)": p50,
-            "stat p99 (us)": p99,
-            "creates/s": create_rate(work, a.files),
-            "creates/s, 4 writers": parallel_create_rate(work, a.files * 2),
-            "mkdir+rmdir/s": mkdir_rate(work, a.files // 2),
-        }
-        small = small_file_latency(work, a.files)
-        for label, v in zip(("p50", "p99", "max"), small):
-            rows[name][f"64k file {label} (us)"] = v
-        shutil.rmtree(work)
-        print(f"  {name}: done", file=sys.stderr)
+    runs = {}
+    for r in range(a.rounds):
+        for t in a.targets:
+            name, d = t.split("=", 1)
+            runs.setdefault(name, []).append(measure(d, a))
+            print(f"  round {r + 1}: {name} done", file=sys.stderr)
+    rows = {n: {m: statistics.median(run[m] for run in rs) for m in rs[0]} for n, rs in runs.items()}
     names = list(rows)
     base = names[0]
     head = ["metric"] + names + [f"{n}/{base}" for n in names[1:]]
@@ -127,7 +139,8 @@ def main():
         vals = [rows[n][metric] for n in names]
         ratios = [f"{v / vals[0]:.2f}x" for v in vals[1:]]
         print("| " + " | ".join([metric] + [f"{v:,.1f}" for v in vals] + ratios) + " |")
-    print("(latency rows: lower is better; rate rows: higher is better)")
+    print(f"(median of {a.rounds} rounds, the targets taking turns; latency rows: lower is "
+          "better; rate rows: higher is better)")
 
 
 if __name__ == "__main__":
