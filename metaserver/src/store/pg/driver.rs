@@ -387,31 +387,29 @@ fn ready<T>(r: io::Result<T>, blocked: Option<&AtomicBool>) -> Poll<io::Result<T
     }
 }
 
+/// `op`, again while a signal interrupts it.
+fn uninterrupted<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
 impl Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let r = match &mut self.sock {
-                Sock::Tcp(s) => s.read(buf),
-                Sock::Unix(s) => s.read(buf),
-            };
-            match r {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
+        uninterrupted(|| match &mut self.sock {
+            Sock::Tcp(s) => s.read(buf),
+            Sock::Unix(s) => s.read(buf),
+        })
     }
 
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            let r = match &mut self.sock {
-                Sock::Tcp(s) => s.write(buf),
-                Sock::Unix(s) => s.write(buf),
-            };
-            match r {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
+        uninterrupted(|| match &mut self.sock {
+            Sock::Tcp(s) => s.write(buf),
+            Sock::Unix(s) => s.write(buf),
+        })
     }
 }
 
