@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::ReadBuf;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::config::TargetSessionAttrs;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 /// One connection, driven by whoever calls.
 pub(super) struct Driver {
@@ -133,15 +134,38 @@ impl Io {
     }
 }
 
-/// Opens a connection to `url` (a libpq-style URL), waiting at most `timeout`.
+/// Opens a connection to `url` (a libpq-style URL), waiting at most `timeout` in all: to
+/// the first of its hosts that answers (and, with `target_session_attrs`, has the session
+/// asked for), as libpq and tokio-postgres do; `hostaddr` and the `keepalives` settings
+/// are honoured.
 pub(super) fn connect(url: &str, timeout: Duration) -> MetaResult<(Client, Driver)> {
     let cannot =
         |e: &dyn std::fmt::Display| MetaError::Store(format!("cannot connect to {url}: {e}"));
     let config: tokio_postgres::Config = url.parse().map_err(|e| cannot(&e))?;
     let end = Instant::now() + timeout;
-    let sock = Sock::open(&config, end).map_err(|e| cannot(&e))?;
+    let mut last = "no host in the URL".to_string();
+    for i in 0..config.get_hosts().len() {
+        match connect_to(&config, i, end, timeout) {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                tracing::debug!(url, host = i, error = %e, "postgresql: host passed over");
+                last = e;
+            }
+        }
+    }
+    Err(cannot(&last))
+}
+
+/// A connection to host `i` of `config`, or why not.
+fn connect_to(
+    config: &tokio_postgres::Config,
+    i: usize,
+    end: Instant,
+    timeout: Duration,
+) -> Result<(Client, Driver), String> {
+    let sock = Sock::open(config, i, end).map_err(|e| e.to_string())?;
     let io = Io {
-        fd: sock.handle().map_err(|e| cannot(&e))?,
+        fd: sock.handle().map_err(|e| e.to_string())?,
         blocked: Arc::default(),
         woken: Arc::default(),
     };
@@ -151,19 +175,29 @@ pub(super) fn connect(url: &str, timeout: Duration) -> MetaResult<(Client, Drive
     };
     let mut handshake = pin!(config.connect_raw(stream, NoTls));
     let (client, connection) = match io.run(end, |cx| handshake.as_mut().poll(cx), || false) {
-        Ok(Some(c)) => c.map_err(|e| cannot(&e))?,
-        Ok(None) | Err(Stop::TimedOut) => {
-            return Err(cannot(&format!("no answer within {timeout:?}")));
-        }
-        Err(Stop::GaveUp(e)) => return Err(e),
+        Ok(Some(c)) => c.map_err(|e| e.to_string())?,
+        Ok(None) | Err(Stop::TimedOut) => return Err(format!("no answer within {timeout:?}")),
+        Err(Stop::GaveUp(e)) => return Err(e.to_string()),
     };
-    let driver = Driver {
+    let mut driver = Driver {
         connection: Box::pin(connection),
         closed: false,
         inflight: Vec::new(),
         timeout,
         io,
     };
+    let wanted = config.get_target_session_attrs();
+    if wanted != TargetSessionAttrs::Any {
+        let answer = (driver.run(client.simple_query("SHOW transaction_read_only")))
+            .map_err(|e| e.to_string())?;
+        let read_only = answer.iter().any(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0) == Some("on"),
+            _ => false,
+        });
+        if read_only != (wanted == TargetSessionAttrs::ReadOnly) {
+            return Err(format!("not a {wanted:?} session (target_session_attrs)"));
+        }
+    }
     Ok((client, driver))
 }
 
@@ -306,29 +340,28 @@ enum Sock {
 }
 
 impl Sock {
-    /// Connects to the first of `config`'s hosts that answers, nonblocking once connected.
-    fn open(config: &tokio_postgres::Config, end: Instant) -> io::Result<Sock> {
+    /// Connects to host `i` of `config` (its `hostaddr` if given), nonblocking once
+    /// connected, with the URL's keep-alives.
+    fn open(config: &tokio_postgres::Config, i: usize, end: Instant) -> io::Result<Sock> {
         use tokio_postgres::config::Host;
         let ports = config.get_ports();
-        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no host in the URL");
-        for (i, host) in config.get_hosts().iter().enumerate() {
-            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-            let opened = match host {
-                Host::Tcp(name) => tcp(name, port, end).map(Sock::Tcp),
-                Host::Unix(dir) => {
-                    std::os::unix::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
-                        .map(Sock::Unix)
+        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        let sock = match &config.get_hosts()[i] {
+            Host::Tcp(name) => {
+                let addr = config.get_hostaddrs().get(i).map(|a| (*a, port).into());
+                let s = tcp(name, port, addr, end)?;
+                if config.get_keepalives() {
+                    let idle = socket2::TcpKeepalive::new().with_time(config.get_keepalives_idle());
+                    socket2::SockRef::from(&s).set_tcp_keepalive(&idle)?;
                 }
-            };
-            match opened {
-                Ok(s) => {
-                    s.set_nonblocking()?;
-                    return Ok(s);
-                }
-                Err(e) => last = e,
+                Sock::Tcp(s)
             }
-        }
-        Err(last)
+            Host::Unix(dir) => Sock::Unix(std::os::unix::net::UnixStream::connect(
+                dir.join(format!(".s.PGSQL.{port}")),
+            )?),
+        };
+        sock.set_nonblocking()?;
+        Ok(sock)
     }
 
     fn set_nonblocking(&self) -> io::Result<()> {
@@ -347,11 +380,21 @@ impl Sock {
     }
 }
 
-/// A TCP connection to `name:port` (each of its addresses in turn), with Nagle off.
-fn tcp(name: &str, port: u16, end: Instant) -> io::Result<std::net::TcpStream> {
+/// A TCP connection to `addr` if given, or else to `name:port` (each of its addresses in
+/// turn), with Nagle off.
+fn tcp(
+    name: &str,
+    port: u16,
+    addr: Option<std::net::SocketAddr>,
+    end: Instant,
+) -> io::Result<std::net::TcpStream> {
     use std::net::ToSocketAddrs;
     let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{name}: no address"));
-    for addr in (name, port).to_socket_addrs()? {
+    let addrs: Vec<_> = match addr {
+        Some(a) => vec![a],
+        None => (name, port).to_socket_addrs()?.collect(),
+    };
+    for addr in addrs {
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
@@ -448,5 +491,67 @@ impl tokio::io::AsyncWrite for Socket {
             io::ErrorKind::NotConnected => Ok(()),
             _ => Err(e),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Cluster;
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn works(url: &str) {
+        let (client, mut driver) = connect(url, WAIT).unwrap_or_else(|e| panic!("{url}: {e}"));
+        driver.run(client.simple_query("SELECT 1")).unwrap();
+    }
+
+    #[test]
+    fn connects_to_the_first_host_that_answers_by_tcp_hostaddr_or_unix_socket() {
+        let c = Cluster::start();
+        let refused = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port(); // free again once the listener is dropped
+        works(&format!(
+            "postgresql://postgres@127.0.0.1:{refused},127.0.0.1:{}/postgres",
+            c.port
+        ));
+        works(&format!(
+            "host=db.invalid hostaddr=127.0.0.1 port={} user=postgres dbname=postgres",
+            c.port
+        ));
+        works(&format!(
+            "host={} port={} user=postgres dbname=postgres",
+            c.socket_dir().display(),
+            c.port
+        ));
+        let err = connect(
+            &format!("postgresql://postgres@127.0.0.1:{refused}/postgres"),
+            WAIT,
+        )
+        .err()
+        .expect("nobody listens there")
+        .to_string();
+        assert!(
+            err.contains("cannot connect to") && err.contains(&refused.to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_server_of_the_wrong_kind_for_target_session_attrs_is_passed_over() {
+        let c = Cluster::start();
+        let url = |attrs: &str| {
+            format!(
+                "postgresql://postgres@127.0.0.1:{}/postgres?target_session_attrs={attrs}",
+                c.port
+            )
+        };
+        works(&url("read-write"));
+        let err = connect(&url("read-only"), WAIT)
+            .err()
+            .expect("a primary is not read-only");
+        assert!(err.to_string().contains("target_session_attrs"), "{err}");
     }
 }

@@ -97,6 +97,11 @@ impl Cluster {
         c
     }
 
+    /// The directory of the server's Unix socket.
+    pub fn socket_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn url(&self) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
     }
