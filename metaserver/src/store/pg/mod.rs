@@ -82,6 +82,34 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS meridian_kv (
     PRIMARY KEY (tbl, k)
 )";
 
+/// The opening statements of a write transaction, for `Deferred` and `Immediate` writes.
+struct Begin {
+    /// In sole mode.
+    sole: String,
+    /// Otherwise: trying the sole writer's lock shared, then the write lock.
+    tried: String,
+    /// Otherwise, once the sole writer was asked for its lock: waiting for it a while at a
+    /// time, asking again in between (see `txn`).
+    waiting: String,
+}
+
+static BEGINS: std::sync::LazyLock<[Begin; 2]> = std::sync::LazyLock::new(|| {
+    // The session's synchronous_commit is off.
+    ["", "; SET LOCAL synchronous_commit = on"].map(|sync| {
+        let (s, w) = (sole::SOLE_LOCK, WRITE_LOCK);
+        let lock = format!("SELECT pg_advisory_xact_lock({w}){sync}");
+        let ask = sole::ASK_EVERY.as_millis();
+        Begin {
+            sole: format!("BEGIN{sync}"),
+            tried: format!("BEGIN; SELECT pg_try_advisory_xact_lock_shared({s}); {lock}"),
+            waiting: format!(
+                "BEGIN; SET LOCAL lock_timeout = {ask}; \
+                 SELECT pg_advisory_xact_lock_shared({s}); SET LOCAL lock_timeout = 0; {lock}"
+            ),
+        }
+    })
+});
+
 /// A key: table and key bytes.
 type Key = (i16, Vec<u8>);
 
@@ -345,7 +373,7 @@ impl Store for PgStore {
         self.inner.with_conn(|conn| {
             let txn = PgTxn::new(
                 conn,
-                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_string(),
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
                 None,
                 None,
             );
@@ -365,29 +393,13 @@ impl Store for PgStore {
             if conn.known.is_none() && inner.policy.may_try() {
                 inner.try_sole(conn)?;
             }
-            // The session's synchronous_commit is off.
-            let sync = match durability {
-                Durability::Immediate => "; SET LOCAL synchronous_commit = on",
-                Durability::Deferred => "",
-            };
+            let b = &BEGINS[(durability == Durability::Immediate) as usize];
             let mut txn = match &conn.known {
                 Some(k) => {
                     let preload = (!k.whole(txn::tbl(Table::Meta))).then_some(Table::Meta);
-                    PgTxn::new(conn, format!("BEGIN{sync}"), preload, None)
+                    PgTxn::new(conn, &b.sole, preload, None)
                 }
-                None => {
-                    let (s, w) = (sole::SOLE_LOCK, WRITE_LOCK);
-                    let lock = format!("SELECT pg_advisory_xact_lock({w}){sync}");
-                    let tried =
-                        format!("BEGIN; SELECT pg_try_advisory_xact_lock_shared({s}); {lock}");
-                    // Waits a while at a time, asking again in between (see `txn`).
-                    let ask = sole::ASK_EVERY.as_millis();
-                    let waiting = format!(
-                        "BEGIN; SET LOCAL lock_timeout = {ask}; \
-                         SELECT pg_advisory_xact_lock_shared({s}); SET LOCAL lock_timeout = 0; {lock}"
-                    );
-                    PgTxn::new(conn, tried, Some(Table::Meta), Some(waiting))
-                }
+                None => PgTxn::new(conn, &b.tried, Some(Table::Meta), Some(&b.waiting)),
             };
             match f(&mut txn) {
                 Ok(v) => txn.commit(durability == Durability::Immediate).map(|()| v),

@@ -50,7 +50,7 @@ type Range = (i16, Vec<u8>, Option<Vec<u8>>);
 struct State<'c> {
     conn: &'c mut Conn,
     /// The opening statements, until they are sent.
-    begin: Option<String>,
+    begin: Option<&'static str>,
     seen: BTreeMap<Key, Option<Vec<u8>>>,
     /// The table to load whole with the first query, until it is loaded.
     preload: Option<Table>,
@@ -61,7 +61,7 @@ struct State<'c> {
     /// `begin` only tries the sole writer's lock (and must have got it).
     checked: bool,
     /// The opening statements that wait for the sole writer's lock (shared mode).
-    waiting: Option<String>,
+    waiting: Option<&'static str>,
     /// When the sole writer was first asked to give the lock up.
     asked: Option<std::time::Instant>,
 }
@@ -134,9 +134,9 @@ impl<'c> PgTxn<'c> {
     /// sole writer's lock when `begin` did not get it (see the invariants).
     pub(super) fn new(
         conn: &'c mut Conn,
-        begin: String,
+        begin: &'static str,
         preload: Option<Table>,
-        waiting: Option<String>,
+        waiting: Option<&'static str>,
     ) -> PgTxn<'c> {
         PgTxn {
             state: RefCell::new(State {
@@ -332,8 +332,8 @@ impl<'c> PgTxn<'c> {
         let tried = std::mem::take(checked);
         let opened = async {
             match tried {
-                true => client.simple_query(&b).await,
-                false => client.batch_execute(&b).await.map(|()| Vec::new()),
+                true => client.simple_query(b).await,
+                false => client.batch_execute(b).await.map(|()| Vec::new()),
             }
         };
         let all = async { Ok(tokio::join!(opened, preloaded, asked_rows)) };
@@ -353,7 +353,7 @@ impl<'c> PgTxn<'c> {
             }
             tracing::debug!("postgresql: waiting for the sole writer's lock");
             driver.run(client.batch_execute(&format!("ROLLBACK; {}", sole::request())))?;
-            *begin = waiting.clone();
+            *begin = *waiting;
             *preload = table;
             drop(s);
             return self.query_all(queries);
