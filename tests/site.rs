@@ -129,7 +129,19 @@ fn an_unreachable_metaserver_gives_eio_not_a_hang() {
 /// through either mount, and no mkdir is told EEXIST.
 #[test]
 fn kill9_of_the_metaserver_during_two_clients_write_loops_loses_nothing_acknowledged() {
-    let mut site = Site::start();
+    kill9_during_write_loops(Site::start());
+}
+
+/// The same over PostgreSQL in sole mode, where a change is answered once its commit is
+/// written to the database connection, not once the database answered it: the commits a
+/// killed metaserver wrote still reach the database.
+#[test]
+fn kill9_of_a_postgresql_metaserver_during_write_loops_loses_nothing_acknowledged() {
+    let pg = meridian_metaserver::store::pg::testing::Cluster::start();
+    kill9_during_write_loops(Site::start_postgres(&pg.url(), "kill9-pg/"));
+}
+
+fn kill9_during_write_loops(mut site: Site) {
     let (t1, t2) = (site.add_client("ws1"), site.add_client("ws2"));
     let a = mount(&site, &t1, &["--meta-timeout-ms", "20000"]);
     let b = mount(&site, &t2, &["--meta-timeout-ms", "20000"]);
