@@ -129,19 +129,35 @@ fn an_unreachable_metaserver_gives_eio_not_a_hang() {
 /// through either mount, and no mkdir is told EEXIST.
 #[test]
 fn kill9_of_the_metaserver_during_two_clients_write_loops_loses_nothing_acknowledged() {
-    kill9_during_write_loops(Site::start());
+    kill9_during_write_loops(&mut Site::start());
 }
 
 /// The same over PostgreSQL in sole mode, where a change is answered once its commit is
 /// written to the database connection, not once the database answered it: the commits a
-/// killed metaserver wrote still reach the database.
+/// killed metaserver wrote still reach the database. `status` then tells how many calls
+/// ran on the metaserver's own thread.
 #[test]
 fn kill9_of_a_postgresql_metaserver_during_write_loops_loses_nothing_acknowledged() {
     let pg = meridian_metaserver::store::pg::testing::Cluster::start();
-    kill9_during_write_loops(Site::start_postgres(&pg.url(), "kill9-pg/"));
+    let mut site = Site::start_postgres(&pg.url(), "kill9-pg/");
+    kill9_during_write_loops(&mut site);
+    std::thread::sleep(std::time::Duration::from_millis(1200)); // the status files' period
+    let cfg = site.dir.join("site.toml");
+    let out = run(
+        meridian(),
+        &["metaserver", "-c", cfg.to_str().unwrap(), "status"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let here: u64 = text
+        .split("since start: ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of calls in {text}"));
+    assert!(here > 0, "no call ran on the metaserver's thread: {text}");
 }
 
-fn kill9_during_write_loops(mut site: Site) {
+fn kill9_during_write_loops(site: &mut Site) {
     let (t1, t2) = (site.add_client("ws1"), site.add_client("ws2"));
     let a = mount(&site, &t1, &["--meta-timeout-ms", "20000"]);
     let b = mount(&site, &t2, &["--meta-timeout-ms", "20000"]);

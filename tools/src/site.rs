@@ -4,7 +4,8 @@
 //! Files in the site's data directory: `namespace.redb` (+ journal), `metaserver.crt` and
 //! `metaserver.key` (generated on first start; clients pin the certificate), `clients`
 //! (credential hashes), `sessions` (connected clients, rewritten every second while
-//! running; `meridian metaserver status` reads it).
+//! running; `meridian metaserver status` reads it) and, over PostgreSQL, `calls` (how many
+//! calls ran on the metaserver's thread and how many moved to another, likewise).
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
@@ -198,6 +199,18 @@ fn feed(cfg: &SiteConfig, dir: &Path, after: u64, limit: usize, token: String) -
     Ok(())
 }
 
+/// What `status` prints of the calls over a database (see `Hub::in_place`).
+fn calls_line(hub: &meridian_metaserver::service::hub::Hub) -> String {
+    let [here, apart] = hub
+        .in_place
+        .each_ref()
+        .map(|n| n.load(std::sync::atomic::Ordering::Relaxed));
+    format!(
+        "calls over the database since start: {here} answered on the metaserver's thread, \
+         {apart} moved to another (the database was slow to answer)\n"
+    )
+}
+
 fn status(dir: &Path) -> Result<()> {
     let path = dir.join("sessions");
     let fresh = std::fs::metadata(&path)
@@ -217,6 +230,9 @@ fn status(dir: &Path) -> Result<()> {
         text.lines().count()
     );
     print!("{text}");
+    if let Ok(calls) = std::fs::read_to_string(dir.join("calls")) {
+        print!("{calls}");
+    }
     Ok(())
 }
 
@@ -280,7 +296,7 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
             "  certificate: {} (clients pin it: --meta-cert)",
             scfg.cert.display()
         );
-        let sessions = dir.join("sessions");
+        let (sessions, calls) = (dir.join("sessions"), dir.join("calls"));
         let s2 = srv.clone();
         tokio::spawn(async move {
             loop {
@@ -290,6 +306,9 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
                     .map(|s| format!("{}\t{}\n", s.name, s.addr))
                     .collect();
                 let _ = std::fs::write(&sessions, text);
+                if s2.hub.blocking.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = std::fs::write(&calls, calls_line(&s2.hub));
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
@@ -316,6 +335,7 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
         let ns4 = ns.clone();
         let _ = tokio::task::spawn_blocking(move || ns4.sync()).await;
         let _ = std::fs::remove_file(dir.join("sessions"));
+        let _ = std::fs::remove_file(dir.join("calls"));
         tracing::info!("metaserver stopped");
         Ok(())
     })
