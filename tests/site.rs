@@ -159,8 +159,8 @@ fn kill9_of_a_postgresql_metaserver_during_write_loops_loses_nothing_acknowledge
 
 fn kill9_during_write_loops(site: &mut Site) {
     let (t1, t2) = (site.add_client("ws1"), site.add_client("ws2"));
-    let a = mount(&site, &t1, &["--meta-timeout-ms", "20000"]);
-    let b = mount(&site, &t2, &["--meta-timeout-ms", "20000"]);
+    let a = mount(site, &t1, &["--meta-timeout-ms", "20000"]);
+    let b = mount(site, &t2, &["--meta-timeout-ms", "20000"]);
     std::fs::create_dir(a.path("renders")).unwrap();
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let stop = std::sync::Arc::new(AtomicBool::new(false));
