@@ -418,11 +418,6 @@ fn run_as(
     c: Call,
     in_place: Option<Duration>,
 ) -> Result<(Response, Vec<Invalidation>), Box<Call>> {
-    let again = in_place.map(|_| Call {
-        id: c.id,
-        req: c.req.clone(),
-        resent_after_ms: c.resent_after_ms,
-    });
     let Call {
         id,
         mut req,
@@ -470,7 +465,12 @@ fn run_as(
                 if let Some(s) = running {
                     s.abandon();
                 }
-                return Err(Box::new(again.expect("kept for a call in place")));
+                // Tagged already; tagging it again there gives the same tag.
+                return Err(Box::new(Call {
+                    id,
+                    req,
+                    resent_after_ms,
+                }));
             }
         },
     };

@@ -234,7 +234,7 @@ impl Driver {
             Ok(None) => Err(MetaError::Store(
                 "postgresql: the connection was closed; connecting again at the next call".into(),
             )),
-            Err(stop) => self.stopped(Err(stop)).map(|()| unreachable!("stopped")),
+            Err(stop) => Err(self.stopped(stop)),
         }
     }
 
@@ -265,26 +265,27 @@ impl Driver {
     fn flush(&mut self) -> MetaResult<()> {
         let end = Instant::now() + self.timeout;
         while self.io.blocked.load(Ordering::Acquire) && !self.closed {
-            let waited = self.io.wait(end);
-            self.stopped(waited)?;
+            if let Err(stop) = self.io.wait(end) {
+                return Err(self.stopped(stop));
+            }
             // Polls the connection once more: it writes what the socket takes now.
             self.drive(|_| Poll::Ready(()))?;
         }
         Ok(())
     }
 
-    /// A wait's end as the call's result: a timeout closes the connection.
-    fn stopped(&mut self, waited: Result<(), Stop>) -> MetaResult<()> {
-        match waited {
-            Ok(()) => Ok(()),
-            Err(Stop::GaveUp(e)) => Err(e),
-            Err(Stop::TimedOut) => {
+    /// The call's error for a wait that ended without an answer: a timeout closes the
+    /// connection.
+    fn stopped(&mut self, stop: Stop) -> MetaError {
+        match stop {
+            Stop::GaveUp(e) => e,
+            Stop::TimedOut => {
                 self.closed = true;
                 tracing::error!(timeout = ?self.timeout, "postgresql: no answer; connecting again at the next call");
-                Err(MetaError::Store(format!(
+                MetaError::Store(format!(
                     "postgresql: no answer within {:?} (the database is down, hung or unreachable)",
                     self.timeout
-                )))
+                ))
             }
         }
     }
@@ -474,8 +475,7 @@ impl tokio::io::AsyncWrite for Socket {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = self.write(buf);
-        let blocked = self.blocked.clone();
-        ready(r, Some(&blocked))
+        ready(r, Some(&self.blocked))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -236,10 +236,7 @@ impl<'c> PgTxn<'c> {
         // Nothing sent yet, nothing announced, nothing waited for (sole mode's usual
         // write): the one statement is the whole transaction, committed as it runs.
         let alone = begin.is_some() && announce.is_none() && !wait;
-        let end = match announce {
-            Some(from) => super::listen::notify_then_commit(from),
-            None => "COMMIT".to_string(),
-        };
+        let end = announce.map(super::listen::notify_then_commit);
         let all = async move {
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&pt, &pk, &pv, &dt, &dk];
             if alone {
@@ -254,7 +251,7 @@ impl<'c> PgTxn<'c> {
             let (b, w, c) = tokio::join!(
                 begin,
                 client.execute(&write, &params),
-                client.batch_execute(&end)
+                client.batch_execute(end.as_deref().unwrap_or("COMMIT"))
             );
             // After a failed statement PostgreSQL answers COMMIT with ROLLBACK, so the
             // first error is the transaction's.
