@@ -180,14 +180,24 @@ fn locks_are_enforced_within_a_mount() {
     let p = m.path("locked");
     std::fs::write(&p, b"x").unwrap();
     let p = p.display();
+    // The holder says when it holds its lock and keeps it until the other process tried
+    // (at most 30 s): no guess of how long starting a process takes.
+    let wait_for = |f: &str| format!("timeout 30 sh -c 'until [ -e {f} ]; do sleep 0.05; done'");
     // flock: a second exclusive lock is refused while the first is held.
+    let (held, done) = (format!("{p}.held1"), format!("{p}.done1"));
     sh(&format!(
-        "flock -x '{p}' -c 'sleep 2' & sleep 0.5; if flock -n -x '{p}' true; then exit 1; fi; wait"
+        "flock -x '{p}' -c \"touch '{held}'; {}\" & {}; if flock -n -x '{p}' true; then touch '{done}'; exit 1; fi; touch '{done}'; wait",
+        wait_for(&done),
+        wait_for(&held)
     ));
     // fcntl: a second process cannot take a conflicting POSIX lock.
+    let (held, done) = (format!("{p}.held2"), format!("{p}.done2"));
     sh(&format!(
-        "python3 -c \"import fcntl,time; f=open('{p}','r+'); fcntl.lockf(f, fcntl.LOCK_EX); time.sleep(2)\" & sleep 0.5; \
-         python3 -c \"import fcntl,sys; f=open('{p}','r+');\ntry:\n fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB); sys.exit(1)\nexcept OSError: pass\"; wait"
+        "python3 -c \"import fcntl,os,time; f=open('{p}','r+'); fcntl.lockf(f, fcntl.LOCK_EX); open('{held}','w').close()\n\
+         for _ in range(600):\n if os.path.exists('{done}'): break\n time.sleep(0.05)\" & {}; \
+         python3 -c \"import fcntl,sys; f=open('{p}','r+');\ntry:\n fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB); sys.exit(1)\nexcept OSError: pass\"; \
+         r=$?; touch '{done}'; wait; exit $r",
+        wait_for(&held)
     ));
 }
 

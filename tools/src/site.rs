@@ -297,6 +297,8 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
             scfg.cert.display()
         );
         let (sessions, calls) = (dir.join("sessions"), dir.join("calls"));
+        // One left by a metaserver killed before it could remove it is not this one's.
+        let _ = std::fs::remove_file(&calls);
         let s2 = srv.clone();
         tokio::spawn(async move {
             loop {
