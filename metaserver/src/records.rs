@@ -5,7 +5,10 @@
 //! - `dentries`: parent ++ name → [`DentryRec`]
 //! - `xattrs`:   ino ++ name → value
 //! - `data`:     ino → [`Layout`] (regular files only)
-//! - `meta`:     fixed names → counters ([`NEXT_INO`], [`FILES`], [`BYTES`])
+//! - `meta`:     fixed names → counters; the ones most writes change ([`NEXT_INO`],
+//!   [`FILES`], [`BYTES`], [`FEED_HLC`], [`GENERATION`]) together in the one row
+//!   [`COUNTERS`] (a create rewrites one row, not three), the others (the [`FORMAT`],
+//!   liveness stamps, the feed's trim point) in rows of their own
 //! - `orphans`:  ino → [`OrphanRec`] (inodes with no name left, kept while open; empty
 //!   for a store only one process uses)
 //! - `feed`:     HLC stamp → the writing process, the items one transaction changed and
@@ -24,9 +27,22 @@ pub const NEXT_INO: &[u8] = b"next_ino";
 pub const FILES: &[u8] = b"files";
 pub const BYTES: &[u8] = b"bytes";
 pub const FEED_HLC: &[u8] = b"feed_hlc";
+/// Bumped by every change that can alter placements beyond one file (see `meta::placement`).
+pub const GENERATION: &[u8] = b"objectives_generation";
+/// The `meta` row that holds the counters named in [`PACKED`], in that order.
+pub const COUNTERS: &[u8] = b"counters";
+/// The counters kept in the row [`COUNTERS`] (format 1 kept each in a row of its own,
+/// under its name).
+pub const PACKED: [&[u8]; 5] = [NEXT_INO, FILES, BYTES, FEED_HLC, GENERATION];
 /// The on-disk format of the records; bumped whenever an encoding changes.
 pub const FORMAT: &[u8] = b"format";
-pub const FORMAT_VERSION: u64 = 1;
+/// 2: the counters in [`PACKED`] share the row [`COUNTERS`].
+pub const FORMAT_VERSION: u64 = 2;
+
+/// Where a counter lives: its index in the row [`COUNTERS`], or `None` for a row of its own.
+fn packed(name: &[u8]) -> Option<usize> {
+    PACKED.iter().position(|p| *p == name)
+}
 
 /// One inode as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +83,7 @@ pub fn check_value(table: Table, key: &[u8], bytes: &[u8]) -> MetaResult<()> {
         Table::Inodes => decode::<InodeRec>(table, key, bytes).map(drop),
         Table::Dentries => decode::<DentryRec>(table, key, bytes).map(drop),
         Table::Data => decode::<Layout>(table, key, bytes).map(drop),
+        Table::Meta if key == COUNTERS => decode::<[u64; 5]>(table, key, bytes).map(drop),
         Table::Meta => decode::<u64>(table, key, bytes).map(drop),
         Table::Feed => {
             decode::<(u64, Vec<meridian_proto::session::Invalidation>)>(table, key, bytes).map(drop)
@@ -236,7 +253,22 @@ pub trait Records {
             .map(|(k, v)| Ok((key_ino(table, k)?, decode(k, v)?)))
             .collect()
     }
+    /// A counter (0 until first set).
     fn counter(&self, name: &[u8]) -> MetaResult<u64> {
+        match packed(name) {
+            Some(i) => Ok(self.counters()?[i]),
+            None => self.own_counter(name),
+        }
+    }
+    /// The row [`COUNTERS`].
+    fn counters(&self) -> MetaResult<[u64; PACKED.len()]> {
+        match self.txn().get(Table::Meta, COUNTERS)? {
+            Some(v) => decode(Table::Meta, COUNTERS, &v),
+            None => Ok([0; PACKED.len()]),
+        }
+    }
+    /// A counter kept in a row of its own under its name.
+    fn own_counter(&self, name: &[u8]) -> MetaResult<u64> {
         match self.txn().get(Table::Meta, name)? {
             Some(v) => decode(Table::Meta, name, &v),
             None => Ok(0),
@@ -341,7 +373,23 @@ impl<'a> Writer<'a> {
         self.txn.put(Table::Data, &ino_key(ino), &encode(layout))
     }
     pub fn set_counter(&mut self, name: &[u8], v: u64) -> MetaResult<()> {
-        self.txn.put(Table::Meta, name, &encode(&v))
+        match packed(name) {
+            Some(i) => {
+                let mut all = self.counters()?;
+                all[i] = v;
+                self.txn.put(Table::Meta, COUNTERS, &encode(&all))
+            }
+            None => self.txn.put(Table::Meta, name, &encode(&v)),
+        }
+    }
+    /// Moves format 1's counters, each in a row of its own, into the row [`COUNTERS`].
+    pub fn pack_counters(&mut self) -> MetaResult<()> {
+        let mut all = [0; PACKED.len()];
+        for (slot, name) in all.iter_mut().zip(PACKED) {
+            *slot = self.own_counter(name)?;
+            self.txn.delete(Table::Meta, name)?;
+        }
+        self.txn.put(Table::Meta, COUNTERS, &encode(&all))
     }
     /// Adds `delta` (which may be negative) to a counter, saturating at zero.
     pub fn add_counter(&mut self, name: &[u8], delta: i64) -> MetaResult<()> {

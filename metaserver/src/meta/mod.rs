@@ -136,6 +136,12 @@ impl<S: Store> Meta<S> {
             let mut w = Writer::new(txn);
             if w.try_inode(ROOT)?.is_some() {
                 let format = w.counter(FORMAT)?;
+                if format == 1 {
+                    w.pack_counters()?;
+                    w.set_counter(FORMAT, FORMAT_VERSION)?;
+                    tracing::info!("namespace records moved from format 1 to {FORMAT_VERSION}");
+                    return Ok(());
+                }
                 if format != FORMAT_VERSION {
                     return Err(MetaError::Corrupt(format!(
                         "the namespace is in format {format}, this build reads format {FORMAT_VERSION}: \

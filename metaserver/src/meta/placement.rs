@@ -25,7 +25,7 @@
 //! writes).
 
 use super::Meta;
-use crate::records::{Records, Writer};
+use crate::records::{GENERATION, Records, Writer};
 use crate::store::Store;
 use meridian_objectives::{Catalogue, Engine, Facts, Level, Objective, valid_name};
 use meridian_proto::*;
@@ -42,8 +42,6 @@ pub const LABELS: &[u8] = b"user.meridian.labels";
 pub const PLACEMENT: &[u8] = b"user.meridian.placement";
 /// Where the record is kept (not listed, not writable through the filesystem).
 const RECORD: &[u8] = b"system.meridian.placement";
-/// Counter bumped by every change that can alter placements beyond one file.
-const GENERATION: &[u8] = b"objectives_generation";
 
 /// Directory names (parent, name) and attachments, valid at one objectives generation.
 #[derive(Default)]

@@ -664,6 +664,63 @@ fn a_namespace_in_another_format_is_refused_by_name() {
     }
 }
 
+/// A namespace written in format 1 (each counter in a row of its own) opens in format 2
+/// with every counter carried into the one row: inode numbers, file count, bytes and
+/// change-feed stamps go on from where they were.
+#[test]
+fn format_1_counters_are_packed_on_open() {
+    use crate::records::{COUNTERS, FORMAT, PACKED};
+    use crate::store::Table::Meta as M;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.redb");
+    let (last, stamps, files) = {
+        let meta = Meta::open(RedbStore::open(&path).unwrap(), MetaConfig::default()).unwrap();
+        let ns: &dyn Namespace = &meta;
+        let root = Caller::root();
+        let d = ns.mkdir(&root, ROOT, b"shot", 0o755).unwrap();
+        let f = ns.create(&root, d.ino, b"a.exr", 0o644).unwrap();
+        ns.release(f.ino).unwrap();
+        let feed = ns.changes(Hlc(0), 10_000).unwrap();
+        (f.ino, feed.last().unwrap().hlc, ns.statfs().unwrap().files)
+    };
+    // Rewrite the counters as format 1 kept them.
+    let raw = RedbStore::open(&path).unwrap();
+    raw.write(|t| {
+        let packed = t.get(M, COUNTERS)?.expect("format 2 writes the row");
+        let values: [u64; PACKED.len()] = postcard::from_bytes(&packed).unwrap();
+        for (name, v) in PACKED.iter().zip(values) {
+            t.put(M, name, &postcard::to_allocvec(&v).unwrap())?;
+        }
+        t.delete(M, COUNTERS)?;
+        t.put(M, FORMAT, &postcard::to_allocvec(&1u64).unwrap())
+    })
+    .unwrap();
+    drop(raw);
+    let meta = Meta::open(RedbStore::open(&path).unwrap(), MetaConfig::default()).unwrap();
+    let ns: &dyn Namespace = &meta;
+    assert_eq!(ns.statfs().unwrap().files, files);
+    let g = ns.create(&Caller::root(), ROOT, b"b.exr", 0o644).unwrap();
+    assert!(
+        g.ino.0 > last.0,
+        "inode numbers start again: {:?} after {:?}",
+        g.ino,
+        last
+    );
+    let feed = ns.changes(stamps, 10).unwrap();
+    assert!(!feed.is_empty() && feed[0].hlc > stamps, "{feed:?}");
+    assert_eq!(ns.statfs().unwrap().files, files + 1);
+    let rows = meta
+        .store()
+        .read(|t| t.scan(M, b"", None, 100))
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(rows, ["counters", "format"], "the old rows are gone");
+    let format = meta.store().read(|t| t.get(M, FORMAT)).unwrap().unwrap();
+    assert_eq!(postcard::from_bytes::<u64>(&format).unwrap(), 2);
+}
+
 fn byte_range_locks(ns: &dyn Namespace) {
     let root = Caller::root();
     let f = ns.create(&root, ROOT, b"edl", 0o644).unwrap();

@@ -232,15 +232,33 @@ impl<'c> PgTxn<'c> {
                 }
             }
         }
-        let (client, write) = (client.clone(), stmts.write_many.clone());
+        let write = match (pt.is_empty(), dt.is_empty()) {
+            (false, true) => Some(stmts.upsert_many.clone()),
+            (true, false) => Some(stmts.delete_many.clone()),
+            (false, false) => Some(stmts.write_many.clone()),
+            (true, true) => None,
+        };
+        let client = client.clone();
         // Nothing sent yet, nothing announced, nothing waited for (sole mode's usual
         // write): the one statement is the whole transaction, committed as it runs.
         let alone = begin.is_some() && announce.is_none() && !wait;
         let end = announce.map(super::listen::notify_then_commit);
         let all = async move {
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&pt, &pk, &pv, &dt, &dk];
+            let all: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&pt, &pk, &pv, &dt, &dk];
+            // The statement's parameters: the upserts' arrays, the deletions' or both.
+            let params = match (pt.is_empty(), dt.is_empty()) {
+                (false, true) => &all[..3],
+                (true, false) => &all[3..],
+                _ => &all[..],
+            };
+            let run = async {
+                match &write {
+                    Some(w) => client.execute(w, params).await.map(drop),
+                    None => Ok(()),
+                }
+            };
             if alone {
-                return client.execute(&write, &params).await.map(drop);
+                return run.await;
             }
             let begin = async {
                 match &begin {
@@ -250,12 +268,12 @@ impl<'c> PgTxn<'c> {
             };
             let (b, w, c) = tokio::join!(
                 begin,
-                client.execute(&write, &params),
+                run,
                 client.batch_execute(end.as_deref().unwrap_or("COMMIT"))
             );
             // After a failed statement PostgreSQL answers COMMIT with ROLLBACK, so the
             // first error is the transaction's.
-            b.and(w.map(drop)).and(c)
+            b.and(w).and(c)
         };
         let out = driver
             .start(Box::pin(all))
