@@ -52,6 +52,44 @@ pub struct InodeRec {
     pub parent: InodeId,
     /// For symlinks, the target.
     pub target: Vec<u8>,
+    /// For regular files, the placement objectives want (see `meta::placement`): kept in
+    /// the inode's row, so a create writes one row fewer. `None` for other kinds, and in
+    /// records written in format 1, which kept it in a hidden extended attribute.
+    pub placement: Option<PlacementRec>,
+}
+
+/// An inode as format 1 stored it: without the placement.
+#[derive(Deserialize)]
+struct InodeRecV1 {
+    attr: Attr,
+    parent: InodeId,
+    target: Vec<u8>,
+}
+
+/// Where the metaserver wants a regular file, and from which name it decided it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementRec {
+    /// The directory and name the file was last created or renamed as.
+    pub parent: InodeId,
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    /// The objectives generation it was evaluated at.
+    pub generation: u64,
+    pub slos: Vec<String>,
+}
+
+/// Decodes an inode record of either format (format 1's lacks the placement; one of
+/// format 2 never decodes as format 1's, nor the reverse: each would end early).
+fn decode_inode(key: &[u8], bytes: &[u8]) -> MetaResult<InodeRec> {
+    decode::<InodeRec>(Table::Inodes, key, bytes).or_else(|e| {
+        let v1: InodeRecV1 = postcard::from_bytes(bytes).map_err(|_| e)?;
+        Ok(InodeRec {
+            attr: v1.attr,
+            parent: v1.parent,
+            target: v1.target,
+            placement: None,
+        })
+    })
 }
 
 /// Who may still hold an orphan open, when several metaservers share the store (see
@@ -80,7 +118,7 @@ fn decode<T: DeserializeOwned>(table: Table, key: &[u8], bytes: &[u8]) -> MetaRe
 /// and by the fuzz target (a decoder must never panic on any bytes).
 pub fn check_value(table: Table, key: &[u8], bytes: &[u8]) -> MetaResult<()> {
     match table {
-        Table::Inodes => decode::<InodeRec>(table, key, bytes).map(drop),
+        Table::Inodes => decode_inode(key, bytes).map(drop),
         Table::Dentries => decode::<DentryRec>(table, key, bytes).map(drop),
         Table::Data => decode::<Layout>(table, key, bytes).map(drop),
         Table::Meta if key == COUNTERS => decode::<[u64; 5]>(table, key, bytes).map(drop),
@@ -142,7 +180,7 @@ pub trait Records {
     fn try_inode(&self, ino: InodeId) -> MetaResult<Option<InodeRec>> {
         let key = ino_key(ino);
         match self.txn().get(Table::Inodes, &key)? {
-            Some(v) => Ok(Some(decode(Table::Inodes, &key, &v)?)),
+            Some(v) => Ok(Some(decode_inode(&key, &v)?)),
             None => Ok(None),
         }
     }

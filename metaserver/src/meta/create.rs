@@ -127,6 +127,7 @@ impl<S: Store> Meta<S> {
             attr: attr.clone(),
             parent,
             target: new.target,
+            placement: None, // evaluated by the caller, in the same transaction
         })?;
         w.put_dentry(
             parent,

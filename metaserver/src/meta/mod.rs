@@ -170,6 +170,7 @@ impl<S: Store> Meta<S> {
                 attr,
                 parent: ROOT,
                 target: Vec::new(),
+                placement: None,
             })?;
             w.set_counter(NEXT_INO, 2)?;
             w.set_counter(crate::records::FILES, 1)

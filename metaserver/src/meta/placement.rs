@@ -6,10 +6,12 @@
 //! - on the root: `user.meridian.objective.<NAME>` (source text) and `user.meridian.places`;
 //! - on any inode: `user.meridian.objectives` (attached names, one per line),
 //!   `user.meridian.keywords`, `user.meridian.labels`;
-//! - per regular file, hidden: `system.meridian.placement`, a [`PlacementRec`] (the name the
-//!   file was last created or renamed as, the objectives generation it was evaluated at,
-//!   and its SLOs). Users read it as `user.meridian.placement` (read-only, virtual:
-//!   not listed, so copy tools do not carry it).
+//! - per regular file, in its inode record, a [`PlacementRec`] (the name the file was last
+//!   created or renamed as, the objectives generation it was evaluated at, and its SLOs);
+//!   format 1 kept it in the hidden xattr `system.meridian.placement`, still read for a
+//!   file whose inode has none, and moved into the inode when the file is next placed.
+//!   Users read it as `user.meridian.placement` (read-only, virtual: not listed, so copy
+//!   tools do not carry it).
 //!
 //! Invariants: an objective that does not parse, an attachment of an unknown objective, or a
 //! place with a bad name is refused (EINVAL) when written. A file is re-evaluated in the
@@ -29,7 +31,6 @@ use crate::records::{GENERATION, Records, Writer};
 use crate::store::Store;
 use meridian_objectives::{Catalogue, Engine, Facts, Level, Objective, valid_name};
 use meridian_proto::*;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -40,7 +41,8 @@ pub const KEYWORDS: &[u8] = b"user.meridian.keywords";
 pub const LABELS: &[u8] = b"user.meridian.labels";
 /// What users read: the file's SLOs, one per line.
 pub const PLACEMENT: &[u8] = b"user.meridian.placement";
-/// Where the record is kept (not listed, not writable through the filesystem).
+pub use crate::records::PlacementRec;
+/// Where format 1 kept the record (not listed, not writable through the filesystem).
 const RECORD: &[u8] = b"system.meridian.placement";
 
 /// Directory names (parent, name) and attachments, valid at one objectives generation.
@@ -66,15 +68,6 @@ impl DirCache {
     pub(super) fn clear(&mut self) {
         *self = DirCache::default();
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlacementRec {
-    pub parent: InodeId,
-    #[serde(with = "serde_bytes")]
-    pub name: Vec<u8>,
-    pub generation: u64,
-    pub slos: Vec<String>,
 }
 
 fn lines(v: &[u8]) -> Vec<String> {
@@ -296,7 +289,7 @@ impl<S: Store> Meta<S> {
     }
 
     /// Re-evaluates a regular file reached as `name` in `parent` and stores its record
-    /// (`fresh`: see [`Meta::evaluate`]).
+    /// if it changed (`fresh`: see [`Meta::evaluate`]; a fresh file has none yet).
     pub(super) fn place(
         &self,
         w: &mut Writer<'_>,
@@ -305,11 +298,18 @@ impl<S: Store> Meta<S> {
         name: &[u8],
         fresh: bool,
     ) -> MetaResult<()> {
-        if w.inode(ino)?.attr.kind != FileKind::Regular {
+        let mut inode = w.inode(ino)?;
+        if inode.attr.kind != FileKind::Regular {
             return Ok(());
         }
         let rec = self.evaluate(w, ino, parent, name, fresh)?;
-        w.put_xattr(ino, RECORD, &postcard::to_allocvec(&rec).expect("encodes"))
+        if !fresh && inode.placement.is_none() && w.xattr(ino, RECORD)?.is_some() {
+            w.del_xattr(ino, RECORD)?; // format 1's record moves into the inode
+        } else if inode.placement.as_ref() == Some(&rec) {
+            return Ok(()); // most commits: the inode's row is not written again
+        }
+        inode.placement = Some(rec);
+        w.put_inode(&inode)
     }
 
     /// Re-evaluates a file at the name its record holds (after new data or new tags). A
@@ -377,7 +377,11 @@ pub fn bump(w: &mut Writer<'_>) -> MetaResult<()> {
     w.add_counter(GENERATION, 1)
 }
 
+/// `ino`'s placement record: in its inode, or where format 1 kept it.
 pub fn record(r: &impl Records, ino: InodeId) -> MetaResult<Option<PlacementRec>> {
+    if let Some(rec) = r.inode(ino)?.placement {
+        return Ok(Some(rec));
+    }
     Ok(r.xattr(ino, RECORD)?
         .and_then(|v| postcard::from_bytes(&v).ok()))
 }

@@ -664,16 +664,18 @@ fn a_namespace_in_another_format_is_refused_by_name() {
     }
 }
 
-/// A namespace written in format 1 (each counter in a row of its own) opens in format 2
-/// with every counter carried into the one row: inode numbers, file count, bytes and
-/// change-feed stamps go on from where they were.
+/// A namespace written in format 1 (each counter in a row of its own, a file's placement
+/// in a hidden xattr) opens in format 2 with every counter carried into the one row:
+/// inode numbers, file count, bytes and change-feed stamps go on from where they were. A
+/// format-1 inode (no placement in it) still reads, with its placement from the xattr,
+/// which moves into the inode when the file is next placed.
 #[test]
-fn format_1_counters_are_packed_on_open() {
+fn format_1_namespace_opens_in_format_2() {
     use crate::records::{COUNTERS, FORMAT, PACKED};
-    use crate::store::Table::Meta as M;
+    use crate::store::Table::{Inodes, Meta as M, Xattrs};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ns.redb");
-    let (last, stamps, files) = {
+    let (shot, last, stamps, files) = {
         let meta = Meta::open(RedbStore::open(&path).unwrap(), MetaConfig::default()).unwrap();
         let ns: &dyn Namespace = &meta;
         let root = Caller::root();
@@ -681,11 +683,22 @@ fn format_1_counters_are_packed_on_open() {
         let f = ns.create(&root, d.ino, b"a.exr", 0o644).unwrap();
         ns.release(f.ino).unwrap();
         let feed = ns.changes(Hlc(0), 10_000).unwrap();
-        (f.ino, feed.last().unwrap().hlc, ns.statfs().unwrap().files)
+        let files = ns.statfs().unwrap().files;
+        (d.ino, f.ino, feed.last().unwrap().hlc, files)
     };
-    // Rewrite the counters as format 1 kept them.
+    // Rewrite the counters and the file's inode as format 1 kept them.
+    let (legacy, inode_key, record_key) = legacy_placement(last, shot);
     let raw = RedbStore::open(&path).unwrap();
     raw.write(|t| {
+        let v = t.get(Inodes, &inode_key)?.unwrap();
+        let now: crate::records::InodeRec = postcard::from_bytes(&v).unwrap();
+        let v1 = (now.attr, now.parent, now.target);
+        t.put(Inodes, &inode_key, &postcard::to_allocvec(&v1).unwrap())?;
+        t.put(
+            Xattrs,
+            &record_key,
+            &postcard::to_allocvec(&legacy).unwrap(),
+        )?;
         let packed = t.get(M, COUNTERS)?.expect("format 2 writes the row");
         let values: [u64; PACKED.len()] = postcard::from_bytes(&packed).unwrap();
         for (name, v) in PACKED.iter().zip(values) {
@@ -719,6 +732,46 @@ fn format_1_counters_are_packed_on_open() {
     assert_eq!(rows, ["counters", "format"], "the old rows are gone");
     let format = meta.store().read(|t| t.get(M, FORMAT)).unwrap().unwrap();
     assert_eq!(postcard::from_bytes::<u64>(&format).unwrap(), 2);
+
+    let read = |ns: &dyn Namespace| ns.getxattr(&Caller::root(), last, b"user.meridian.placement");
+    assert_eq!(
+        read(ns).unwrap(),
+        b"legacy-slo",
+        "read from format 1's xattr"
+    );
+    let commit = Commit {
+        chunks: Vec::new(),
+        inline: None,
+        size: 10,
+        mtime: Timestamp::now(),
+    };
+    ns.commit(last, &commit).unwrap();
+    assert_eq!(read(ns).unwrap(), b"", "re-evaluated (no objectives)");
+    let (inode, xattr) = meta
+        .store()
+        .read(|t| Ok((t.get(Inodes, &inode_key)?, t.get(Xattrs, &record_key)?)))
+        .unwrap();
+    assert_eq!(xattr, None, "format 1's record is gone");
+    let inode: crate::records::InodeRec = postcard::from_bytes(&inode.unwrap()).unwrap();
+    assert_eq!(inode.placement.unwrap().name, b"a.exr");
+}
+
+/// A format-1 placement record for `ino` (as `a.exr` in `dir`, at generation 0), with the
+/// keys of its inode row and of the xattr row that held it.
+fn legacy_placement(
+    ino: InodeId,
+    dir: InodeId,
+) -> (crate::records::PlacementRec, Vec<u8>, Vec<u8>) {
+    let key = crate::records::ino_key(ino).to_vec();
+    let mut xattr = key.clone();
+    xattr.extend_from_slice(b"system.meridian.placement");
+    let rec = crate::records::PlacementRec {
+        parent: dir,
+        name: b"a.exr".to_vec(),
+        generation: 0,
+        slos: vec!["legacy-slo".into()],
+    };
+    (rec, key, xattr)
 }
 
 fn byte_range_locks(ns: &dyn Namespace) {
