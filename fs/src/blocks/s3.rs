@@ -9,6 +9,7 @@
 //! Errors are turned into one line that names the endpoint or bucket and the likely fix.
 
 use super::{BlockError, BlockInfo, BlockStore, block_key, parse_block_key};
+use crate::cache::aligned::AlignedVec;
 use aws_config::{BehaviorVersion, Region, timeout::TimeoutConfig};
 use aws_credential_types::Credentials;
 use aws_sdk_s3::Client;
@@ -245,11 +246,18 @@ impl BlockStore for S3Store {
                 }
                 Err(e) => return Err(s3_err("GetObject", &cfg, e)),
             };
-            let body = out.body.collect().await.map_err(|e| BlockError::S3 {
+            // Received straight into aligned memory: the disk tier writes it from there.
+            let len = out.content_length().and_then(|l| usize::try_from(l).ok());
+            let mut data = AlignedVec::with_capacity(len.unwrap_or(0));
+            let mut body = out.body;
+            let failed = |e| BlockError::S3 {
                 op: "GetObject",
                 message: format!("reading the body of {key}: {e}"),
-            })?;
-            Ok(body.into_bytes())
+            };
+            while let Some(piece) = body.try_next().await.map_err(failed)? {
+                data.extend_from_slice(&piece);
+            }
+            Ok(data.into_bytes())
         })
     }
 

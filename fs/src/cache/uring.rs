@@ -109,9 +109,9 @@ thread_local! {
 }
 
 /// Writes `data` as the whole content of a new file at `path`. Whole pages go with direct
-/// I/O (from an aligned copy), so a cache fill neither copies into the page cache nor
-/// leaves dirty pages for writeback; other sizes, or a filesystem without direct I/O,
-/// are written through the page cache.
+/// I/O (from `data` itself if it is aligned, else from an aligned copy), so a cache fill
+/// neither copies into the page cache nor leaves dirty pages for writeback; other sizes,
+/// or a filesystem without direct I/O, are written through the page cache.
 pub fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
     if !data.is_empty() && data.len().is_multiple_of(ALIGN) {
         use std::os::unix::fs::OpenOptionsExt;
@@ -122,6 +122,9 @@ pub fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
             .custom_flags(libc::O_DIRECT)
             .open(path);
         if let Ok(file) = direct {
+            if (data.as_ptr() as usize).is_multiple_of(ALIGN) {
+                return write_all(&file, path, data);
+            }
             return BOUNCE.with(|b| write_all(&file, path, b.borrow_mut().padded_copy(data)));
         }
     }
@@ -169,6 +172,12 @@ mod tests {
             write_file(&p, &data).unwrap();
             assert_eq!(std::fs::read(&p).unwrap(), data);
             assert_eq!(read_file(&p, len).unwrap(), data);
+            // The same from aligned memory (written directly, no bounce copy).
+            let mut aligned = super::super::aligned::AlignedVec::with_capacity(len);
+            aligned.extend_from_slice(&data);
+            let aligned = aligned.into_bytes();
+            write_file(&p, &aligned).unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), data);
         }
         let p = dir.path().join("short");
         write_file(&p, b"abc").unwrap();
