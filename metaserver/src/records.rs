@@ -36,7 +36,9 @@ pub const COUNTERS: &[u8] = b"counters";
 pub const PACKED: [&[u8]; 5] = [NEXT_INO, FILES, BYTES, FEED_HLC, GENERATION];
 /// The on-disk format of the records; bumped whenever an encoding changes.
 pub const FORMAT: &[u8] = b"format";
-/// 2: the counters in [`PACKED`] share the row [`COUNTERS`].
+/// 2: the counters in [`PACKED`] share the row [`COUNTERS`], and a regular file's
+/// placement record is in its inode ([`InodeRec::placement`]); format 1 is read too
+/// (`Meta::open` converts its counters, [`InodeRec`] decodes either).
 pub const FORMAT_VERSION: u64 = 2;
 
 /// Where a counter lives: its index in the row [`COUNTERS`], or `None` for a row of its own.
@@ -121,7 +123,9 @@ pub fn check_value(table: Table, key: &[u8], bytes: &[u8]) -> MetaResult<()> {
         Table::Inodes => decode_inode(key, bytes).map(drop),
         Table::Dentries => decode::<DentryRec>(table, key, bytes).map(drop),
         Table::Data => decode::<Layout>(table, key, bytes).map(drop),
-        Table::Meta if key == COUNTERS => decode::<[u64; 5]>(table, key, bytes).map(drop),
+        Table::Meta if key == COUNTERS => {
+            decode::<[u64; PACKED.len()]>(table, key, bytes).map(drop)
+        }
         Table::Meta => decode::<u64>(table, key, bytes).map(drop),
         Table::Feed => {
             decode::<(u64, Vec<meridian_proto::session::Invalidation>)>(table, key, bytes).map(drop)
