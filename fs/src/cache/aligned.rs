@@ -3,9 +3,43 @@
 //!
 //! Owns: one allocation of `cap` bytes aligned to [`ALIGN`] — reused for every copy
 //! ([`AlignedBuf`]), or filled once and handed out as [`Bytes`] ([`AlignedVec`]: a block
-//! received into one goes to the disk tier by direct I/O without a bounce copy).
+//! received or written into one goes to the disk tier, and to a passthrough mirror, by
+//! direct I/O without a bounce copy) — and a small pool of chunk-sized allocations.
+//!
+//! The pool: an [`AlignedVec`] of [`POOLED`] bytes goes back to the pool when dropped
+//! (up to [`POOL_MAX`] of them) and a new one of that size is taken from it, so a
+//! streaming writer or reader reuses memory whose pages are already mapped rather than
+//! faulting in (and zeroing) 4 MiB of fresh pages per chunk. Lock: the pool's mutex, held
+//! only to push or pop one allocation.
 
 use bytes::Bytes;
+use parking_lot::Mutex;
+
+/// The one size the pool keeps: a chunk (a block of a file).
+pub const POOLED: usize = meridian_proto::CHUNK_SIZE as usize;
+/// The most allocations the pool keeps (64 MiB).
+pub const POOL_MAX: usize = 16;
+
+static POOL: Pool = Pool(Mutex::new(Vec::new()));
+
+/// Allocations of [`POOLED`] bytes kept for reuse, at most [`POOL_MAX`].
+struct Pool(Mutex<Vec<AlignedBuf>>);
+
+impl Pool {
+    fn take(&self) -> Option<AlignedBuf> {
+        self.0.lock().pop()
+    }
+
+    /// Keeps `buf` if it is of the pooled size and there is room; else it is freed.
+    fn give(&self, buf: AlignedBuf) {
+        if buf.cap == POOLED {
+            let mut bufs = self.0.lock();
+            if bufs.len() < POOL_MAX {
+                bufs.push(buf);
+            }
+        }
+    }
+}
 
 /// Direct I/O alignment of lengths, offsets and memory.
 pub const ALIGN: usize = 4096;
@@ -15,8 +49,9 @@ pub struct AlignedBuf {
     cap: usize,
 }
 
-// SAFETY: the buffer is plain owned memory.
+// SAFETY: the buffer is plain owned memory; shared access only reads it.
 unsafe impl Send for AlignedBuf {}
+unsafe impl Sync for AlignedBuf {}
 
 impl Default for AlignedBuf {
     fn default() -> Self {
@@ -32,9 +67,15 @@ impl AlignedBuf {
         std::alloc::Layout::from_size_align(cap, ALIGN).expect("a valid layout")
     }
 
-    /// A buffer of at least `cap` bytes (a multiple of [`ALIGN`]; contents uninitialised).
+    /// A buffer of at least `cap` bytes (a multiple of [`ALIGN`]; contents uninitialised),
+    /// from the pool if it keeps that size.
     fn with_capacity(cap: usize) -> AlignedBuf {
         let cap = cap.next_multiple_of(ALIGN).max(ALIGN);
+        if cap == POOLED
+            && let Some(b) = POOL.take()
+        {
+            return b;
+        }
         // SAFETY: a non-zero size.
         let p = unsafe { std::alloc::alloc(Self::layout(cap)) };
         let ptr = std::ptr::NonNull::new(p)
@@ -85,6 +126,40 @@ pub struct AlignedVec {
     len: usize,
 }
 
+impl Drop for AlignedVec {
+    fn drop(&mut self) {
+        POOL.give(std::mem::take(&mut self.buf));
+    }
+}
+
+impl std::fmt::Debug for AlignedVec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedVec({} bytes)", self.len)
+    }
+}
+
+impl From<&[u8]> for AlignedVec {
+    fn from(data: &[u8]) -> AlignedVec {
+        let mut v = AlignedVec::with_capacity(data.len());
+        v.extend_from_slice(data);
+        v
+    }
+}
+
+impl std::ops::Deref for AlignedVec {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_ref()
+    }
+}
+
+impl std::ops::DerefMut for AlignedVec {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let len = self.len;
+        self.buf.prefix_mut(len)
+    }
+}
+
 impl AlignedVec {
     pub fn with_capacity(cap: usize) -> AlignedVec {
         AlignedVec {
@@ -93,14 +168,32 @@ impl AlignedVec {
         }
     }
 
-    /// Appends `data`, growing (by at least doubling) when it does not fit.
-    pub fn extend_from_slice(&mut self, data: &[u8]) {
-        let end = self.len + data.len();
-        if end > self.buf.cap {
-            let mut bigger = AlignedBuf::with_capacity(end.max(self.buf.cap * 2));
+    /// Grows or shrinks to `len` bytes; new bytes are zero.
+    pub fn resize_zeroed(&mut self, len: usize) {
+        if len > self.len {
+            self.reserve_total(len);
+            self.buf.prefix_mut(len)[self.len..].fill(0);
+        }
+        self.len = len;
+    }
+
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Makes room for `total` bytes in all (by at least doubling), keeping the bytes.
+    fn reserve_total(&mut self, total: usize) {
+        if total > self.buf.cap {
+            let mut bigger = AlignedBuf::with_capacity(total.max(self.buf.cap * 2));
             bigger.prefix_mut(self.len).copy_from_slice(self.as_ref());
             self.buf = bigger;
         }
+    }
+
+    /// Appends `data`, growing (by at least doubling) when it does not fit.
+    pub fn extend_from_slice(&mut self, data: &[u8]) {
+        let end = self.len + data.len();
+        self.reserve_total(end);
         self.buf.prefix_mut(end)[self.len..].copy_from_slice(data);
         self.len = end;
     }
@@ -125,6 +218,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_pool_keeps_chunk_sized_buffers_up_to_its_bound() {
+        let pool = Pool(Mutex::new(Vec::new()));
+        pool.give(AlignedBuf::with_capacity(ALIGN)); // not chunk-sized: freed
+        assert!(pool.take().is_none());
+        let given: Vec<usize> = (0..POOL_MAX + 4)
+            .map(|_| {
+                let b = AlignedBuf::with_capacity(POOLED);
+                let p = b.ptr.as_ptr() as usize;
+                pool.give(b);
+                p
+            })
+            .collect();
+        assert_eq!(pool.0.lock().len(), POOL_MAX);
+        let back = pool.take().expect("pooled");
+        assert_eq!(back.cap, POOLED);
+        assert!(given.contains(&(back.ptr.as_ptr() as usize)));
+    }
+
+    #[test]
     fn aligned_vecs_grow_keep_their_bytes_and_stay_aligned() {
         let data: Vec<u8> = (0..3 * ALIGN + 17).map(|i| (i % 251) as u8).collect();
         for cap in [0, 10, ALIGN, 4 * ALIGN] {
@@ -137,6 +249,19 @@ mod tests {
             assert_eq!(&b[..], &data[..]);
         }
         assert!(AlignedVec::default().into_bytes().is_empty());
+        let mut v = AlignedVec::from(&b"abc"[..]);
+        v.resize_zeroed(ALIGN + 2);
+        assert_eq!(&v[..5], b"abc\0\0");
+        assert!(v[3..].iter().all(|&x| x == 0));
+        v[1] = b'x';
+        v.truncate(2);
+        assert_eq!(&v[..], b"ax");
+        v.resize_zeroed(4);
+        assert_eq!(
+            &v[..],
+            b"ax\0\0",
+            "bytes past a truncation read as zeros again"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!   differs from the metaserver's copy.
 //! - Nothing here does I/O except through the [`ChunkSource`] the caller passes.
 
+use crate::cache::aligned::AlignedVec;
 use crate::core::upload::Pending;
 use crate::error::FsResult;
 use bytes::Bytes;
@@ -28,8 +29,12 @@ pub trait ChunkSource {
     }
 }
 
+/// A chunk's buffer: page-aligned (written to the disk tier and the passthrough mirror
+/// by direct I/O as it is) and pooled (see [`AlignedVec`]).
+pub type ChunkBuf = AlignedVec;
+
 /// Chunk buffers to upload (chunk index, bytes).
-pub type ChunkBufs = Vec<(u64, Vec<u8>)>;
+pub type ChunkBufs = Vec<(u64, ChunkBuf)>;
 
 /// What a commit needs first: chunk buffers to upload, or the whole file's inline bytes.
 pub type Prepared = (ChunkBufs, Option<Vec<u8>>);
@@ -99,9 +104,9 @@ pub struct FileState {
     pub ino: InodeId,
     layout: Layout,
     uncommitted: BTreeSet<u64>,
-    dirty: BTreeMap<u64, Vec<u8>>,
+    dirty: BTreeMap<u64, ChunkBuf>,
     /// Full chunks handed to the background uploader, readable until committed.
-    uploading: BTreeMap<u64, (Arc<Vec<u8>>, Arc<Pending>)>,
+    uploading: BTreeMap<u64, (Arc<ChunkBuf>, Arc<Pending>)>,
     size: u64,
     changed: Option<Timestamp>,
 }
@@ -225,19 +230,19 @@ impl FileState {
             let take = rest.len().min(CHUNK_SIZE as usize - within);
             if let Some((buf, _)) = self.uploading.remove(&i) {
                 // Written again while uploading: the upload is superseded.
-                self.dirty.insert(i, buf.to_vec());
+                self.dirty.insert(i, ChunkBuf::from(&buf[..]));
             }
             if !self.dirty.contains_key(&i) {
                 let whole = within == 0 && take == CHUNK_SIZE as usize;
                 let buf = if whole || !self.has_base(i) {
                     // A streaming writer fills the chunk: size it once, not by doubling.
-                    Vec::with_capacity(if take >= 64 << 10 {
+                    ChunkBuf::with_capacity(if take >= 64 << 10 {
                         CHUNK_SIZE as usize
                     } else {
                         0
                     })
                 } else {
-                    self.base_chunk(src, i)?.to_vec()
+                    ChunkBuf::from(&self.base_chunk(src, i)?[..])
                 };
                 self.dirty.insert(i, buf);
             }
@@ -246,7 +251,7 @@ impl FileState {
                 buf.extend_from_slice(&rest[..take]); // appending: one pass, no zero fill
             } else {
                 if buf.len() < within + take {
-                    buf.resize(within + take, 0);
+                    buf.resize_zeroed(within + take);
                 }
                 buf[within..within + take].copy_from_slice(&rest[..take]);
             }
@@ -260,7 +265,7 @@ impl FileState {
 
     /// Takes out the chunks that the write at `offset` of `len` bytes completed (full and
     /// written up to their end), for uploading while the writer goes on.
-    pub fn take_filled(&mut self, offset: u64, len: u64) -> Vec<(u64, Arc<Vec<u8>>)> {
+    pub fn take_filled(&mut self, offset: u64, len: u64) -> Vec<(u64, Arc<ChunkBuf>)> {
         let end = offset + len;
         let (first, last) = (offset / CHUNK_SIZE, end / CHUNK_SIZE);
         let full: Vec<u64> = (first..=last)
@@ -277,7 +282,7 @@ impl FileState {
     }
 
     /// Records a chunk now uploading in the background.
-    pub fn add_uploading(&mut self, i: u64, data: Arc<Vec<u8>>, slot: Arc<Pending>) {
+    pub fn add_uploading(&mut self, i: u64, data: Arc<ChunkBuf>, slot: Arc<Pending>) {
         self.uploading.insert(i, (data, slot));
     }
 
@@ -289,7 +294,9 @@ impl FileState {
             match slot.wait() {
                 Ok(r) => self.uploaded(vec![(i, r)]),
                 Err(e) => {
-                    self.dirty.entry(i).or_insert_with(|| data.to_vec());
+                    self.dirty
+                        .entry(i)
+                        .or_insert_with(|| ChunkBuf::from(&data[..]));
                     first_err.get_or_insert(e);
                 }
             }
@@ -367,7 +374,7 @@ impl FileState {
         if matches!(&self.layout, Layout::Inline(b) if !b.is_empty())
             && !self.dirty.contains_key(&0)
         {
-            let base = self.base_chunk(src, 0)?.to_vec();
+            let base = ChunkBuf::from(&self.base_chunk(src, 0)?[..]);
             self.dirty.insert(0, base);
         }
         let size = self.size;
@@ -446,7 +453,7 @@ mod tests {
             .map(|(i, b)| {
                 let id = block_id(&b);
                 let len = b.len() as u32;
-                src.0.put(&id, Bytes::from(b)).unwrap();
+                src.0.put(&id, b.into_bytes()).unwrap();
                 (i, BlockRef { id, len })
             })
             .collect();
@@ -517,7 +524,7 @@ mod tests {
             .into_iter()
             .map(|(i, b)| {
                 let id = block_id(&b);
-                src.0.put(&id, Bytes::from(b.clone())).unwrap();
+                src.0.put(&id, Bytes::copy_from_slice(&b)).unwrap();
                 (
                     i,
                     BlockRef {

@@ -249,8 +249,8 @@ impl Fs {
 
     /// Hands chunk buffers to the upload workers; they upload in parallel with each other
     /// and with whatever is already in flight.
-    fn submit(&self, oi: &OpenInode, st: &mut FileState, bufs: Vec<(u64, Vec<u8>)>) {
-        let bufs: Vec<(u64, Arc<Vec<u8>>)> =
+    fn submit(&self, oi: &OpenInode, st: &mut FileState, bufs: file::ChunkBufs) {
+        let bufs: Vec<(u64, Arc<file::ChunkBuf>)> =
             bufs.into_iter().map(|(i, b)| (i, Arc::new(b))).collect();
         self.tee_chunks(oi, st.size(), &bufs);
         for (i, data) in bufs {

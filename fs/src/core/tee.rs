@@ -52,7 +52,7 @@ pub(crate) struct Mirror {
 
 /// What the writer thread does, in queue order.
 pub(crate) enum Job {
-    Write(Arc<Mirror>, u64, Arc<Vec<u8>>),
+    Write(Arc<Mirror>, u64, Arc<crate::core::file::ChunkBuf>),
     SetLen(Arc<Mirror>, u64),
     Finish(Arc<Mirror>, Option<(Attr, PathBuf, u64)>),
     Barrier(SyncSender<()>),
@@ -90,11 +90,15 @@ fn writer(rx: Receiver<Job>) {
     }
 }
 
-/// Writes a chunk at its (chunk-aligned) offset. Through O_DIRECT the bytes go from an
-/// aligned copy straight to the disk, padded to 4 KiB (the final `set_len` cuts the
-/// padding): no page-cache copy competes with the application for CPU.
+/// Writes a chunk at its (chunk-aligned) offset. Through O_DIRECT the bytes go straight
+/// to the disk — from the chunk's own (aligned) buffer when its length is whole pages,
+/// else from an aligned copy padded to 4 KiB (the final `set_len` cuts the padding): no
+/// page-cache copy competes with the application for CPU.
 fn write_at(file: &File, bounce: &mut AlignedBuf, data: &[u8], offset: u64) -> std::io::Result<()> {
     if data.len() > CHUNK_SIZE as usize || !offset.is_multiple_of(ALIGN as u64) {
+        return file.write_all_at(data, offset);
+    }
+    if (data.as_ptr() as usize).is_multiple_of(ALIGN) && data.len().is_multiple_of(ALIGN) {
         return file.write_all_at(data, offset);
     }
     file.write_all_at(bounce.padded_copy(data), offset)
@@ -133,7 +137,12 @@ impl Fs {
     }
 
     /// Mirrors chunk buffers handed to the uploader; `size` is the file's size now.
-    pub(super) fn tee_chunks(&self, oi: &OpenInode, size: u64, chunks: &[(u64, Arc<Vec<u8>>)]) {
+    pub(super) fn tee_chunks(
+        &self,
+        oi: &OpenInode,
+        size: u64,
+        chunks: &[(u64, Arc<crate::core::file::ChunkBuf>)],
+    ) {
         if chunks.is_empty() {
             return;
         }

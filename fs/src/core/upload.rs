@@ -42,7 +42,7 @@ impl Pending {
 }
 
 struct Job {
-    data: Arc<Vec<u8>>,
+    data: Arc<crate::core::file::ChunkBuf>,
     slot: Arc<Pending>,
 }
 
@@ -66,7 +66,7 @@ impl Uploader {
     }
 
     /// Queues `data` for upload (waiting while the queue is full) and returns its slot.
-    pub fn submit(&self, data: Arc<Vec<u8>>) -> Arc<Pending> {
+    pub fn submit(&self, data: Arc<crate::core::file::ChunkBuf>) -> Arc<Pending> {
         let slot = Arc::new(Pending::default());
         let job = Job {
             data,
@@ -83,7 +83,7 @@ impl Uploader {
 }
 
 /// A chunk buffer shared with the file state, viewed as bytes without a copy.
-struct Shared(Arc<Vec<u8>>);
+struct Shared(Arc<crate::core::file::ChunkBuf>);
 
 impl AsRef<[u8]> for Shared {
     fn as_ref(&self) -> &[u8] {
