@@ -184,6 +184,16 @@ pub fn cache(args: CacheArgs) -> Result<()> {
             100.0 * bytes as f64 / cc.disk_bytes.max(1) as f64,
             cc.memory_bytes as f64 / 1048576.0
         );
+        if let Some(free) = meridian_fs::cache::free_ratio(&dir)
+            && free < cc.disk_min_free_ratio
+        {
+            println!(
+                "cache: paused: the filesystem holding it has {:.1}% free, below \
+                 cache.disk_min_free_ratio ({:.1}%): no new blocks are cached until space is freed",
+                free * 100.0,
+                cc.disk_min_free_ratio * 100.0
+            );
+        }
     }
     Ok(())
 }

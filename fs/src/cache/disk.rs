@@ -13,7 +13,8 @@
 //!   displace to be admitted, so one pass over a huge cold sequence does not flush the hot
 //!   clips and setups of the day. A block the index does not admit is deleted at once.
 //! - Nothing is written when the filesystem holding the directory has less free space than
-//!   `min_free_ratio`.
+//!   `min_free_ratio`; crossing that floor, either way, is logged once (a cache that
+//!   silently stops filling makes every cold read a bucket read).
 
 use super::pieces::{PIECE, cvs_match, piece_cv, piece_cvs};
 use super::uring;
@@ -25,7 +26,7 @@ use meridian_proto::BlockId;
 use moka::notification::RemovalCause;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub struct DiskCache {
     dir: PathBuf,
@@ -33,6 +34,8 @@ pub struct DiskCache {
     /// Piece chaining values already checked against their block's name.
     verified: moka::sync::Cache<BlockId, Arc<Vec<ChainingValue>>>,
     min_free_ratio: f64,
+    /// Whether the last free-space check found the filesystem below the floor.
+    below_floor: AtomicBool,
     tmp_seq: AtomicU64,
 }
 
@@ -78,6 +81,7 @@ impl DiskCache {
             index,
             verified: moka::sync::Cache::new(4096),
             min_free_ratio,
+            below_floor: AtomicBool::new(false),
             tmp_seq: AtomicU64::new(0),
         };
         cache.rebuild()?;
@@ -225,10 +229,24 @@ impl DiskCache {
     }
 
     fn has_room(&self) -> bool {
-        match nix_statvfs(&self.dir) {
-            Some((free, total)) if total > 0 => (free as f64 / total as f64) >= self.min_free_ratio,
-            _ => true,
+        let Some(free) = free_ratio(&self.dir) else {
+            return true;
+        };
+        let room = free >= self.min_free_ratio;
+        if self.below_floor.swap(!room, Ordering::Relaxed) == room {
+            match room {
+                true => tracing::info!(dir = %self.dir.display(), "disk cache filling again"),
+                false => tracing::warn!(
+                    dir = %self.dir.display(),
+                    "disk cache paused: its filesystem has {:.1}% free, below \
+                     cache.disk_min_free_ratio ({:.1}%); blocks are not cached (cold reads \
+                     go to the bucket) until space is freed",
+                    free * 100.0,
+                    self.min_free_ratio * 100.0
+                ),
+            }
         }
+        room
     }
 
     /// Bytes and blocks held.
@@ -247,6 +265,12 @@ impl DiskCache {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// The share of the filesystem holding `dir` that is free (to unprivileged users).
+pub fn free_ratio(dir: &Path) -> Option<f64> {
+    let (free, total) = nix_statvfs(dir)?;
+    (total > 0).then(|| free as f64 / total as f64)
 }
 
 /// Free and total bytes of the filesystem holding `dir`.
@@ -318,6 +342,22 @@ mod tests {
         std::fs::write(&path, &bad).unwrap();
         assert!(c.get_range(&id, 5 * PIECE, 100).is_none());
         assert!(!c.contains(&id));
+    }
+
+    #[test]
+    fn nothing_is_cached_below_the_free_space_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 10_000];
+        let id = block_id(&data);
+        // No filesystem has more than all of itself free.
+        let c = DiskCache::open(dir.path(), 1 << 30, 1.01).unwrap();
+        c.put(&id, &data);
+        assert!(c.get(&id).is_none());
+        assert!(c.below_floor.load(Ordering::Relaxed));
+        let c = DiskCache::open(dir.path(), 1 << 30, 0.0).unwrap();
+        c.put(&id, &data);
+        assert_eq!(c.get(&id).as_deref(), Some(&data[..]));
+        assert!(!c.below_floor.load(Ordering::Relaxed));
     }
 
     #[test]

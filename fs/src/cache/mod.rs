@@ -13,6 +13,7 @@
 
 pub(crate) mod aligned;
 mod disk;
+pub use disk::free_ratio;
 pub mod pieces;
 pub mod uring;
 
