@@ -231,12 +231,8 @@ impl BlockStore for S3Store {
     }
 
     fn get(&self, id: &BlockId) -> Result<Bytes, BlockError> {
-        let req = self
-            .client
-            .get_object()
-            .bucket(&self.cfg.bucket)
-            .key(self.key(id));
         let key = self.key(id);
+        let req = self.client.get_object().bucket(&self.cfg.bucket).key(&key);
         let (id, cfg) = (*id, self.cfg.clone());
         self.run("GetObject", async move {
             let out = match req.send().await {

@@ -44,6 +44,11 @@ impl Pool {
 /// Direct I/O alignment of lengths, offsets and memory.
 pub const ALIGN: usize = 4096;
 
+/// Whether `data` can go to direct I/O as it is: aligned memory, whole pages.
+pub fn direct_ready(data: &[u8]) -> bool {
+    (data.as_ptr() as usize).is_multiple_of(ALIGN) && data.len().is_multiple_of(ALIGN)
+}
+
 pub struct AlignedBuf {
     ptr: std::ptr::NonNull<u8>,
     cap: usize,

@@ -5,7 +5,7 @@
 //! four reads in flight at the device. Buffers live on the caller's stack frame until every
 //! completion has been reaped, which is what makes the raw pointers sound.
 
-use super::aligned::{ALIGN, AlignedBuf};
+use super::aligned::{ALIGN, AlignedBuf, direct_ready};
 use io_uring::{IoUring, opcode, types};
 use std::cell::RefCell;
 use std::fs::File;
@@ -122,7 +122,7 @@ pub fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
             .custom_flags(libc::O_DIRECT)
             .open(path);
         if let Ok(file) = direct {
-            if (data.as_ptr() as usize).is_multiple_of(ALIGN) {
+            if direct_ready(data) {
                 return write_all(&file, path, data);
             }
             return BOUNCE.with(|b| write_all(&file, path, b.borrow_mut().padded_copy(data)));

@@ -21,7 +21,7 @@
 
 use super::passthrough::{MIN_SIZE, copy_name, trim};
 use super::{Fs, OpenInode};
-use crate::cache::aligned::{ALIGN, AlignedBuf};
+use crate::cache::aligned::{ALIGN, AlignedBuf, direct_ready};
 use meridian_proto::{Attr, CHUNK_SIZE, Layout};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -98,7 +98,7 @@ fn write_at(file: &File, bounce: &mut AlignedBuf, data: &[u8], offset: u64) -> s
     if data.len() > CHUNK_SIZE as usize || !offset.is_multiple_of(ALIGN as u64) {
         return file.write_all_at(data, offset);
     }
-    if (data.as_ptr() as usize).is_multiple_of(ALIGN) && data.len().is_multiple_of(ALIGN) {
+    if direct_ready(data) {
         return file.write_all_at(data, offset);
     }
     file.write_all_at(bounce.padded_copy(data), offset)
