@@ -617,3 +617,31 @@ fn a_passthrough_open_in_playback_reads_its_frame_and_the_next_into_the_page_cac
         "only one frame ahead is read"
     );
 }
+
+/// The kernel's read-ahead of the mount (its device's `read_ahead_kb`, which the kernel
+/// starts at 128 KiB for every FUSE mount) is what `--read-ahead-kb` says: 1 MiB by
+/// default; 0 leaves the kernel's own.
+#[test]
+fn the_mount_sets_the_kernel_read_ahead() {
+    let read_ahead = |m: &Mount| {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let p = m.dir.to_string_lossy();
+        let dev = info
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(&p))
+            .last()
+            .and_then(|l| l.split(' ').nth(2))
+            .expect("mounted")
+            .to_string();
+        std::fs::read_to_string(format!("/sys/class/bdi/{dev}/read_ahead_kb"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let m = Mount::new(Backend::LocalDir);
+    assert_eq!(read_ahead(&m), "1024");
+    let m = Mount::with_args(Backend::LocalDir, &["--read-ahead-kb", "512"]);
+    assert_eq!(read_ahead(&m), "512");
+    let m = Mount::with_args(Backend::LocalDir, &["--read-ahead-kb", "0"]);
+    assert_eq!(read_ahead(&m), "128", "the kernel's own");
+}

@@ -29,6 +29,8 @@ pub struct MountSection {
     pub allow_other: bool,
     pub read_only: bool,
     pub threads: usize,
+    /// The kernel's read-ahead for the mount, in KiB (0: the kernel's own).
+    pub read_ahead_kb: u32,
     pub inline_max_bytes: u64,
     pub capacity_bytes: u64,
     pub upload_concurrency: usize,
@@ -51,6 +53,7 @@ impl Default for MountSection {
             allow_other: false,
             read_only: false,
             threads: 8,
+            read_ahead_kb: 1024,
             inline_max_bytes: fs.inline_max,
             capacity_bytes: fs.capacity_bytes,
             upload_concurrency: fs.upload_concurrency,
