@@ -628,8 +628,8 @@ fn the_mount_sets_the_kernel_read_ahead() {
         let p = m.dir.to_string_lossy();
         let dev = info
             .lines()
-            .filter(|l| l.split(' ').nth(4) == Some(&p))
-            .last()
+            .rev()
+            .find(|l| l.split(' ').nth(4) == Some(&p))
             .and_then(|l| l.split(' ').nth(2))
             .expect("mounted")
             .to_string();

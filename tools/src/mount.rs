@@ -131,17 +131,14 @@ fn mount_entry(path: &Path) -> Result<Option<MountEntry>> {
 
 fn entry_in(mountinfo: &str, path: &Path) -> Option<MountEntry> {
     let want = path.to_string_lossy();
-    mountinfo
-        .lines()
-        .filter_map(|l| {
-            let fields: Vec<&str> = l.split(' ').collect();
-            let sep = fields.iter().position(|f| *f == "-")?;
-            (unescape(fields.get(4)?) == want).then(|| MountEntry {
-                device: fields.get(2).unwrap_or(&"").to_string(),
-                fstype: fields.get(sep + 1).unwrap_or(&"unknown").to_string(),
-            })
+    mountinfo.lines().rev().find_map(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        let sep = fields.iter().position(|f| *f == "-")?;
+        (unescape(fields.get(4)?) == want).then(|| MountEntry {
+            device: fields.get(2).unwrap_or(&"").to_string(),
+            fstype: fields.get(sep + 1).unwrap_or(&"unknown").to_string(),
         })
-        .last()
+    })
 }
 
 /// Sets the kernel's read-ahead for the mount at `mountpoint` to `kb` KiB: its device's
