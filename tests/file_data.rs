@@ -624,15 +624,7 @@ fn a_passthrough_open_in_playback_reads_its_frame_and_the_next_into_the_page_cac
 #[test]
 fn the_mount_sets_the_kernel_read_ahead() {
     let read_ahead = |m: &Mount| {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let p = m.dir.to_string_lossy();
-        let dev = info
-            .lines()
-            .rev()
-            .find(|l| l.split(' ').nth(4) == Some(&p))
-            .and_then(|l| l.split(' ').nth(2))
-            .expect("mounted")
-            .to_string();
+        let dev = mount_device(&m.dir).expect("mounted");
         std::fs::read_to_string(format!("/sys/class/bdi/{dev}/read_ahead_kb"))
             .unwrap()
             .trim()

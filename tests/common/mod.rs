@@ -240,9 +240,18 @@ pub struct Mount {
 }
 
 pub fn is_mounted(path: &Path) -> bool {
+    mount_device(path).is_some()
+}
+
+/// The device (`major:minor`) of the topmost mount at `path`, if any.
+pub fn mount_device(path: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let p = path.to_string_lossy();
-    info.lines().any(|l| l.split(' ').nth(4) == Some(&p))
+    info.lines()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(&p))
+        .and_then(|l| l.split(' ').nth(2))
+        .map(str::to_string)
 }
 
 impl Mount {

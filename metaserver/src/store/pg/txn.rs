@@ -232,11 +232,13 @@ impl<'c> PgTxn<'c> {
                 }
             }
         }
-        let write = match (pt.is_empty(), dt.is_empty()) {
-            (false, true) => Some(stmts.upsert_many.clone()),
-            (true, false) => Some(stmts.delete_many.clone()),
-            (false, false) => Some(stmts.write_many.clone()),
-            (true, true) => None,
+        // The statement and which of the five arrays it takes: the upserts' (tbl, k, v),
+        // the deletions' (tbl, k), or both.
+        let (write, arrays) = match (pt.is_empty(), dt.is_empty()) {
+            (false, true) => (Some(stmts.upsert_many.clone()), 0..3),
+            (true, false) => (Some(stmts.delete_many.clone()), 3..5),
+            (false, false) => (Some(stmts.write_many.clone()), 0..5),
+            (true, true) => (None, 0..0),
         };
         let client = client.clone();
         // Nothing sent yet, nothing announced, nothing waited for (sole mode's usual
@@ -245,12 +247,7 @@ impl<'c> PgTxn<'c> {
         let end = announce.map(super::listen::notify_then_commit);
         let all = async move {
             let all: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&pt, &pk, &pv, &dt, &dk];
-            // The statement's parameters: the upserts' arrays, the deletions' or both.
-            let params = match (pt.is_empty(), dt.is_empty()) {
-                (false, true) => &all[..3],
-                (true, false) => &all[3..],
-                _ => &all[..],
-            };
+            let params = &all[arrays];
             let run = async {
                 match &write {
                     Some(w) => client.execute(w, params).await.map(drop),
