@@ -256,18 +256,19 @@ fn serve(cfg: &SiteConfig, dir: &Path) -> Result<()> {
     // With PostgreSQL, other metaservers may change the namespace too: follow the feed.
     let (ns, follow, location): (Arc<dyn Namespace>, _, _) = match &cfg.postgres {
         Some(url) => {
+            let shown = meridian_metaserver::store::pg::conninfo::redacted(url);
             let timeout = Duration::from_millis(cfg.postgres_timeout_ms.max(1));
             let sole = cfg.postgres_sole_writer;
             let store = meridian_metaserver::PgStore::connect_opts(url, timeout, sole)
-                .map_err(|e| anyhow!("postgres = {url:?} in the site file: {e}"))?;
+                .map_err(|e| anyhow!("postgres = {shown:?} in the site file: {e}"))?;
             let mcfg = meridian_metaserver::MetaConfig {
                 instance_lease: Duration::from_millis(cfg.instance_lease_ms),
                 ..crate::open::meta_config(&file)
             };
             let meta = meridian_metaserver::Meta::open(store, mcfg)
-                .map_err(|e| anyhow!("namespace in {url}: {e}"))?;
+                .map_err(|e| anyhow!("namespace in {shown}: {e}"))?;
             let origin = meta.instance();
-            (Arc::new(meta), Some(origin), url.clone())
+            (Arc::new(meta), Some(origin), shown)
         }
         None => (
             crate::open::namespace(&file)?,

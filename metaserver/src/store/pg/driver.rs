@@ -16,6 +16,7 @@
 //!   at the next call) and, inside an attempt in place, at most the attempt's deadline
 //!   (then the attempt gives up; the connection stays).
 
+use super::tls::Target;
 use super::{PgFuture, pg};
 use crate::store::nowait;
 use meridian_proto::{MetaError, MetaResult};
@@ -28,7 +29,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::ReadBuf;
+use tokio_postgres::config::Host;
 use tokio_postgres::config::TargetSessionAttrs;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 /// One connection, driven by whoever calls.
@@ -134,21 +137,22 @@ impl Io {
     }
 }
 
-/// Opens a connection to `url` (a libpq-style URL), waiting at most `timeout` in all: to
-/// the first of its hosts that answers (and, with `target_session_attrs`, has the session
-/// asked for), as libpq and tokio-postgres do; `hostaddr` and the `keepalives` settings
-/// are honoured.
-pub(super) fn connect(url: &str, timeout: Duration) -> MetaResult<(Client, Driver)> {
+/// Opens a connection to `target`, waiting at most `timeout` in all: to the first of its
+/// hosts that answers (and, with `target_session_attrs`, has the session asked for), as
+/// libpq and tokio-postgres do; `hostaddr`, the `keepalives` settings and TLS
+/// ([`super::tls`]) are honoured.
+pub(super) fn connect(target: &Target, timeout: Duration) -> MetaResult<(Client, Driver)> {
+    let shown = &target.shown;
     let cannot =
-        |e: &dyn std::fmt::Display| MetaError::Store(format!("cannot connect to {url}: {e}"));
-    let config: tokio_postgres::Config = url.parse().map_err(|e| cannot(&e))?;
+        |e: &dyn std::fmt::Display| MetaError::Store(format!("cannot connect to {shown}: {e}"));
+    let config = &target.config;
     let end = Instant::now() + timeout;
     let mut last = "no host in the URL".to_string();
     for i in 0..config.get_hosts().len() {
-        match connect_to(&config, i, end, timeout) {
+        match connect_to(target, i, end, timeout) {
             Ok(c) => return Ok(c),
             Err(e) => {
-                tracing::debug!(url, host = i, error = %e, "postgresql: host passed over");
+                tracing::debug!(url = shown, host = i, error = %e, "postgresql: host passed over");
                 last = e;
             }
         }
@@ -158,11 +162,12 @@ pub(super) fn connect(url: &str, timeout: Duration) -> MetaResult<(Client, Drive
 
 /// A connection to host `i` of `config`, or why not.
 fn connect_to(
-    config: &tokio_postgres::Config,
+    target: &Target,
     i: usize,
     end: Instant,
     timeout: Duration,
 ) -> Result<(Client, Driver), String> {
+    let config = &target.config;
     let sock = Sock::open(config, i, end).map_err(|e| e.to_string())?;
     let io = Io {
         fd: sock.handle().map_err(|e| e.to_string())?,
@@ -173,14 +178,22 @@ fn connect_to(
         sock,
         blocked: io.blocked.clone(),
     };
-    let mut handshake = pin!(config.connect_raw(stream, NoTls));
-    let (client, connection) = match io.run(end, |cx| handshake.as_mut().poll(cx), || false) {
-        Ok(Some(c)) => c.map_err(|e| e.to_string())?,
-        Ok(None) | Err(Stop::TimedOut) => return Err(format!("no answer within {timeout:?}")),
-        Err(Stop::GaveUp(e)) => return Err(e.to_string()),
+    let (client, connection) = match &config.get_hosts()[i] {
+        Host::Tcp(name) => {
+            let tls = MakeTlsConnect::<Socket>::make_tls_connect(&mut target.tls.clone(), name);
+            handshake(
+                config,
+                stream,
+                tls.map_err(|e| e.to_string())?,
+                &io,
+                end,
+                timeout,
+            )?
+        }
+        Host::Unix(_) => handshake(config, stream, NoTls, &io, end, timeout)?,
     };
     let mut driver = Driver {
-        connection: Box::pin(connection),
+        connection,
         closed: false,
         inflight: Vec::new(),
         timeout,
@@ -199,6 +212,30 @@ fn connect_to(
         }
     }
     Ok((client, driver))
+}
+
+/// The start-up exchange (TLS first if `config` asks for it) on `stream`.
+fn handshake<T>(
+    config: &tokio_postgres::Config,
+    stream: Socket,
+    tls: T,
+    io: &Io,
+    end: Instant,
+    timeout: Duration,
+) -> Result<(Client, PgFuture<()>), String>
+where
+    T: TlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let mut handshake = pin!(config.connect_raw(stream, tls));
+    match io.run(end, |cx| handshake.as_mut().poll(cx), || false) {
+        Ok(Some(c)) => {
+            let (client, connection) = c.map_err(|e| super::describe(&e))?;
+            Ok((client, Box::pin(connection)))
+        }
+        Ok(None) | Err(Stop::TimedOut) => Err(format!("no answer within {timeout:?}")),
+        Err(Stop::GaveUp(e)) => Err(e.to_string()),
+    }
 }
 
 impl Driver {
@@ -303,7 +340,7 @@ impl Driver {
             pending.retain_mut(|f| match f.as_mut().poll(cx) {
                 Poll::Ready(Ok(())) => false,
                 Poll::Ready(Err(e)) => {
-                    failed.get_or_insert(e.to_string());
+                    failed.get_or_insert(super::describe(&e));
                     false
                 }
                 Poll::Pending => true,
@@ -501,8 +538,12 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(10);
 
+    fn open(url: &str) -> MetaResult<(Client, Driver)> {
+        connect(&Target::parse(url)?, WAIT)
+    }
+
     fn works(url: &str) {
-        let (client, mut driver) = connect(url, WAIT).unwrap_or_else(|e| panic!("{url}: {e}"));
+        let (client, mut driver) = open(url).unwrap_or_else(|e| panic!("{url}: {e}"));
         driver.run(client.simple_query("SELECT 1")).unwrap();
     }
 
@@ -526,10 +567,9 @@ mod tests {
             c.socket_dir().display(),
             c.port
         ));
-        let err = connect(
-            &format!("postgresql://postgres@127.0.0.1:{refused}/postgres"),
-            WAIT,
-        )
+        let err = open(&format!(
+            "postgresql://postgres@127.0.0.1:{refused}/postgres"
+        ))
         .err()
         .expect("nobody listens there")
         .to_string();
@@ -549,7 +589,7 @@ mod tests {
             )
         };
         works(&url("read-write"));
-        let err = connect(&url("read-only"), WAIT)
+        let err = open(&url("read-only"))
             .err()
             .expect("a primary is not read-only");
         assert!(err.to_string().contains("target_session_attrs"), "{err}");

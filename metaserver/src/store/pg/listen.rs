@@ -10,9 +10,10 @@
 //! Invariants: a notification is a hint, never data. Losing one (the listening connection
 //! drops; it is made again every [`RETRY`]) only delays invalidations to the next poll.
 
+use super::tls::Target;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 /// The notification channel.
 pub const CHANNEL: &str = "meridian_feed";
@@ -37,9 +38,8 @@ pub async fn follow_announcements(url: String, me: u64, wake: Arc<tokio::sync::N
 }
 
 async fn listen(url: &str, me: u64, wake: &tokio::sync::Notify) -> Result<(), String> {
-    let (client, mut conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    let target = Target::parse(url).map_err(|e| e.to_string())?;
+    let (client, mut conn) = target.connect().await?;
     let mine = me.to_string();
     let messages = async {
         loop {

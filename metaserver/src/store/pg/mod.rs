@@ -45,6 +45,8 @@
 //!
 //! Locks: `conn` for the whole of one transaction.
 
+#[doc(hidden)]
+pub mod conninfo;
 mod driver;
 #[doc(hidden)]
 pub mod listen;
@@ -54,6 +56,9 @@ pub mod testing;
 mod tests_nowait;
 #[cfg(test)]
 mod tests_sole;
+#[cfg(test)]
+mod tests_tls;
+pub mod tls;
 mod txn;
 
 use super::{Durability, ReadTxn, Store, Table, WriteTxn, nowait};
@@ -66,7 +71,7 @@ use std::sync::Arc;
 #[cfg(test)]
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 use txn::PgTxn;
 
 /// The default longest wait for an answer of the database ([`PgStore::connect_with`]).
@@ -152,12 +157,38 @@ struct Inner {
 }
 
 fn pg(e: tokio_postgres::Error) -> MetaError {
-    MetaError::Store(format!("postgresql: {e}"))
+    MetaError::Store(format!("postgresql: {}", describe(&e)))
+}
+
+/// What went wrong, in full: the database's own message (tokio-postgres shows only
+/// "db error"), or the error with its causes (a TLS handshake's reason, say).
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+        for (what, said) in [("detail", db.detail()), ("hint", db.hint())] {
+            if let Some(said) = said {
+                text += &format!("; {what}: {said}");
+            }
+        }
+        return text;
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text += &format!(": {c}");
+        cause = c.source();
+    }
+    text
 }
 
 impl Conn {
     fn open(url: &str, timeout: Duration) -> MetaResult<Conn> {
-        let (client, mut driver) = driver::connect(url, timeout)?;
+        let (client, mut driver) = driver::connect(&tls::Target::parse(url)?, timeout)?;
         driver.run(client.batch_execute(SCHEMA))?;
         // `Deferred` is the common case; `Immediate` writes and `sync` turn it on locally.
         driver.run(client.batch_execute("SET synchronous_commit = off"))?;
@@ -239,7 +270,8 @@ pub fn execute(url: &str, sql: &str) -> MetaResult<()> {
         .build()
         .map_err(|e| MetaError::Store(format!("postgresql runtime: {e}")))?;
     rt.block_on(async {
-        let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(pg)?;
+        let target = tls::Target::parse(url)?;
+        let (client, connection) = target.connect().await.map_err(MetaError::Store)?;
         let conn = tokio::spawn(connection);
         let out = client.batch_execute(sql).await.map_err(pg);
         drop(client);

@@ -32,6 +32,7 @@
 //! up; it takes no other lock inside it.
 
 use super::Key;
+use super::tls::Target;
 use super::txn::key_range;
 use crate::store::{Pair, prefix_end};
 use parking_lot::Mutex;
@@ -39,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 /// The advisory lock the sole writer holds exclusively (`meridiao` in ASCII: the write
 /// lock's neighbour).
@@ -232,7 +233,8 @@ fn listen_loop<T>(url: &str, policy: &Policy, alive: &Weak<T>, give_up: fn(&T)) 
     };
     while alive.strong_count() > 0 {
         let connected = rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(url, NoTls).await.ok()?;
+            let target = Target::parse(url).ok()?;
+            let (client, conn) = target.connect().await.ok()?;
             Some((client, conn))
         });
         let Some((client, mut conn)) = connected else {
