@@ -219,13 +219,16 @@ fn locks_taken_in_one_mount_hold_in_the_other() {
 /// sees the other's changes — each metaserver announces its changes (NOTIFY), and the
 /// other reads the shared change feed and pushes them to its own clients — and the other's
 /// locks. The feed's fallback poll is set to a minute, so the announcements alone must
-/// carry every change here (they arrive in milliseconds, not at once: this polls).
+/// carry every change here (they arrive in milliseconds, not at once: this polls). The
+/// database takes TLS connections only, and the metaservers check its certificate
+/// (`sslmode=verify-full`).
 #[test]
 fn two_metaservers_over_one_postgresql_serve_one_site() {
-    let pg = meridian_metaserver::store::pg::testing::Cluster::start();
+    let pg = meridian_metaserver::store::pg::testing::Cluster::start_tls();
     let prefix = format!("pg-site-{}/", pg.port);
     let site = || {
-        let toml = format!("postgres = {:?}\nfeed_poll_ms = 60000\n", pg.url());
+        let url = pg.verify_full_url("postgres");
+        let toml = format!("postgres = {url:?}\nfeed_poll_ms = 60000\n");
         Site::start_with(&toml, Some(prefix.clone()))
     };
     let (s1, s2) = (site(), site());
@@ -303,6 +306,11 @@ fn two_metaservers_over_one_postgresql_serve_one_site() {
         "0 307200 b'new\\x07'",
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        pg.plaintext_connections(),
+        0,
+        "every metaserver connection is TLS"
     );
 }
 

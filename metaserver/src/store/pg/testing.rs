@@ -146,6 +146,26 @@ impl Cluster {
         }
     }
 
+    /// For a TLS cluster: a URL for `user` that checks the server's certificate
+    /// (`verify-full`) against the name `localhost`, reaching it at 127.0.0.1.
+    pub fn verify_full_url(&self, user: &str) -> String {
+        let ca = &self.tls.as_ref().expect("a TLS cluster").ca;
+        format!(
+            "postgresql://{user}@localhost:{}/postgres?hostaddr=127.0.0.1\
+             &sslmode=verify-full&sslrootcert={}",
+            self.port,
+            ca.display()
+        )
+    }
+
+    /// How many TCP connections to the cluster are not encrypted (0 for a TLS cluster).
+    pub fn plaintext_connections(&self) -> i64 {
+        self.number(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.client_addr IS NOT NULL AND NOT s.ssl",
+        )
+    }
+
     /// The first column of the first row of `sql` (a number), on a connection of its own.
     pub fn number(&self, sql: &str) -> i64 {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -22,13 +22,7 @@ fn connect(url: &str) -> MetaResult<PgStore> {
 #[test]
 fn store_contract_over_verify_full() {
     let c = Cluster::start_tls();
-    let u = url(
-        &c,
-        "postgres",
-        "localhost",
-        &format!("sslmode=verify-full&sslrootcert={}", ca(&c)),
-    );
-    let store = PgStore::connect(&u).unwrap();
+    let store = PgStore::connect(&c.verify_full_url("postgres")).unwrap();
     assert!(
         store.wait_listening(Duration::from_secs(10)),
         "the listener connects over TLS"
@@ -36,9 +30,11 @@ fn store_contract_over_verify_full() {
     store.write(|t| t.put(Table::Xattrs, b"d/1", b"a")).unwrap();
     assert!(store.is_sole());
     super::super::suite::run_all(&store);
-    let plain = "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-                 WHERE a.client_addr IS NOT NULL AND NOT s.ssl";
-    assert_eq!(c.number(plain), 0, "no TCP connection without TLS");
+    assert_eq!(
+        c.plaintext_connections(),
+        0,
+        "no TCP connection without TLS"
+    );
     let tls = "SELECT count(*) FROM pg_stat_ssl WHERE ssl";
     assert!(
         c.number(tls) >= 3,
@@ -112,14 +108,16 @@ fn a_client_certificate_logs_in() {
     )
     .unwrap();
     let f = c.tls.as_ref().unwrap();
-    let verify = format!("sslmode=verify-full&sslrootcert={}", ca(&c));
-    match connect(&url(&c, CERT_USER, "localhost", &verify)) {
+    match connect(&c.verify_full_url(CERT_USER)) {
         Ok(_) => panic!("{CERT_USER} logged in without its certificate"),
         Err(e) => assert!(e.to_string().contains("certificate"), "{e}"),
     }
     let (cert, key) = (f.client_cert.display(), f.client_key.display());
-    let with_cert = format!("{verify}&sslcert={cert}&sslkey={key}");
-    let store = connect(&url(&c, CERT_USER, "localhost", &with_cert)).unwrap();
+    let with_cert = format!(
+        "{}&sslcert={cert}&sslkey={key}",
+        c.verify_full_url(CERT_USER)
+    );
+    let store = connect(&with_cert).unwrap();
     store.write(|t| t.put(Table::Xattrs, b"d/1", b"a")).unwrap();
     let got = store.read(|t| t.get(Table::Xattrs, b"d/1")).unwrap();
     assert_eq!(got.as_deref(), Some(&b"a"[..]));
