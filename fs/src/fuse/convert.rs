@@ -142,13 +142,15 @@ pub(super) fn groups_of(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// The process asking. Its supplementary groups are read from /proc only if a check
+/// needs them (see [`meridian_proto::Groups`]): reading them costs more than most
+/// requests it comes with.
 pub(super) fn caller(req: &Request) -> Caller {
-    let groups = if req.uid() == 0 {
-        Vec::new()
-    } else {
-        groups_of(req.pid())
+    let groups = match req.uid() {
+        0 => meridian_proto::Groups::known(Vec::new()),
+        _ => meridian_proto::Groups::lazy(groups_of, req.pid()),
     };
-    Caller::new(req.uid(), req.gid(), groups)
+    Caller::with_groups(req.uid(), req.gid(), groups)
 }
 
 pub(super) fn time(t: TimeOrNow) -> TimeSet {

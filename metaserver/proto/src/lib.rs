@@ -20,6 +20,7 @@
 //! - A chunk covers `[index * CHUNK_SIZE, (index + 1) * CHUNK_SIZE)` of the file; a block is
 //!   never longer than [`CHUNK_SIZE`].
 
+pub mod caller;
 pub mod error;
 pub mod hlc;
 pub mod layout;
@@ -28,6 +29,7 @@ pub mod session;
 pub mod types;
 pub mod wire;
 
+pub use caller::{CallTag, Caller, Groups};
 pub use error::{MetaError, MetaResult};
 pub use hlc::Hlc;
 pub use layout::{BlockId, BlockRef, CHUNK_SIZE, DEFAULT_INLINE_MAX, Layout};
@@ -35,7 +37,7 @@ pub use namespace::{
     Change, Commit, Lock, LockKind, LockOwner, Make, Namespace, RenameMode, SetAttr, StatFs,
     TimeSet, XattrMode,
 };
-pub use types::{Attr, CallTag, Caller, DirEntry, FileKind, InodeId, ROOT, SITE_BITS, Timestamp};
+pub use types::{Attr, DirEntry, FileKind, InodeId, ROOT, SITE_BITS, Timestamp};
 
 /// Longest file name accepted, in bytes (as Linux's NAME_MAX).
 pub const NAME_MAX: usize = 255;

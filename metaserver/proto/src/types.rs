@@ -119,50 +119,6 @@ pub struct DirEntry {
     pub kind: FileKind,
 }
 
-/// Who asks: used for every permission check.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Caller {
-    pub uid: u32,
-    pub gid: u32,
-    /// Supplementary groups (may include `gid`).
-    pub groups: Vec<u32>,
-    /// The site call this change is made for, set by the metaserver from the client's
-    /// session (never sent: a client cannot claim another's calls). The change feed
-    /// records it, so a call retried after its answer was lost is recognised as done.
-    #[serde(skip)]
-    pub call: Option<CallTag>,
-}
-
-/// One call of one client process: the session nonce its mount chose at start and the
-/// call's id on it (kept across reconnections).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct CallTag {
-    pub session: u64,
-    pub id: u64,
-}
-
-impl Caller {
-    /// A caller with these ids, not on behalf of a site call.
-    pub fn new(uid: u32, gid: u32, groups: Vec<u32>) -> Self {
-        Caller {
-            uid,
-            gid,
-            groups,
-            call: None,
-        }
-    }
-    pub fn root() -> Self {
-        Caller::new(0, 0, vec![])
-    }
-    pub fn is_root(&self) -> bool {
-        self.uid == 0
-    }
-    /// Whether the caller belongs to group `gid`, as primary or supplementary group.
-    pub fn in_group(&self, gid: u32) -> bool {
-        self.gid == gid || self.groups.contains(&gid)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

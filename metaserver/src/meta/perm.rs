@@ -19,15 +19,17 @@ pub fn check(who: &Caller, attr: &Attr, mask: u32) -> MetaResult<()> {
         }
         return Ok(());
     }
-    let bits = if who.uid == attr.uid {
-        attr.perm >> 6
+    let (group, other) = ((attr.perm as u32 >> 3) & mask, attr.perm as u32 & mask);
+    let granted = if who.uid == attr.uid {
+        (attr.perm as u32 >> 6) & mask
+    } else if group == other {
+        other // the same answer in the group or not: its members need no lookup
     } else if who.in_group(attr.gid) {
-        attr.perm >> 3
+        group
     } else {
-        attr.perm
-    } as u32
-        & 7;
-    if bits & mask == mask {
+        other
+    };
+    if granted == mask {
         Ok(())
     } else {
         Err(MetaError::AccessDenied)
@@ -102,6 +104,38 @@ mod tests {
             check(&user(10, 20, &[]), &b, R),
             Err(MetaError::AccessDenied)
         );
+    }
+
+    /// A mount's callers carry their supplementary groups unread (they cost a /proc read):
+    /// a check reads them only when the answer depends on them, and then the group class
+    /// still excludes the others' bits.
+    #[test]
+    fn supplementary_groups_are_read_only_when_the_answer_depends_on_them() {
+        use meridian_proto::Groups;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static READS: AtomicU32 = AtomicU32::new(0);
+        fn groups(_pid: u32) -> Vec<u32> {
+            READS.fetch_add(1, Ordering::SeqCst);
+            vec![20]
+        }
+        let lazy = || Caller::with_groups(11, 5, Groups::lazy(groups, 1));
+        let reads = || READS.load(Ordering::SeqCst);
+        let n = reads();
+        // group and others agree on what is asked: no read
+        assert!(check(&lazy(), &attr(0o644, 10, 20, FileKind::Regular), R).is_ok());
+        assert!(check(&lazy(), &attr(0o640, 10, 5, FileKind::Regular), R).is_ok());
+        assert!(check(&lazy(), &attr(0o755, 10, 20, FileKind::Directory), X).is_ok());
+        assert!(check(&lazy(), &attr(0o600, 10, 20, FileKind::Regular), R).is_err());
+        assert_eq!(reads(), n, "no check above needed the supplementary groups");
+        // they differ: read, and the group class decides either way
+        assert!(check(&lazy(), &attr(0o640, 10, 20, FileKind::Regular), R).is_ok());
+        assert_eq!(
+            check(&lazy(), &attr(0o604, 10, 20, FileKind::Regular), R),
+            Err(MetaError::AccessDenied),
+            "a member gets the group's bits, not the others'"
+        );
+        assert!(check(&lazy(), &attr(0o604, 10, 21, FileKind::Regular), R).is_ok());
+        assert_eq!(reads(), n + 3);
     }
 
     #[test]
