@@ -43,7 +43,7 @@ fi
 
 echo "== the bucket itself (same server, same run)"
 "$meridian" bench s3 "${s3[@]}" --mib 1024 --parallel 16
-"$meridian" bench s3 "${s3[@]}" --mib 1024 --parallel 8
+"$meridian" bench s3 "${s3[@]}" --mib 1024 --parallel 8 --drop-caches
 "$meridian" bench s3 "${s3[@]}" --mib 512 --parallel 1
 echo "== warm (disk caches full, memory caches and page cache empty)"
 python3 "$here/run.py" --size "$size" "${targets[@]}" "${warm_hooks[@]}"

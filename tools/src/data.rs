@@ -20,6 +20,11 @@ pub struct WarmupArgs {
     /// Files read at once
     #[arg(long, default_value_t = 8)]
     pub parallel: usize,
+    /// Also GET once after dropping this machine's page cache (root; for a bucket server
+    /// on this machine): the rate a cold read is to be compared with, the objects then
+    /// coming from the server's disk as they do after benches/fio's cache drop
+    #[arg(long)]
+    pub drop_caches: bool,
 }
 
 /// Expands `name.[A-B].ext` into each frame, zero-padded to the width of A.
@@ -208,6 +213,11 @@ pub struct BenchS3Args {
     /// Requests in flight (Meridian's default upload and fetch concurrency is 8)
     #[arg(long, default_value_t = 8)]
     pub parallel: usize,
+    /// Also GET once after dropping this machine's page cache (root; for a bucket server
+    /// on this machine): the rate a cold read is to be compared with, the objects then
+    /// coming from the server's disk as they do after benches/fio's cache drop
+    #[arg(long)]
+    pub drop_caches: bool,
 }
 
 /// PUTs and GETs 4 MiB objects with `parallel` requests in flight; prints MiB/s.
@@ -262,21 +272,43 @@ pub fn bench_s3(args: BenchS3Args) -> Result<()> {
             .put(&blocks[i].0, blocks[i].1.clone())
             .map_err(|e| anyhow!("{e}"))
     })?;
-    let get = run(&|i| {
-        store
-            .get(&blocks[i].0)
-            .map(drop)
-            .map_err(|e| anyhow!("{e}"))
-    })?;
+    let get_all = || {
+        run(&|i| {
+            store
+                .get(&blocks[i].0)
+                .map(drop)
+                .map_err(|e| anyhow!("{e}"))
+        })
+    };
+    let cold = match args.drop_caches {
+        true => {
+            drop_page_cache()?;
+            Some(get_all()?)
+        }
+        false => None,
+    };
+    let get = get_all()?;
     for (id, _) in &blocks {
         store.delete(id).map_err(|e| anyhow!("{e}"))?;
     }
+    let cold = cold.map_or(String::new(), |c| {
+        format!(", GET {c:.1} MiB/s from the server's disk (page cache dropped first)")
+    });
     println!(
-        "s3 {}: PUT {put:.1} MiB/s, GET {get:.1} MiB/s ({count} x 4 MiB, {} in flight)",
+        "s3 {}: PUT {put:.1} MiB/s, GET {get:.1} MiB/s{cold} ({count} x 4 MiB, {} in flight)",
         store.describe(),
         args.parallel
     );
     Ok(())
+}
+
+/// Writes dirty pages out and empties the page cache (root only).
+fn drop_page_cache() -> Result<()> {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n").map_err(|e| {
+        anyhow!("--drop-caches: writing /proc/sys/vm/drop_caches: {e} (run as root, or leave it out)")
+    })
 }
 
 #[cfg(test)]
