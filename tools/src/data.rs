@@ -307,7 +307,9 @@ fn drop_page_cache() -> Result<()> {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
     std::fs::write("/proc/sys/vm/drop_caches", "3\n").map_err(|e| {
-        anyhow!("--drop-caches: writing /proc/sys/vm/drop_caches: {e} (run as root, or leave it out)")
+        anyhow!(
+            "--drop-caches: writing /proc/sys/vm/drop_caches: {e} (run as root, or leave it out)"
+        )
     })
 }
 

@@ -122,7 +122,7 @@ fn provider() -> Arc<CryptoProvider> {
 fn client_config(mode: Mode, tls: &TlsParams) -> Result<ClientConfig, String> {
     let provider = provider();
     // As libpq: a root given is used (the chain checked) whatever the mode.
-    let verifier: Arc<dyn ServerCertVerifier> = match (mode, tls.sslrootcert.as_deref()) {
+    let chain = match (mode, tls.sslrootcert.as_deref()) {
         (Mode::VerifyCa | Mode::VerifyFull, None) => {
             let mode = if mode == Mode::VerifyCa {
                 "verify-ca"
@@ -136,16 +136,18 @@ fn client_config(mode: Mode, tls: &TlsParams) -> Result<ClientConfig, String> {
         }
         (_, Some(root)) => {
             let roots = Arc::new(roots(root)?);
-            let full = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            let chain = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                 .build()
                 .map_err(|e| format!("sslrootcert={root}: {e}"))?;
-            match mode {
-                Mode::VerifyFull => full,
-                _ => Arc::new(ChainOnly(full)),
-            }
+            Some(chain)
         }
-        (_, None) => Arc::new(AnyCertificate(provider.signature_verification_algorithms)),
+        (_, None) => None,
     };
+    let verifier = Arc::new(Check {
+        chain,
+        name: mode == Mode::VerifyFull,
+        algorithms: provider.signature_verification_algorithms,
+    });
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -195,11 +197,19 @@ fn certificates(path: &str, setting: &str) -> Result<Vec<CertificateDer<'static>
     }
 }
 
-/// `verify-ca`: the chain must lead to a trusted root; the name is not checked.
+/// The check of the server's certificate a mode asks for; the handshake's signature is
+/// checked in every mode.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct Check {
+    /// The chain must lead to one of these roots; none (`prefer` and `require` without
+    /// `sslrootcert`): any certificate, as libpq takes it — encrypted, not authenticated.
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    /// The certificate must name the host (`verify-full`).
+    name: bool,
+    algorithms: WebPkiSupportedAlgorithms,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Check {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -209,10 +219,15 @@ impl ServerCertVerifier for ChainOnly {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         use rustls::Error::InvalidCertificate;
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
         // The chain is checked before the name: a name error means the chain passed.
-        match (self.0).verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(InvalidCertificate(CertificateError::NotValidForName))
-            | Err(InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {
+            | Err(InvalidCertificate(CertificateError::NotValidForNameContext { .. }))
+                if !self.name =>
+            {
                 Ok(ServerCertVerified::assertion())
             }
             other => other,
@@ -225,7 +240,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -234,51 +249,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer` and `require` without a root: any certificate, as libpq takes it (the
-/// connection is encrypted, not authenticated); the handshake's signature is checked.
-#[derive(Debug)]
-struct AnyCertificate(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
