@@ -255,12 +255,20 @@ impl BlockCache {
             self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(b);
         }
-        self.memory
-            .try_get_with(*id, || self.load(id))
-            .map_err(|e| match Arc::try_unwrap(e) {
-                Ok(e) => e,
-                Err(shared) => BlockError::Shared(shared),
-            })
+        let got = self.memory.try_get_with(*id, || self.load(id));
+        self.evict_now();
+        got.map_err(|e| match Arc::try_unwrap(e) {
+            Ok(e) => e,
+            Err(shared) => BlockError::Shared(shared),
+        })
+    }
+
+    /// Has the memory tier evict what an insert pushed over its bound at once: moka
+    /// otherwise batches its upkeep, and a streaming reader or writer then holds dozens of
+    /// 4 MiB blocks over `cache.memory_bytes` and frees them in bursts larger than the
+    /// chunk pool keeps (its next chunks then fault in fresh pages).
+    fn evict_now(&self) {
+        self.memory.run_pending_tasks();
     }
 
     /// `len` bytes at `start` of a block. A block that is only on disk is not brought into
@@ -322,6 +330,7 @@ impl BlockCache {
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.fill_disk(id, &data, cvs, false);
         self.memory.insert(*id, data);
+        self.evict_now();
         Ok(())
     }
 

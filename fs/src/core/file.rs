@@ -12,7 +12,7 @@
 
 use crate::cache::aligned::AlignedVec;
 use crate::core::upload::Pending;
-use crate::error::FsResult;
+use crate::error::{FsError, FsResult};
 use bytes::Bytes;
 use meridian_proto::{BlockId, BlockRef, CHUNK_SIZE, Commit, InodeId, Layout, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,8 +105,14 @@ pub struct FileState {
     layout: Layout,
     uncommitted: BTreeSet<u64>,
     dirty: BTreeMap<u64, ChunkBuf>,
-    /// Full chunks handed to the background uploader, readable until committed.
+    /// Full chunks handed to the background uploader and not yet finished (readable from
+    /// here meanwhile): a finished one moves to the layout, and its buffer goes, at the
+    /// next write ([`FileState::reap_uploads`]) — so a long streaming write holds only what
+    /// is in flight, not every chunk it wrote.
     uploading: BTreeMap<u64, (Arc<ChunkBuf>, Arc<Pending>)>,
+    /// The first upload that failed, reaped before a flush: its chunk is dirty again, and
+    /// the next [`FileState::settle`] reports it.
+    upload_error: Option<FsError>,
     size: u64,
     changed: Option<Timestamp>,
 }
@@ -123,6 +129,7 @@ impl FileState {
             uncommitted: BTreeSet::new(),
             dirty: BTreeMap::new(),
             uploading: BTreeMap::new(),
+            upload_error: None,
             size,
             changed: None,
         }
@@ -287,21 +294,53 @@ impl FileState {
     }
 
     /// Waits for background uploads and moves them into the layout; a failed one goes back
-    /// to the dirty buffers (so a later flush retries it) and its error is returned.
+    /// to the dirty buffers (so a later flush retries it) and its error is returned (or
+    /// the error of one that failed before, see [`FileState::reap_uploads`]).
     pub fn settle(&mut self) -> FsResult<()> {
-        let mut first_err = None;
+        let mut first_err = self.upload_error.take();
         for (i, (data, slot)) in std::mem::take(&mut self.uploading) {
-            match slot.wait() {
-                Ok(r) => self.uploaded(vec![(i, r)]),
-                Err(e) => {
-                    self.dirty
-                        .entry(i)
-                        .or_insert_with(|| ChunkBuf::from(&data[..]));
-                    first_err.get_or_insert(e);
-                }
+            if let Err(e) = self.upload_done(i, &data, slot.wait()) {
+                first_err.get_or_insert(e);
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Moves the uploads that have finished into the layout (their buffers go) without
+    /// waiting for the others; a failed one is dirty again and its error kept for the
+    /// next [`FileState::settle`].
+    pub fn reap_uploads(&mut self) {
+        let done: Vec<(u64, FsResult<BlockRef>)> = (self.uploading.iter())
+            .filter_map(|(i, (_, slot))| slot.finished().map(|r| (*i, r)))
+            .collect();
+        for (i, r) in done {
+            let (data, _) = self.uploading.remove(&i).expect("listed above");
+            if let Err(e) = self.upload_done(i, &data, r) {
+                self.upload_error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Records how chunk `i`'s upload of `data` ended.
+    fn upload_done(&mut self, i: u64, data: &ChunkBuf, r: FsResult<BlockRef>) -> FsResult<()> {
+        match r {
+            Ok(r) => {
+                self.uploaded(vec![(i, r)]);
+                Ok(())
+            }
+            Err(e) => {
+                self.dirty
+                    .entry(i)
+                    .or_insert_with(|| ChunkBuf::from(&data[..]));
+                Err(e)
+            }
+        }
+    }
+
+    /// How many chunks are uploading (tests).
+    #[cfg(test)]
+    pub(crate) fn uploading_len(&self) -> usize {
+        self.uploading.len()
     }
 
     /// Block ids of committed or uploaded chunks `from..to` (for read-ahead).
@@ -508,6 +547,65 @@ mod tests {
         let mut want = data.clone();
         want[10..12].copy_from_slice(b"ZZ");
         assert_eq!(st.read(&src, 0, want.len() as u64).unwrap(), want);
+    }
+
+    /// A streaming writer's finished uploads leave the file state at its next write (their
+    /// blocks read from the store from then on): it held every chunk of the file until the
+    /// close, a file's size in memory. A failed one is dirty again and the next settle says so.
+    #[test]
+    fn finished_uploads_let_go_of_their_buffers() {
+        let src = Src(MemBlockStore::new());
+        let mut st = FileState::new(InodeId(2), Layout::default(), 0);
+        let now = Timestamp::now();
+        let mut inflight = Vec::new();
+        for i in 0..3u8 {
+            let chunk = vec![i + 1; CHUNK_SIZE as usize];
+            let at = u64::from(i) * CHUNK_SIZE;
+            st.write(&src, at, &chunk, now).unwrap();
+            for (j, buf) in st.take_filled(at, CHUNK_SIZE) {
+                let slot = Arc::new(Pending::default());
+                st.add_uploading(j, buf.clone(), slot.clone());
+                inflight.push((buf, slot));
+            }
+        }
+        for (buf, slot) in &inflight[..2] {
+            let id = block_id(buf);
+            src.0.put(&id, Bytes::copy_from_slice(buf)).unwrap();
+            let len = buf.len() as u32;
+            slot.finish(Ok(BlockRef { id, len }));
+        }
+        st.reap_uploads();
+        assert_eq!(st.uploading_len(), 1, "only the unfinished upload is held");
+        assert_eq!(
+            Arc::strong_count(&inflight[0].0),
+            1,
+            "the state let go of it"
+        );
+        assert_eq!(st.read(&src, CHUNK_SIZE - 1, 2).unwrap(), [1, 2]);
+        assert_eq!(
+            st.read(&src, 2 * CHUNK_SIZE, 1).unwrap(),
+            [3],
+            "read while in flight"
+        );
+        inflight[2]
+            .1
+            .finish(Err(FsError::Upload("the bucket said no".into())));
+        st.reap_uploads();
+        assert_eq!(st.uploading_len(), 0);
+        assert_eq!(
+            st.dirty_bytes(),
+            CHUNK_SIZE,
+            "the failed chunk is dirty again"
+        );
+        let e = st.settle().unwrap_err();
+        assert!(e.to_string().contains("the bucket said no"), "{e}");
+        assert!(st.settle().is_ok(), "reported once");
+        let c = flush(&mut st, &src, 64);
+        assert_eq!(
+            c.chunks.iter().map(|c| c.0).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        assert_eq!(st.read(&src, 2 * CHUNK_SIZE, 1).unwrap(), [3]);
     }
 
     #[test]

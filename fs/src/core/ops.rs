@@ -256,6 +256,7 @@ impl Fs {
             let slot = self.uploader.submit(buf.clone());
             st.add_uploading(i, buf, slot);
         }
+        st.reap_uploads();
         self.relieve(&oi, &mut st)?;
         Ok(data.len() as u32)
     }

@@ -35,7 +35,15 @@ impl Pending {
         }
     }
 
-    fn finish(&self, r: FsResult<BlockRef>) {
+    /// The upload's result if it has finished (without waiting).
+    pub fn finished(&self) -> Option<FsResult<BlockRef>> {
+        match self.result.lock().as_ref()? {
+            Ok(b) => Some(Ok(*b)),
+            Err(e) => Some(Err(crate::error::FsError::Upload(e.to_string()))),
+        }
+    }
+
+    pub(crate) fn finish(&self, r: FsResult<BlockRef>) {
         *self.result.lock() = Some(r);
         self.ready.notify_all();
     }
