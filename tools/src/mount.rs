@@ -294,10 +294,15 @@ fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
         redirect_output(&data_dir)?;
     }
     let mp_for_signal = mp.clone();
+    // The signal thread outlives the session: it must not keep the file system (and so
+    // the namespace) alive past it — see the end of this function.
+    let for_signal = Arc::downgrade(&fs);
     std::thread::Builder::new().name("meridian-signals".into()).spawn(move || {
         if let Ok(sig) = signals.wait() {
             tracing::info!(?sig, "stopping: committing open files and unmounting");
-            if let Err(e) = fs.flush_all() {
+            if let Some(fs) = for_signal.upgrade()
+                && let Err(e) = fs.flush_all()
+            {
                 tracing::error!(error = %e, "some open files could not be committed");
             }
             if let Err(e) = unmounter.unmount() {
@@ -305,9 +310,16 @@ fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
             }
         }
     })?;
-    session
-        .run()
-        .with_context(|| format!("FUSE session at {}", mp.display()))?;
+    let ran = session.run(); // the session, and its hold on `fs`, end here
+    // Close the namespace before the process ends: an embedded namespace's redb file is
+    // marked closed cleanly only when its database is dropped, and one left marked open
+    // is checked page by page (its whole file read) at the next mount.
+    let closing = Arc::downgrade(&fs);
+    drop(fs);
+    if closing.strong_count() > 0 && site.is_none() {
+        tracing::warn!("the namespace is still in use at exit: the next mount will check it");
+    }
+    ran.with_context(|| format!("FUSE session at {}", mp.display()))?;
     tracing::info!("unmounted {}", mp.display());
     Ok(())
 }

@@ -42,6 +42,7 @@ use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
@@ -107,6 +108,8 @@ pub struct RedbStore {
     inner: Arc<Inner>,
     /// A background syncer runs; without one every write is immediate.
     syncer: bool,
+    /// Opening found the file not closed cleanly and checked it.
+    repaired: bool,
 }
 
 /// Where the journal of the database at `path` lives.
@@ -117,7 +120,11 @@ pub fn journal_path(path: &Path) -> PathBuf {
 impl RedbStore {
     /// Opens (creating if needed) the database at `path`, replaying its journal.
     pub fn open(path: &Path) -> MetaResult<Self> {
-        let db = Database::create(path).map_err(|e| match e {
+        let repaired = Arc::new(AtomicBool::new(false));
+        let db = Database::builder()
+            .set_repair_callback(repair_callback(path, repaired.clone()))
+            .create(path)
+            .map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Store(format!(
                 "{} is already open in another process (is a mount or metaserver using it? unmount it first)",
                 path.display()
@@ -146,9 +153,38 @@ impl RedbStore {
                 flush_bytes: FLUSH_BYTES.into(),
             }),
             syncer: false,
+            repaired: repaired.load(Ordering::Relaxed),
         };
         store.syncer = start_syncer(Arc::downgrade(&store.inner));
         Ok(store)
+    }
+
+    /// Whether opening had to check the file (it was not closed cleanly: a crash, a
+    /// `kill -9`, or a process that ended without dropping its store).
+    pub fn was_repaired(&self) -> bool {
+        self.repaired
+    }
+}
+
+/// Logs a check of a file left open (it reads the whole file: long for a big namespace)
+/// and its progress, and notes that it happened.
+fn repair_callback(
+    path: &Path,
+    repaired: Arc<AtomicBool>,
+) -> impl Fn(&mut redb::RepairSession) + use<> {
+    let path = path.display().to_string();
+    let last = std::sync::atomic::AtomicU32::new(0);
+    move |session| {
+        if !repaired.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                file = %path,
+                "the namespace was not closed cleanly (a crash?): checking every page of it"
+            );
+        }
+        let tenth = (session.progress() * 10.0) as u32;
+        if tenth > last.swap(tenth, Ordering::Relaxed) {
+            tracing::info!(file = %path, "namespace check {}% done", tenth * 10);
+        }
     }
 }
 
