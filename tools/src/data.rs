@@ -20,11 +20,6 @@ pub struct WarmupArgs {
     /// Files read at once
     #[arg(long, default_value_t = 8)]
     pub parallel: usize,
-    /// Also GET once after dropping this machine's page cache (root; for a bucket server
-    /// on this machine): the rate a cold read is to be compared with, the objects then
-    /// coming from the server's disk as they do after benches/fio's cache drop
-    #[arg(long)]
-    pub drop_caches: bool,
 }
 
 /// Expands `name.[A-B].ext` into each frame, zero-padded to the width of A.
