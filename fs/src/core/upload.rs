@@ -29,23 +29,25 @@ impl Pending {
         while r.is_none() {
             self.ready.wait(&mut r);
         }
-        match r.as_ref().expect("set above") {
-            Ok(b) => Ok(*b),
-            Err(e) => Err(crate::error::FsError::Upload(e.to_string())),
-        }
+        outcome(r.as_ref().expect("set above"))
     }
 
     /// The upload's result if it has finished (without waiting).
     pub fn finished(&self) -> Option<FsResult<BlockRef>> {
-        match self.result.lock().as_ref()? {
-            Ok(b) => Some(Ok(*b)),
-            Err(e) => Some(Err(crate::error::FsError::Upload(e.to_string()))),
-        }
+        self.result.lock().as_ref().map(outcome)
     }
 
     pub(crate) fn finish(&self, r: FsResult<BlockRef>) {
         *self.result.lock() = Some(r);
         self.ready.notify_all();
+    }
+}
+
+/// A stored result as the caller gets it (one copy per caller: errors are not `Clone`).
+fn outcome(r: &FsResult<BlockRef>) -> FsResult<BlockRef> {
+    match r {
+        Ok(b) => Ok(*b),
+        Err(e) => Err(crate::error::FsError::Upload(e.to_string())),
     }
 }
 
