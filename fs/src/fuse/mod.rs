@@ -61,6 +61,8 @@ pub struct FuseFs {
     /// Passthrough and cached opens per inode (see [`modes`]); dropping a backing id
     /// unregisters it.
     modes: parking_lot::Mutex<modes::Modes<BackingId>>,
+    /// The session's notifier, set once the session exists.
+    notifier: Arc<std::sync::OnceLock<Notifier>>,
 }
 
 const GEN: Generation = Generation(0);
@@ -75,7 +77,20 @@ impl FuseFs {
             ttl: opts.attr_ttl,
             passthrough: false.into(),
             modes: Default::default(),
+            notifier: Default::default(),
         }
+    }
+
+    /// Clears set-user-ID and set-group-ID before a write by the caller, and drops the
+    /// kernel's copy of the attributes if they changed. Dropping attributes only (offset
+    /// -1) takes no lock the kernel may hold during this request.
+    fn kill_suidgid(&self, req: &Request, i: INodeNo) -> Result<(), FsError> {
+        if self.fs.kill_suidgid(&caller(req), ino(i))?
+            && let Some(n) = self.notifier.get()
+        {
+            let _ = n.inval_inode(i, -1, 0);
+        }
+        Ok(())
     }
 }
 
@@ -98,7 +113,11 @@ pub fn session(fs: Arc<Fs>, mountpoint: &Path, opts: &FuseOptions) -> io::Result
         config.acl = SessionACL::All;
     }
     config.n_threads = Some(opts.threads.max(1));
-    Session::new(FuseFs::new(fs, opts), mountpoint, &config)
+    let fuse_fs = FuseFs::new(fs, opts);
+    let notifier = fuse_fs.notifier.clone();
+    let session = Session::new(fuse_fs, mountpoint, &config)?;
+    let _ = notifier.set(session.notifier());
+    Ok(session)
 }
 
 impl FuseFs {
@@ -133,6 +152,10 @@ impl Filesystem for FuseFs {
         let _ = config
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // We clear set-user-ID on write, truncate and chown (see `write`, `setattr`), so
+        // the kernel checks a file's privileges once per write stream instead of sending a
+        // GETXATTR of security.capability before every WRITE.
+        let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         // Record locks and flock go to the namespace, so every client of a site sees them.
         let _ = config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS);
         if self.fs.config().passthrough_dir.is_some() {
@@ -213,6 +236,7 @@ impl Filesystem for FuseFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let who = caller(req);
         let set = SetAttr {
             mode: mode.map(|m| (m & 0o7777) as u16),
             uid,
@@ -222,8 +246,11 @@ impl Filesystem for FuseFs {
             mtime: mtime.map(time),
             ctime: ctime.map(Into::into),
             via_handle: fh.is_some(),
+            // The kernel's FATTR_KILL_SUIDGID, which fuser does not pass on: it asks for a
+            // truncation by a caller without CAP_FSETID (root stands for that here).
+            kill_suidgid: size.is_some() && !who.is_root(),
         };
-        match self.fs.setattr(&caller(req), ino(i), set) {
+        match self.fs.setattr(&who, ino(i), set) {
             Ok(a) => reply.attr(&self.ttl, &to_fuse(&a)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -433,16 +460,23 @@ impl Filesystem for FuseFs {
 
     fn write(
         &self,
-        _req: &Request,
-        _i: INodeNo,
+        req: &Request,
+        i: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _wf: WriteFlags,
+        wf: WriteFlags,
         _flags: OpenFlags,
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        // With HANDLE_KILLPRIV_V2 the kernel leaves clearing set-user-ID to us: it flags
+        // every write by a caller without CAP_FSETID.
+        if wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+            && let Err(e) = self.kill_suidgid(req, i)
+        {
+            return reply.error(errno(&e));
+        }
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
@@ -749,14 +783,21 @@ impl Filesystem for FuseFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
-        _i: INodeNo,
+        req: &Request,
+        i: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        // A local file system clears set-user-ID here too (file_modified), and with
+        // HANDLE_KILLPRIV_V2 the kernel no longer asks for it.
+        if req.uid() != 0
+            && let Err(e) = self.kill_suidgid(req, i)
+        {
+            return reply.error(errno(&e));
+        }
         let r = match mode {
             0 => self.fs.fallocate(fh.0, offset, length, false),
             libc::FALLOC_FL_KEEP_SIZE => self.fs.fallocate(fh.0, offset, length, true),

@@ -4,7 +4,10 @@
 //! may change the group to one it belongs to; only owner or root change the mode, and a
 //! non-root caller outside the file's group loses the set-gid bit; explicit times need owner
 //! or root, "now" also any writer; truncation needs write permission unless it comes through
-//! an open handle. Every successful change sets ctime.
+//! an open handle. Every successful change sets ctime. Privileges go as on a local file
+//! system: a change of owner or group of a non-directory, and a write or truncation by a
+//! caller without `CAP_FSETID` (`SetAttr::kill_suidgid`), clear set-user-ID, and set-group-ID
+//! where the group may execute or the caller is outside the file's group.
 //! Extended attributes: `user.*` need read/write permission on the inode and exist only on
 //! regular files and directories; `trusted.*` and `security.*` need root.
 
@@ -104,6 +107,11 @@ pub(super) fn setattr(
         }
         a.perm = mode;
     }
+    let chown = set.uid.is_some() || set.gid.is_some();
+    if set.kill_suidgid || (chown && old.kind != FileKind::Directory) {
+        let keeps_sgid = who.is_root() || who.in_group(old.gid);
+        a.perm = kill_suidgid(a.perm, keeps_sgid);
+    }
     if let Some(t) = set.atime {
         a.atime = resolve_time(t, now);
     }
@@ -113,6 +121,16 @@ pub(super) fn setattr(
     a.ctime = set.ctime.unwrap_or(now);
     w.put_inode(&rec)?;
     Ok(rec.attr)
+}
+
+/// `perm` without set-user-ID, and without set-group-ID if the group may execute or the
+/// caller is neither root nor in the file's group (`in_group` false), as Linux does.
+pub(super) fn kill_suidgid(perm: u16, in_group: bool) -> u16 {
+    let mut perm = perm & !0o4000;
+    if perm & 0o010 != 0 || !in_group {
+        perm &= !0o2000;
+    }
+    perm
 }
 
 /// The namespace an attribute name falls in decides who may touch it.

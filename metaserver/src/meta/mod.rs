@@ -34,6 +34,8 @@ mod tests;
 #[cfg(test)]
 mod tests_placement;
 #[cfg(test)]
+mod tests_privileges;
+#[cfg(test)]
 mod tests_shared;
 
 use crate::records::{

@@ -38,6 +38,10 @@ fn suite<S: Store>(make: impl Fn() -> S) {
             "objectives_and_placement",
             super::tests_placement::objectives_and_placement,
         ),
+        (
+            "set_id_bits_go_as_on_a_local_disk",
+            super::tests_privileges::set_id_bits_go_as_on_a_local_disk,
+        ),
     ];
     for (name, case) in cases {
         let meta = Meta::open(make(), MetaConfig::default()).unwrap();
