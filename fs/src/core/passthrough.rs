@@ -199,10 +199,17 @@ impl Fs {
         None
     }
 
-    /// The complete copy of the file version `attr` describes, if there is one.
+    /// The complete copy of the file version `attr` describes, if there is one, opened for
+    /// sequential reading: the kernel reads a passthrough file through this open file, whose
+    /// read-ahead the reader's own `fadvise` never reaches (it stops at the FUSE file), and
+    /// a sequential reader of a local disk gets twice the default window from it (fio's
+    /// playback job on this machine's disk: 11–28 frames/s without, 40 with).
     pub(super) fn ready_copy(&self, attr: &Attr) -> Option<File> {
         let dir = self.cfg.passthrough_dir.as_ref()?;
-        File::open(dir.join(copy_name(attr))).ok()
+        let f = File::open(dir.join(copy_name(attr))).ok()?;
+        // SAFETY: advice on an open descriptor that outlives the call.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+        Some(f)
     }
 
     /// Builds the copy of `attr`'s file on a worker thread, if all its blocks are on disk.
