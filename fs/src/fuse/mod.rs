@@ -793,7 +793,9 @@ impl Filesystem for FuseFs {
     ) {
         // A local file system clears set-user-ID here too (file_modified), and with
         // HANDLE_KILLPRIV_V2 the kernel no longer asks for it.
-        if req.uid() != 0
+        let supported = matches!(mode, 0 | libc::FALLOC_FL_KEEP_SIZE);
+        if supported
+            && req.uid() != 0
             && let Err(e) = self.kill_suidgid(req, i)
         {
             return reply.error(errno(&e));
