@@ -37,10 +37,11 @@ pub struct SetAttr {
     /// The change comes through an open file handle (ftruncate): the open already checked
     /// write permission.
     pub via_handle: bool,
-    /// Clear set-user-ID, and set-group-ID where the group may execute, as a local file
-    /// system does when a caller without `CAP_FSETID` writes or truncates (FUSE's
-    /// `FATTR_KILL_SUIDGID` and `FUSE_WRITE_KILL_SUIDGID`). A change of owner or group of a
-    /// non-directory clears them whatever this says.
+    /// Clear set-user-ID, and set-group-ID where the group may execute or the caller is
+    /// neither root nor in the file's group, as a local file system does when a caller
+    /// without `CAP_FSETID` writes or truncates (FUSE's `FATTR_KILL_SUIDGID` and
+    /// `FUSE_WRITE_KILL_SUIDGID`). A change of owner or group of a non-directory clears
+    /// them whatever this says.
     pub kill_suidgid: bool,
 }
 
