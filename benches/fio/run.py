@@ -7,9 +7,12 @@
 The first target is the baseline (normally the raw local disk): every other column gets a
 ratio against it. Before each read phase the page cache is dropped (as root) and the
 target's --before-read command runs (e.g. a remount, to empty a client's memory cache so
-reads come from its disk cache). See docs/benchmarking.md for how to read the table.
+reads come from its disk cache). With --rounds N every job runs N times on every target,
+the targets taking turns (in reverse order every other round), and the table shows each
+figure's median and the median of the per-round ratios. See docs/benchmarking.md for how
+to read the table.
 """
-import argparse, json, os, shutil, subprocess, sys, time
+import argparse, json, os, shutil, statistics, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -50,6 +53,10 @@ def drop_caches():
 
 def run_fio(job, target, size, runtime):
     env = dict(os.environ, TARGET=target, SIZE=size, RUNTIME=str(runtime))
+    # A job that creates files starts from none (another round may have made them).
+    for sub, writer in (("small", "small-files.fio"), ("exr", "exr-write.fio")):
+        if job == writer:
+            shutil.rmtree(os.path.join(target, sub), ignore_errors=True)
     os.makedirs(os.path.join(target, "small"), exist_ok=True)
     os.makedirs(os.path.join(target, "exr"), exist_ok=True)
     out = subprocess.run(["fio", "--output-format=json", os.path.join(HERE, job)],
@@ -69,28 +76,33 @@ def main():
                     help="shell command run before each read phase of target NAME")
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=METRIC=VALUE=UNIT",
                     help="an extra figure measured elsewhere in the same run (e.g. Garage's own GET rate)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs of each job on every target; the table shows medians [1]")
     ap.add_argument("--json", help="also write the raw figures to this file")
     a = ap.parse_args()
+    if a.rounds < 1:
+        sys.exit(f"--rounds {a.rounds}: give at least 1")
     targets = [t.split("=", 1) for t in a.targets]
     hooks = dict(h.split("=", 1) for h in a.before_read)
-    results = {name: {} for name, _ in targets}
-    units, better = {}, {}
+    samples = {name: {} for name, _ in targets}
+    units = {}
     for _, d in targets:
         os.makedirs(d, exist_ok=True)
     # Each job runs on every target in turn, so the figures a ratio compares are measured
     # minutes apart at most (this machine's disk and CPUs are shared and drift).
     for job, metrics, is_read in PHASES:
-        for name, d in targets:
-            if is_read:
-                drop_caches()
-                if name in hooks:
-                    subprocess.run(hooks[name], shell=True, check=True)
-            t0 = time.time()
-            j = run_fio(job, d, a.size, a.runtime)
-            for metric, get, unit, hi in metrics:
-                results[name][metric] = get(j)
-                units[metric], better[metric] = unit, hi
-            print(f"  {name:>10} {job:<20} {time.time() - t0:6.1f}s", file=sys.stderr)
+        for r in range(a.rounds):
+            for name, d in targets if r % 2 == 0 else targets[::-1]:
+                if is_read:
+                    drop_caches()
+                    if name in hooks:
+                        subprocess.run(hooks[name], shell=True, check=True)
+                t0 = time.time()
+                j = run_fio(job, d, a.size, a.runtime)
+                for metric, get, unit, _ in metrics:
+                    samples[name].setdefault(metric, []).append(get(j))
+                    units[metric] = unit
+                print(f"  {name:>10} {job:<20} {time.time() - t0:6.1f}s", file=sys.stderr)
     for _, d in targets:
         for sub in ("small", "exr"):
             shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
@@ -100,28 +112,37 @@ def main():
             pass
     for e in a.extra:
         name, metric, value, unit = e.split("=", 3)
-        results.setdefault(name, {})[metric] = float(value)
-        units[metric], better[metric] = unit, True
-    print_table(results, units, better, [n for n, _ in targets])
+        samples.setdefault(name, {})[metric] = [float(value)]
+        units[metric] = unit
+    print_table(samples, units, [n for n, _ in targets], a.rounds)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump(samples, f, indent=2)
 
 
-def print_table(results, units, better, order):
-    names = order + [n for n in results if n not in order]
+def ratio(samples, n, base, metric):
+    """The median of the ratios of the rounds (each measured close together), or ''."""
+    vs, bs = samples[n].get(metric), samples[base].get(metric)
+    if not vs or not bs:
+        return ""
+    if len(vs) != len(bs):  # an --extra figure: one value against the baseline's median
+        vs, bs = [statistics.median(vs)], [statistics.median(bs)]
+    rs = [v / b for v, b in zip(vs, bs) if b]
+    return f"{statistics.median(rs):.2f}x" if rs else ""
+
+
+def print_table(samples, units, order, rounds):
+    names = order + [n for n in samples if n not in order]
     base = order[0]
     head = ["metric", "unit"] + names + [f"{n}/{base}" for n in names[1:]]
     rows = []
     for metric in units:
         row = [metric, units[metric]]
         for n in names:
-            v = results[n].get(metric)
-            row.append("" if v is None else f"{v:,.1f}")
-        b = results[base].get(metric)
+            v = samples[n].get(metric)
+            row.append("" if not v else f"{statistics.median(v):,.1f}")
         for n in names[1:]:
-            v = results[n].get(metric)
-            row.append("" if v is None or not b else f"{v / b:.2f}x")
+            row.append(ratio(samples, n, base, metric))
         rows.append(row)
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
@@ -130,6 +151,8 @@ def print_table(results, units, better, order):
     for r in rows:
         print(line(r))
     print("(ratios: higher is better except for latency rows, where lower is better)")
+    if rounds > 1:
+        print(f"(each figure the median of {rounds} rounds; each ratio the median of the rounds' ratios)")
 
 
 if __name__ == "__main__":
