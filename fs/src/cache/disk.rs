@@ -190,6 +190,12 @@ impl DiskCache {
         self.index.contains_key(id)
     }
 
+    /// Whether blocks handed to the tier are being stored (its filesystem had room at the
+    /// last write).
+    pub fn accepting(&self) -> bool {
+        !self.below_floor.load(Ordering::Relaxed)
+    }
+
     /// Stores a block (already verified by the caller). Best effort: a cache that cannot
     /// write only logs.
     pub fn put(&self, id: &BlockId, data: &[u8]) {

@@ -241,17 +241,30 @@ impl Fs {
             .readahead
             .lock()
             .on_read(offset, len as u64, self.cfg.readahead_max_bytes);
-        let plan = {
+        let (plan, passed) = {
             let st = oi.state.lock();
+            let mut passed = Vec::new();
             if let Some(p) = &ahead {
                 self.cache.prefetch(st.chunk_ids(p.from_chunk, p.to_chunk));
+                // Chunks that ended a whole chunk before this read's end: the kernel's
+                // parallel reads just behind it may still want the one it just finished.
+                let done = offset.saturating_add(len as u64) / CHUNK_SIZE;
+                passed = st.chunk_ids(
+                    (offset / CHUNK_SIZE).saturating_sub(1),
+                    done.saturating_sub(1),
+                );
             }
-            st.plan_read(offset, len as u64)
+            (st.plan_read(offset, len as u64), passed)
         };
         if ahead.as_ref().is_some_and(|p| p.first_read) {
             self.prefetch_sequence(ino, Vec::new());
         }
-        assemble(self, plan)
+        let data = assemble(self, plan);
+        // Drop-behind: a sequential reader is done with the chunks well behind it.
+        for id in &passed {
+            self.cache.passed(id);
+        }
+        data
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
