@@ -316,7 +316,7 @@ impl BlockCache {
         self.stats
             .store_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.fill_disk(id, &data, cvs, true);
+        let _ = self.fill_disk(id, &data, cvs, true);
         Ok(data)
     }
 
@@ -331,7 +331,8 @@ impl BlockCache {
         }
     }
 
-    /// Stores a new block durably, then keeps it in both tiers. `cvs` are its pieces'
+    /// Stores a new block durably, then keeps it on the disk tier (or, when that does not
+    /// take it, in memory). `cvs` are its pieces'
     /// chaining values if the caller computed them with its name.
     pub fn put(&self, id: &BlockId, data: Bytes, cvs: Vec<PieceValue>) -> Result<(), BlockError> {
         self.store.put(id, data.clone())?;
@@ -339,26 +340,35 @@ impl BlockCache {
         self.stats
             .store_put_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.fill_disk(id, &data, cvs, false);
-        self.memory.insert(*id, data);
-        self.evict_now();
+        // Written blocks are read back rarely, and then the page cache or the NVMe tier
+        // serves them: the memory tier keeps one only when the disk tier does not take it
+        // (as drop-behind does for readers, so a long write recycles pooled chunk buffers
+        // instead of filling the tier with fresh ones: 30% of the client's CPU zeroed them).
+        let on_disk = self.fill_disk(id, &data, cvs, false)
+            && self.disk.as_ref().is_some_and(|d| d.accepting());
+        if !on_disk {
+            self.memory.insert(*id, data);
+            self.evict_now();
+        }
         Ok(())
     }
 
-    /// Hands a block to the disk writer. A block fetched from the store waits for room in
-    /// the writer's queue (fetches are what the disk tier is for, and fetch workers run
-    /// ahead of readers); a block just written is dropped when the writer is busy, so a
-    /// slow cache disk never slows durable writes.
-    fn fill_disk(&self, id: &BlockId, data: &Bytes, cvs: Vec<PieceValue>, wait: bool) {
-        if let Some(tx) = &self.disk_fill
-            && self.disk.as_ref().is_some_and(|d| !d.contains(id))
-        {
-            let fill = Fill::Block(*id, data.clone(), cvs);
-            let _ = if wait {
-                tx.send(fill).map_err(|_| ())
-            } else {
-                tx.try_send(fill).map_err(|_| ())
-            };
+    /// Hands a block to the disk writer; says whether the disk tier has it or was handed
+    /// it. A block fetched from the store waits for room in the writer's queue (fetches are
+    /// what the disk tier is for, and fetch workers run ahead of readers); a block just
+    /// written is dropped when the writer is busy, so a slow cache disk never slows durable
+    /// writes.
+    fn fill_disk(&self, id: &BlockId, data: &Bytes, cvs: Vec<PieceValue>, wait: bool) -> bool {
+        let (Some(tx), Some(disk)) = (&self.disk_fill, &self.disk) else {
+            return false;
+        };
+        if disk.contains(id) {
+            return true;
+        }
+        let fill = Fill::Block(*id, data.clone(), cvs);
+        match wait {
+            true => tx.send(fill).is_ok(),
+            false => tx.try_send(fill).is_ok(),
         }
     }
 
@@ -504,6 +514,28 @@ mod tests {
         assert_eq!(cache.get(&id).unwrap(), data);
         assert_eq!(cache.stats.store_fetches.load(Ordering::Relaxed), 1);
         assert_eq!(cache.stats.disk_hits.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn written_blocks_stay_in_memory_only_when_no_disk_tier_takes_them() {
+        let data = Bytes::from(vec![3u8; 200_000]);
+        let id = block_id(&data);
+        let memory_only =
+            BlockCache::new(Arc::new(MemBlockStore::new()), &CacheConfig::default()).unwrap();
+        memory_only.put(&id, data.clone(), Vec::new()).unwrap();
+        assert_eq!(memory_only.tier(&id), Tier::Memory);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CacheConfig {
+            disk_dir: Some(dir.path().join("cache")),
+            disk_min_free_ratio: 0.0,
+            ..Default::default()
+        };
+        let cache = BlockCache::new(Arc::new(MemBlockStore::new()), &cfg).unwrap();
+        cache.put(&id, data.clone(), Vec::new()).unwrap();
+        cache.flush_disk();
+        assert_eq!(cache.tier(&id), Tier::Disk);
+        assert_eq!(cache.get(&id).unwrap(), data);
+        assert_eq!(cache.stats.store_fetches.load(Ordering::Relaxed), 0);
     }
 
     #[test]
