@@ -10,9 +10,9 @@
 //!   one background writer (so a slow or busy cache disk never delays a read or an upload;
 //!   when the writer falls behind, blocks are simply not cached on disk).
 //! - Prefetch never blocks the caller: requests beyond the queue depth are dropped.
-//! - Drop-behind ([`BlockCache::passed`]) removes a block from memory only while a disk
-//!   tier holds it or is taking blocks: the memory tier never holds the only local copy of
-//!   a block it lets go.
+//! - The memory tier lets go of a block a sequential reader is done with
+//!   ([`BlockCache::passed`]), and skips a block just uploaded ([`BlockCache::put`]), only
+//!   while a disk tier holds it or is taking blocks: it never drops the only local copy.
 
 pub(crate) mod aligned;
 mod disk;
@@ -383,7 +383,8 @@ impl BlockCache {
         }
     }
 
-    /// Drop-behind: a sequential reader has read block `id` to its end. The memory tier
+    /// Drop-behind: a sequential reader is done with block `id` (it finished it a whole
+    /// chunk ago: reads just behind it may still be in flight). The memory tier
     /// lets it go when the disk tier holds it or is storing it (a block fetched from the
     /// store waits in the disk writer's queue, which holds its own reference; the kernel's
     /// page cache holds what was just read), so a stream reuses a few pooled chunk buffers
@@ -396,8 +397,8 @@ impl BlockCache {
             .disk
             .as_ref()
             .is_some_and(|d| d.contains(id) || d.accepting())
+            && self.memory.remove(id).is_some()
         {
-            self.memory.invalidate(id);
             self.stats.dropped_behind.fetch_add(1, Ordering::Relaxed);
         }
     }
