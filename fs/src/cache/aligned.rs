@@ -12,8 +12,9 @@
 //! streaming writer or reader reuses memory whose pages are already mapped rather than
 //! faulting in (and zeroing) 4 MiB of fresh pages per chunk. Lock: the pool's mutex, held
 //! only to push or pop one allocation. Chunk-sized buffers are backed by huge pages (see
-//! [`HUGE`]): the pool only holds 16, and a cold read fills a 256 MiB memory tier with fresh
-//! ones before any comes back (a cold 1 GiB read took 78k page faults, now 3k).
+//! [`HUGE`]): the pool only holds 16, and a stream's reads and writes keep dozens in flight
+//! (read-ahead, uploads, the disk writer's queue) before any comes back (a cold 1 GiB read
+//! took 78k page faults, now 3k).
 
 use bytes::Bytes;
 use parking_lot::Mutex;
