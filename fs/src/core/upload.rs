@@ -2,8 +2,11 @@
 //! pool of workers while the application keeps writing.
 //!
 //! Owns: the worker threads and their bounded job queue. The queue is the backpressure: a
-//! writer that gets more than `2 × workers` chunks ahead of the store waits in `submit`, so
-//! buffered memory stays bounded. Each job reports through its [`Pending`] slot; the flush
+//! writer with every worker busy and `workers / 2` chunks waiting waits in `submit`, so
+//! buffered memory stays bounded. The queue only has to keep a worker from idling between
+//! jobs; a deeper one held more chunks, each a buffer to fault in fresh (`2 × workers`:
+//! 1 GiB through `dd … conv=fsync` made 49 fresh chunk buffers, now 25; client CPU median
+//! of four 1.46 → 1.30 s, throughput the same within the noise). Each job reports through its [`Pending`] slot; the flush
 //! path waits for every slot of a file before committing (so fsync and close still return
 //! only when the blocks are stored).
 
@@ -63,7 +66,7 @@ pub struct Uploader {
 impl Uploader {
     pub fn new(cache: Arc<BlockCache>, workers: usize) -> Self {
         let workers = workers.max(1);
-        let (tx, rx) = sync_channel::<Job>(workers * 2);
+        let (tx, rx) = sync_channel::<Job>(workers.div_ceil(2));
         let rx = Arc::new(Mutex::new(rx));
         for n in 0..workers {
             let (rx, cache) = (rx.clone(), cache.clone());
