@@ -459,16 +459,23 @@ mod tests {
     use super::*;
     use crate::blocks::{MemBlockStore, block_id};
 
+    /// A cache with a disk tier in `dir`.
+    fn with_disk(dir: &std::path::Path) -> CacheConfig {
+        CacheConfig {
+            disk_dir: Some(dir.join("cache")),
+            // The test must not depend on how full the host's disk is.
+            disk_min_free_ratio: 0.0,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn tiers_fill_on_the_way_back_and_corruption_is_refetched() {
         let store = Arc::new(MemBlockStore::new());
         let dir = tempfile::tempdir().unwrap();
         let cfg = CacheConfig {
-            disk_dir: Some(dir.path().join("cache")),
             memory_bytes: 1 << 20,
-            // The test must not depend on how full the host's disk is.
-            disk_min_free_ratio: 0.0,
-            ..Default::default()
+            ..with_disk(dir.path())
         };
         let data = Bytes::from(vec![9u8; 700_000]);
         let id = block_id(&data);
@@ -502,11 +509,7 @@ mod tests {
         assert_eq!(memory_only.stats.dropped_behind.load(Ordering::Relaxed), 0);
         // With a disk tier: dropped from memory, served from disk, not fetched again.
         let dir = tempfile::tempdir().unwrap();
-        let cfg = CacheConfig {
-            disk_dir: Some(dir.path().join("cache")),
-            disk_min_free_ratio: 0.0,
-            ..Default::default()
-        };
+        let cfg = with_disk(dir.path());
         let cache = BlockCache::new(store, &cfg).unwrap();
         cache.get(&id).unwrap();
         cache.passed(&id);
@@ -526,11 +529,7 @@ mod tests {
         memory_only.put(&id, data.clone(), Vec::new()).unwrap();
         assert_eq!(memory_only.tier(&id), Tier::Memory);
         let dir = tempfile::tempdir().unwrap();
-        let cfg = CacheConfig {
-            disk_dir: Some(dir.path().join("cache")),
-            disk_min_free_ratio: 0.0,
-            ..Default::default()
-        };
+        let cfg = with_disk(dir.path());
         let cache = BlockCache::new(Arc::new(MemBlockStore::new()), &cfg).unwrap();
         cache.put(&id, data.clone(), Vec::new()).unwrap();
         cache.flush_disk();
