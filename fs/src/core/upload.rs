@@ -6,9 +6,9 @@
 //! buffered memory stays bounded. The queue only has to keep a worker from idling between
 //! jobs; a deeper one held more chunks, each a buffer to fault in fresh (`2 × workers`:
 //! 1 GiB through `dd … conv=fsync` made 49 fresh chunk buffers, now 25; client CPU median
-//! of four 1.46 → 1.30 s, throughput the same within the noise). Each job reports through its [`Pending`] slot; the flush
-//! path waits for every slot of a file before committing (so fsync and close still return
-//! only when the blocks are stored).
+//! of four 1.46 → 1.30 s, throughput the same within the noise). Each job reports through
+//! its [`Pending`] slot; the flush path waits for every slot of a file before committing
+//! (so fsync and close still return only when the blocks are stored).
 
 use crate::cache::BlockCache;
 use crate::error::FsResult;
