@@ -117,7 +117,7 @@ impl BlockCache {
             ),
             (
                 "meridian_cache_dropped_behind_total",
-                "Blocks a sequential reader read to their end, let go of by the memory tier",
+                "Blocks a sequential reader finished a chunk ago, let go of by the memory tier",
                 "counter",
                 c(&s.dropped_behind),
             ),
@@ -171,7 +171,7 @@ pub struct CacheStats {
     pub store_fetches: AtomicU64,
     pub store_bytes: AtomicU64,
     pub prefetches: AtomicU64,
-    /// Blocks a sequential reader had read to their end, let go of by the memory tier.
+    /// Blocks a sequential reader finished a chunk ago, let go of by the memory tier.
     pub dropped_behind: AtomicU64,
     pub store_puts: AtomicU64,
     pub store_put_bytes: AtomicU64,
@@ -344,9 +344,7 @@ impl BlockCache {
         // serves them: the memory tier keeps one only when the disk tier does not take it
         // (as drop-behind does for readers, so a long write recycles pooled chunk buffers
         // instead of filling the tier with fresh ones: 30% of the client's CPU zeroed them).
-        let on_disk = self.fill_disk(id, &data, cvs, false)
-            && self.disk.as_ref().is_some_and(|d| d.accepting());
-        if !on_disk {
+        if !(self.fill_disk(id, &data, cvs, false) && self.disk_keeps(id)) {
             self.memory.insert(*id, data);
             self.evict_now();
         }
@@ -393,14 +391,17 @@ impl BlockCache {
     /// readers come back to. Without a disk tier, or with one paused for space, the memory
     /// tier is the only copy here and keeps it.
     pub fn passed(&self, id: &BlockId) {
-        if self
-            .disk
-            .as_ref()
-            .is_some_and(|d| d.contains(id) || d.accepting())
-            && self.memory.remove(id).is_some()
-        {
+        if self.disk_keeps(id) && self.memory.remove(id).is_some() {
             self.stats.dropped_behind.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Whether the disk tier holds `id` or is storing what it is handed: only then may the
+    /// memory tier go without it (the module's invariant).
+    fn disk_keeps(&self, id: &BlockId) -> bool {
+        self.disk
+            .as_ref()
+            .is_some_and(|d| d.contains(id) || d.accepting())
     }
 
     /// Asks the workers to bring blocks into memory ahead of use.
