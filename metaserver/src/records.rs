@@ -20,7 +20,9 @@
 
 use crate::store::{ReadTxn, Table, WriteTxn};
 use meridian_proto::session::Invalidation;
-use meridian_proto::{Attr, CallTag, FileKind, Hlc, InodeId, Layout, MetaError, MetaResult};
+use meridian_proto::{
+    Attr, CallTag, FileKind, Hlc, InlineRef, InodeId, Layout, MetaError, MetaResult,
+};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub const NEXT_INO: &[u8] = b"next_ino";
@@ -413,6 +415,15 @@ impl<'a> Writer<'a> {
     pub fn put_layout(&mut self, ino: InodeId, layout: &Layout) -> MetaResult<()> {
         self.touch(ino);
         self.txn.put(Table::Data, &ino_key(ino), &encode(layout))
+    }
+    /// [`Self::put_layout`] of `Layout::Inline(bytes)`, without copying `bytes` first.
+    pub fn put_inline(&mut self, ino: InodeId, bytes: &[u8]) -> MetaResult<()> {
+        self.touch(ino);
+        self.txn.put(
+            Table::Data,
+            &ino_key(ino),
+            &encode(&InlineRef::Inline(bytes)),
+        )
     }
     pub fn set_counter(&mut self, name: &[u8], v: u64) -> MetaResult<()> {
         match packed(name) {

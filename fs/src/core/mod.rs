@@ -267,9 +267,9 @@ impl Fs {
         // The last chunks go out beside those still in flight; then wait for all of them.
         self.submit(oi, st, bufs);
         st.settle()?;
-        let commit = st.commit_for(inline.clone());
+        let commit = st.commit_for(inline);
         self.ns.commit(st.ino, &commit)?;
-        st.committed(inline);
+        st.committed(commit.inline);
         Ok(())
     }
 

@@ -55,6 +55,15 @@ pub enum Layout {
     Chunks(BTreeMap<u64, BlockRef>),
 }
 
+/// A [`Layout::Inline`] that borrows its bytes: encodes exactly as the owned one does (the
+/// same variant index, the same byte string), so a commit of a small file is encoded
+/// without first copying its data into a `Layout`.
+#[derive(Serialize)]
+#[serde(rename = "Layout")]
+pub enum InlineRef<'a> {
+    Inline(#[serde(with = "serde_bytes")] &'a [u8]),
+}
+
 impl Default for Layout {
     fn default() -> Self {
         Layout::Inline(Vec::new())
@@ -123,6 +132,16 @@ mod tests {
         );
         l.truncate(0);
         assert_eq!(l, Layout::Chunks(BTreeMap::new()));
+    }
+
+    #[test]
+    fn a_borrowed_inline_layout_encodes_as_the_owned_one() {
+        for bytes in [&b""[..], b"hello", &[7u8; 70_000][..]] {
+            assert_eq!(
+                postcard::to_allocvec(&InlineRef::Inline(bytes)).unwrap(),
+                postcard::to_allocvec(&Layout::Inline(bytes.to_vec())).unwrap()
+            );
+        }
     }
 
     #[test]

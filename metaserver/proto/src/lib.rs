@@ -32,7 +32,7 @@ pub mod wire;
 pub use caller::{CallTag, Caller, Groups};
 pub use error::{MetaError, MetaResult};
 pub use hlc::Hlc;
-pub use layout::{BlockId, BlockRef, CHUNK_SIZE, DEFAULT_INLINE_MAX, Layout};
+pub use layout::{BlockId, BlockRef, CHUNK_SIZE, DEFAULT_INLINE_MAX, InlineRef, Layout};
 pub use namespace::{
     Change, Commit, Lock, LockKind, LockOwner, Make, Namespace, RenameMode, SetAttr, StatFs,
     TimeSet, XattrMode,

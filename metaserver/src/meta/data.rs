@@ -6,7 +6,7 @@
 //! its last release purges it.
 
 use super::{Meta, perm};
-use crate::records::{BYTES, Records, Writer};
+use crate::records::{BYTES, InodeRec, Records, Writer};
 use crate::store::Store;
 use meridian_proto::*;
 
@@ -60,21 +60,26 @@ impl<S: Store> Meta<S> {
 }
 
 pub(super) fn commit(w: &mut Writer<'_>, ino: InodeId, c: &Commit) -> MetaResult<Attr> {
-    let mut rec = w.inode(ino)?;
+    let rec = w.inode(ino)?;
     if rec.attr.kind != FileKind::Regular {
         return Err(MetaError::Invalid("not a regular file".into()));
     }
-    let layout = match (&c.inline, w.layout(ino)?) {
-        (Some(bytes), _) => {
-            if !c.chunks.is_empty() {
-                return Err(MetaError::Invalid(
-                    "a commit is either inline or chunks".into(),
-                ));
-            }
-            Layout::Inline(bytes.clone())
+    if let Some(bytes) = &c.inline {
+        if !c.chunks.is_empty() {
+            return Err(MetaError::Invalid(
+                "a commit is either inline or chunks".into(),
+            ));
         }
-        (None, Layout::Inline(old)) if c.chunks.is_empty() => Layout::Inline(old),
-        (None, old) => {
+        // The layout is cut at the new size, as below; the bytes are not copied first.
+        let kept = bytes
+            .len()
+            .min(usize::try_from(c.size).unwrap_or(usize::MAX));
+        w.put_inline(ino, &bytes[..kept])?;
+        return set_size(w, rec, c);
+    }
+    let mut layout = match w.layout(ino)? {
+        Layout::Inline(old) if c.chunks.is_empty() => Layout::Inline(old),
+        old => {
             let mut map = match old {
                 Layout::Chunks(m) => m,
                 Layout::Inline(bytes) if bytes.is_empty() => Default::default(),
@@ -99,9 +104,13 @@ pub(super) fn commit(w: &mut Writer<'_>, ino: InodeId, c: &Commit) -> MetaResult
             Layout::Chunks(map)
         }
     };
-    let mut layout = layout;
     layout.truncate(c.size);
     w.put_layout(ino, &layout)?;
+    set_size(w, rec, c)
+}
+
+/// The attributes a commit sets: size, mtime and ctime (and the namespace's byte count).
+fn set_size(w: &mut Writer<'_>, mut rec: InodeRec, c: &Commit) -> MetaResult<Attr> {
     w.add_counter(BYTES, c.size as i64 - rec.attr.size as i64)?;
     rec.attr.size = c.size;
     rec.attr.mtime = c.mtime;

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One change inside a transaction: a put (`value` set) or a delete.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,7 +29,25 @@ pub struct Op {
     pub table: u8,
     #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
-    pub value: Option<serde_bytes::ByteBuf>,
+    /// Shared with the store's memory layer, which holds the same value (not a copy).
+    #[serde(with = "shared_bytes")]
+    pub value: Option<Arc<[u8]>>,
+}
+
+/// `Option<Arc<[u8]>>` encoded as `Option` of one byte string (as `serde_bytes` encodes a
+/// `ByteBuf`: the journal's format does not depend on how a value is held in memory).
+mod shared_bytes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(v: &Option<Arc<[u8]>>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_deref().map(serde_bytes::Bytes::new).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<[u8]>>, D::Error> {
+        let v = Option::<serde_bytes::ByteBuf>::deserialize(d)?;
+        Ok(v.map(|b| Arc::from(b.into_vec())))
+    }
 }
 
 /// One committed transaction.
@@ -48,13 +67,24 @@ fn check(body: &[u8]) -> [u8; 8] {
     c
 }
 
-/// Encodes one record.
+/// Encodes one record (the body is encoded in place, after room for the header).
 pub fn encode(entry: &Entry) -> Vec<u8> {
-    let body = postcard::to_allocvec(entry).expect("journal entries always encode");
-    let mut out = Vec::with_capacity(HEADER + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&check(&body));
-    out.extend_from_slice(&body);
+    let values: usize = entry
+        .ops
+        .iter()
+        .map(|o| o.value.as_ref().map_or(0, |v| v.len()))
+        .sum();
+    let out = Vec::with_capacity(HEADER + values + 64 * (entry.ops.len() + 1));
+    let mut out = postcard::to_io(entry, with_header(out)).expect("journal entries always encode");
+    let len = (out.len() - HEADER) as u32;
+    let sum = check(&out[HEADER..]);
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out[4..HEADER].copy_from_slice(&sum);
+    out
+}
+
+fn with_header(mut out: Vec<u8>) -> Vec<u8> {
+    out.resize(HEADER, 0);
     out
 }
 
@@ -191,7 +221,7 @@ mod tests {
                 .map(|i| Op {
                     table: (i % 6) as u8,
                     key: vec![i as u8; i + 1],
-                    value: (i % 2 == 0).then(|| serde_bytes::ByteBuf::from(vec![7u8; i * 3])),
+                    value: (i % 2 == 0).then(|| Arc::from(vec![7u8; i * 3])),
                 })
                 .collect(),
         }

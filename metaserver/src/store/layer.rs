@@ -38,9 +38,9 @@ impl Layer {
     }
 
     /// Records a put (`Some`) or a delete of `key`.
-    pub(super) fn set(&mut self, table: Table, key: &[u8], value: Option<&[u8]>) {
-        self.bytes += key.len() + value.map_or(0, <[u8]>::len);
-        self.maps[table.index()].insert(Arc::from(key), value.map(Arc::from));
+    pub(super) fn set(&mut self, table: Table, key: &[u8], value: Option<Arc<[u8]>>) {
+        self.bytes += key.len() + value.as_ref().map_or(0, |v| v.len());
+        self.maps[table.index()].insert(Arc::from(key), value);
     }
 
     /// The changes to keys in `[start, end)` (`end` `None`: to the table's end), in order.
@@ -71,10 +71,10 @@ mod tests {
     #[test]
     fn a_clone_keeps_what_it_saw() {
         let mut a = Layer::default();
-        a.set(Table::Inodes, b"k", Some(b"1"));
+        a.set(Table::Inodes, b"k", Some(Arc::from(&b"1"[..])));
         let seen = a.clone();
         a.set(Table::Inodes, b"k", None);
-        a.set(Table::Inodes, b"l", Some(b"2"));
+        a.set(Table::Inodes, b"l", Some(Arc::from(&b"2"[..])));
         assert_eq!(seen.get(Table::Inodes, b"k"), Some(Some(&b"1"[..])));
         assert_eq!(seen.get(Table::Inodes, b"l"), None);
         assert_eq!(a.get(Table::Inodes, b"k"), Some(None));

@@ -208,7 +208,7 @@ fn replay(db: &Database, entries: Vec<Entry>) -> MetaResult<u64> {
                 .ok_or_else(|| err(format!("journal names unknown table {}", op.table)))?;
             let mut table = txn.open_table(def(t)).map_err(err)?;
             match op.value {
-                Some(v) => table.insert(op.key.as_slice(), v.as_slice()).map(|_| ()),
+                Some(v) => table.insert(op.key.as_slice(), &*v).map(|_| ()),
                 None => table.remove(op.key.as_slice()).map(|_| ()),
             }
             .map_err(err)?;
@@ -401,12 +401,14 @@ impl ReadTxn for LayerWrite {
 }
 
 impl LayerWrite {
+    /// The value is copied once, shared by the layer and the journal record.
     fn set(&mut self, table: Table, key: &[u8], value: Option<&[u8]>) {
-        self.snap.layers.active.set(table, key, value);
+        let value: Option<Arc<[u8]>> = value.map(Arc::from);
+        self.snap.layers.active.set(table, key, value.clone());
         self.ops.push(Op {
             table: table.index() as u8,
             key: key.to_vec(),
-            value: value.map(serde_bytes::ByteBuf::from),
+            value,
         });
     }
 }
