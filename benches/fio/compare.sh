@@ -37,6 +37,10 @@ if [[ -n "${SPLIT:-}" ]]; then
 else
   echo "layout: every process on every CPU (SPLIT unset)"
 fi
+# A guest that halts idle vCPUs without polling makes every FUSE round trip dearer
+# (docs/operations.md, "Client machines that are virtual machines").
+poll=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+if [[ -r $poll ]]; then echo "guest halt polling: $(cat $poll) ns"; fi
 s3=(--bucket "$S3_BUCKET" --endpoint "$S3_ENDPOINT" --access-key-id "$S3_KEY" --secret-access-key "$S3_SECRET")
 
 mkdir -p "$work/raw" "$work/mnt-meridian" "$work/meridian-data"

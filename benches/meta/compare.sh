@@ -30,6 +30,9 @@ else
     ON_CLIENT=; ON_SERVER=
     echo "layout: every process on every CPU (SPLIT unset)"
 fi
+# See docs/operations.md, "Client machines that are virtual machines".
+POLL=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+if [ -r $POLL ]; then echo "guest halt polling: $(cat $POLL) ns"; fi
 rm -rf "$WORK"; mkdir -p "$WORK/pg" "$WORK/mnt/emb" "$WORK/mnt/quic" "$WORK/mnt/qpg" \
     "$WORK/mnt/qpgs" "$WORK/mnt/quic2" "$WORK/mnt/qpg2"
 chown postgres "$WORK/pg"
