@@ -74,17 +74,13 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
         .iter()
         .map(|o| o.value.as_ref().map_or(0, |v| v.len()))
         .sum();
-    let out = Vec::with_capacity(HEADER + values + 64 * (entry.ops.len() + 1));
-    let mut out = postcard::to_io(entry, with_header(out)).expect("journal entries always encode");
+    let mut out = Vec::with_capacity(HEADER + values + 64 * (entry.ops.len() + 1));
+    out.resize(HEADER, 0);
+    let mut out = postcard::to_io(entry, out).expect("journal entries always encode");
     let len = (out.len() - HEADER) as u32;
     let sum = check(&out[HEADER..]);
     out[..4].copy_from_slice(&len.to_le_bytes());
     out[4..HEADER].copy_from_slice(&sum);
-    out
-}
-
-fn with_header(mut out: Vec<u8>) -> Vec<u8> {
-    out.resize(HEADER, 0);
     out
 }
 
@@ -242,6 +238,35 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         assert_eq!(decode(&flipped), vec![a]);
+    }
+
+    /// Records written before values were shared (held as `ByteBuf`) decode the same: a
+    /// journal left by an older build replays.
+    #[test]
+    fn the_record_format_is_that_of_byte_buffers() {
+        #[derive(Serialize)]
+        struct Old {
+            table: u8,
+            #[serde(with = "serde_bytes")]
+            key: Vec<u8>,
+            value: Option<serde_bytes::ByteBuf>,
+        }
+        let e = entry(9, 4);
+        let old: Vec<Old> = (e.ops.iter())
+            .map(|o| Old {
+                table: o.table,
+                key: o.key.clone(),
+                value: o
+                    .value
+                    .as_ref()
+                    .map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
+            })
+            .collect();
+        let body = postcard::to_allocvec(&(e.seq, old)).unwrap();
+        let record = encode(&e);
+        assert_eq!(record[..4], (body.len() as u32).to_le_bytes());
+        assert_eq!(record[4..HEADER], check(&body));
+        assert_eq!(record[HEADER..], body[..]);
     }
 
     #[test]
