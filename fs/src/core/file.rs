@@ -3,8 +3,13 @@
 //!
 //! Invariants:
 //! - A dirty chunk buffer holds the chunk's bytes from its start, with the committed bytes
-//!   merged in (materialized on first touch), so it can be uploaded as a whole block; bytes
-//!   past its end, up to the file size, read as zeros.
+//!   merged in, so it can be uploaded as a whole block; bytes past its end, up to the file
+//!   size, read as zeros. The merge happens on first touch, except for a chunk whose first
+//!   write starts at the chunk's start (a sequential overwrite): its buffer starts empty and
+//!   the chunk is listed in `unmerged` — the committed bytes past the buffer's end still
+//!   apply (reads take them from the committed block) and are merged only if the chunk is
+//!   stored before being written to its end, or a write leaves a gap past the buffer. A
+//!   writer that overwrites whole chunks in order so never fetches the bytes it replaces.
 //! - `layout` is the committed layout plus chunks uploaded early (listed in `uncommitted`).
 //! - `size` is the size every reader in this mount sees; `changed` is set while anything
 //!   differs from the metaserver's copy.
@@ -105,6 +110,9 @@ pub struct FileState {
     layout: Layout,
     uncommitted: BTreeSet<u64>,
     dirty: BTreeMap<u64, ChunkBuf>,
+    /// Dirty chunks whose committed bytes past the buffer's end are not merged yet (see the
+    /// module's invariants); every one is a key of `dirty`.
+    unmerged: BTreeSet<u64>,
     /// Full chunks handed to the background uploader and not yet finished (readable from
     /// here meanwhile): a finished one moves to the layout, and its buffer goes, at the
     /// next write ([`FileState::reap_uploads`]) — so a long streaming write holds only what
@@ -128,6 +136,7 @@ impl FileState {
             layout,
             uncommitted: BTreeSet::new(),
             dirty: BTreeMap::new(),
+            unmerged: BTreeSet::new(),
             uploading: BTreeMap::new(),
             upload_error: None,
             size,
@@ -194,6 +203,10 @@ impl FileState {
             let within = (pos - chunk_start(i)) as usize;
             let take = (end.min(chunk_start(i + 1)) - pos) as usize;
             let have = match (self.dirty.get(&i), self.uploading.get(&i), &self.layout) {
+                (Some(buf), _, _) if self.unmerged.contains(&i) => {
+                    let have = copy_piece(&mut pieces, buf, within, take);
+                    have + self.base_piece(&mut pieces, i, within + have, take - have)
+                }
                 (Some(buf), _, _) => copy_piece(&mut pieces, buf, within, take),
                 (None, Some((buf, _)), _) => copy_piece(&mut pieces, buf, within, take),
                 (None, None, Layout::Inline(bytes)) if i == 0 => {
@@ -221,7 +234,53 @@ impl FileState {
         pieces
     }
 
-    /// Writes `data` at `offset` into dirty buffers, merging committed bytes on first touch.
+    /// Adds up to `take` committed bytes of chunk `i` from `within` (not buffered ones) to a
+    /// read plan; returns how many there were.
+    fn base_piece(&self, pieces: &mut Vec<Piece>, i: u64, within: usize, take: usize) -> usize {
+        match &self.layout {
+            Layout::Inline(bytes) if i == 0 => copy_piece(pieces, bytes, within, take),
+            Layout::Inline(_) => 0,
+            Layout::Chunks(map) => match map.get(&i) {
+                Some(r) => {
+                    let have = (r.len as usize).saturating_sub(within).min(take);
+                    if have > 0 {
+                        pieces.push(Piece::Block {
+                            id: r.id,
+                            start: within,
+                            len: have,
+                        });
+                    }
+                    have
+                }
+                None => 0,
+            },
+        }
+    }
+
+    /// Merges the committed bytes past the end of chunk `i`'s buffer, if still unmerged (a
+    /// failed fetch leaves it unmerged).
+    fn merge_base(&mut self, src: &dyn ChunkSource, i: u64) -> FsResult<()> {
+        if !self.unmerged.contains(&i) {
+            return Ok(());
+        }
+        let base = self.base_chunk(src, i)?;
+        let buf = self.dirty.get_mut(&i).expect("unmerged chunks are dirty");
+        if base.len() > buf.len() {
+            let from = buf.len();
+            buf.extend_from_slice(&base[from..]);
+        }
+        self.unmerged.remove(&i);
+        Ok(())
+    }
+
+    /// Merges the committed bytes of every unmerged chunk (before its buffer is stored).
+    fn merge_all(&mut self, src: &dyn ChunkSource) -> FsResult<()> {
+        let all: Vec<u64> = self.unmerged.iter().copied().collect();
+        all.into_iter().try_for_each(|i| self.merge_base(src, i))
+    }
+
+    /// Writes `data` at `offset` into dirty buffers, merging committed bytes on first touch
+    /// (but see `unmerged`).
     pub fn write(
         &mut self,
         src: &dyn ChunkSource,
@@ -239,9 +298,16 @@ impl FileState {
                 // Written again while uploading: the upload is superseded.
                 self.dirty.insert(i, ChunkBuf::from(&buf[..]));
             }
+            if self.dirty.get(&i).is_some_and(|b| within > b.len()) {
+                self.merge_base(src, i)?; // a gap: the committed bytes in it stay
+            }
             if !self.dirty.contains_key(&i) {
                 let whole = within == 0 && take == CHUNK_SIZE as usize;
-                let buf = if whole || !self.has_base(i) {
+                let from_start = within == 0 && self.has_base(i);
+                if from_start && !whole {
+                    self.unmerged.insert(i);
+                }
+                let buf = if whole || from_start || !self.has_base(i) {
                     // A streaming writer fills the chunk: size it once, not by doubling.
                     ChunkBuf::with_capacity(if take >= 64 << 10 {
                         CHUNK_SIZE as usize
@@ -283,6 +349,9 @@ impl FileState {
                     .is_some_and(|b| b.len() as u64 == CHUNK_SIZE)
             })
             .collect();
+        for i in &full {
+            self.unmerged.remove(i); // written to its end: nothing committed is left
+        }
         full.into_iter()
             .map(|i| (i, Arc::new(self.dirty.remove(&i).expect("checked above"))))
             .collect()
@@ -361,7 +430,8 @@ impl FileState {
 
     /// Buffers to upload now to bound memory: every full chunk, or every chunk if none is
     /// full. They become part of the layout once `uploaded` is called.
-    pub fn take_for_early_upload(&mut self) -> ChunkBufs {
+    pub fn take_for_early_upload(&mut self, src: &dyn ChunkSource) -> FsResult<ChunkBufs> {
+        self.merge_all(src)?;
         let full: Vec<u64> = self
             .dirty
             .iter()
@@ -373,9 +443,10 @@ impl FileState {
         } else {
             full
         };
-        pick.into_iter()
+        Ok(pick
+            .into_iter()
             .map(|i| (i, self.dirty.remove(&i).expect("picked from dirty")))
-            .collect()
+            .collect())
     }
 
     /// Records chunks whose blocks are now stored.
@@ -410,6 +481,7 @@ impl FileState {
             let bytes = self.read(src, 0, self.size)?;
             return Ok(Some((Vec::new(), Some(bytes))));
         }
+        self.merge_all(src)?;
         if matches!(&self.layout, Layout::Inline(b) if !b.is_empty())
             && !self.dirty.contains_key(&0)
         {
@@ -468,6 +540,7 @@ impl FileState {
         }
         self.layout.truncate(self.size);
         self.dirty.clear();
+        self.unmerged.clear();
         self.uncommitted.clear();
         self.changed = None;
     }
@@ -485,18 +558,38 @@ mod tests {
         }
     }
 
+    /// A source that lists the blocks fetched through it.
+    struct Counted<'a>(&'a Src, std::sync::Mutex<Vec<BlockId>>);
+    impl ChunkSource for Counted<'_> {
+        fn block(&self, id: &BlockId) -> FsResult<Bytes> {
+            self.1.lock().unwrap().push(*id);
+            self.0.block(id)
+        }
+    }
+
+    /// Stores chunk buffers as blocks; their references.
+    fn store<'b>(
+        src: &Src,
+        bufs: impl IntoIterator<Item = (u64, &'b [u8])>,
+    ) -> Vec<(u64, BlockRef)> {
+        bufs.into_iter()
+            .map(|(i, b)| {
+                let id = block_id(b);
+                src.0.put(&id, Bytes::copy_from_slice(b)).unwrap();
+                (
+                    i,
+                    BlockRef {
+                        id,
+                        len: b.len() as u32,
+                    },
+                )
+            })
+            .collect()
+    }
+
     fn flush(st: &mut FileState, src: &Src, inline_max: u64) -> Commit {
         let (bufs, inline) = st.prepare_commit(src, inline_max).unwrap().unwrap();
-        let refs = bufs
-            .into_iter()
-            .map(|(i, b)| {
-                let id = block_id(&b);
-                let len = b.len() as u32;
-                src.0.put(&id, b.into_bytes()).unwrap();
-                (i, BlockRef { id, len })
-            })
-            .collect();
-        st.uploaded(refs);
+        st.uploaded(store(src, bufs.iter().map(|(i, b)| (*i, &b[..]))));
         let c = st.commit_for(inline.clone());
         st.committed(inline);
         c
@@ -547,6 +640,54 @@ mod tests {
         let mut want = data.clone();
         want[10..12].copy_from_slice(b"ZZ");
         assert_eq!(st.read(&src, 0, want.len() as u64).unwrap(), want);
+    }
+
+    /// Overwriting a file in place from a chunk's start fetches none of the bytes it
+    /// replaces; what it has not replaced yet still reads as before, and is merged when
+    /// the chunk is stored short of its end.
+    #[test]
+    fn a_sequential_overwrite_fetches_nothing_it_replaces() {
+        let src = Src(MemBlockStore::new());
+        let mut st = FileState::new(InodeId(2), Layout::default(), 0);
+        let old: Vec<u8> = (0..2 * CHUNK_SIZE + 300).map(|i| (i % 251) as u8).collect();
+        st.write(&src, 0, &old, Timestamp::now()).unwrap();
+        flush(&mut st, &src, 64);
+        let ids = st.chunk_ids(0, 3);
+        let counted = Counted(&src, Default::default());
+        let mib = vec![9u8; 1 << 20];
+        let mut want = old.clone();
+        for k in 0..5u64 {
+            let at = k << 20;
+            st.write(&counted, at, &mib, Timestamp::now()).unwrap();
+            want[at as usize..(at as usize + mib.len())].copy_from_slice(&mib);
+            let filled = st.take_filled(at, mib.len() as u64);
+            st.uploaded(store(&src, filled.iter().map(|(i, b)| (*i, &b[..]))));
+        }
+        assert!(
+            counted.1.lock().unwrap().is_empty(),
+            "nothing fetched to write"
+        );
+        // Chunk 1 holds 1 MiB new; the rest of it still reads as committed.
+        let got = st.read(&counted, CHUNK_SIZE, CHUNK_SIZE).unwrap();
+        assert!(got[..] == want[CHUNK_SIZE as usize..2 * CHUNK_SIZE as usize]);
+        assert!(!counted.1.lock().unwrap().contains(&ids[0]));
+        // A write past the buffer's end keeps the committed bytes in the gap.
+        for (at, b) in [(0, b"aa"), (200, b"zz"), (10, b"bb")] {
+            st.write(&counted, 2 * CHUNK_SIZE + at, b, Timestamp::now())
+                .unwrap();
+            let at = 2 * CHUNK_SIZE as usize + at as usize;
+            want[at..at + 2].copy_from_slice(b);
+        }
+        let (bufs, _) = st.prepare_commit(&counted, 64).unwrap().unwrap();
+        assert!(!counted.1.lock().unwrap().contains(&ids[0]));
+        st.uploaded(store(&src, bufs.iter().map(|(i, b)| (*i, &b[..]))));
+        st.committed(None);
+        let fresh = FileState::new(InodeId(2), st.layout.clone(), st.size());
+        let got = fresh.read(&src, 0, want.len() as u64).unwrap();
+        assert!(
+            got == want,
+            "the file reads back as written over what it was"
+        );
     }
 
     /// A streaming writer's finished uploads leave the file state at its next write (their
@@ -616,7 +757,7 @@ mod tests {
             .unwrap();
         st.write(&src, CHUNK_SIZE, b"tail", Timestamp::now())
             .unwrap();
-        let early = st.take_for_early_upload();
+        let early = st.take_for_early_upload(&src).unwrap();
         assert_eq!(early.iter().map(|e| e.0).collect::<Vec<_>>(), vec![0]);
         let refs = early
             .into_iter()

@@ -276,7 +276,7 @@ impl Fs {
     /// Uploads early when a file buffers more than its share of memory.
     fn relieve(&self, oi: &OpenInode, st: &mut FileState) -> FsResult<()> {
         if st.dirty_bytes() > self.cfg.max_dirty_bytes {
-            let bufs = st.take_for_early_upload();
+            let bufs = st.take_for_early_upload(self)?;
             self.submit(oi, st, bufs);
         }
         Ok(())
