@@ -202,29 +202,14 @@ impl FileState {
             let i = pos / CHUNK_SIZE;
             let within = (pos - chunk_start(i)) as usize;
             let take = (end.min(chunk_start(i + 1)) - pos) as usize;
-            let have = match (self.dirty.get(&i), self.uploading.get(&i), &self.layout) {
-                (Some(buf), _, _) if self.unmerged.contains(&i) => {
+            let have = match (self.dirty.get(&i), self.uploading.get(&i)) {
+                (Some(buf), _) if self.unmerged.contains(&i) => {
                     let have = copy_piece(&mut pieces, buf, within, take);
                     have + self.base_piece(&mut pieces, i, within + have, take - have)
                 }
-                (Some(buf), _, _) => copy_piece(&mut pieces, buf, within, take),
-                (None, Some((buf, _)), _) => copy_piece(&mut pieces, buf, within, take),
-                (None, None, Layout::Inline(bytes)) if i == 0 => {
-                    copy_piece(&mut pieces, bytes, within, take)
-                }
-                (None, None, Layout::Chunks(map)) => match map.get(&i) {
-                    Some(r) => {
-                        let have = (r.len as usize).saturating_sub(within).min(take);
-                        pieces.push(Piece::Block {
-                            id: r.id,
-                            start: within,
-                            len: have,
-                        });
-                        have
-                    }
-                    None => 0,
-                },
-                (None, None, Layout::Inline(_)) => 0,
+                (Some(buf), _) => copy_piece(&mut pieces, buf, within, take),
+                (None, Some((buf, _))) => copy_piece(&mut pieces, buf, within, take),
+                (None, None) => self.base_piece(&mut pieces, i, within, take),
             };
             if take > have {
                 pieces.push(Piece::Zeros(take - have));
