@@ -248,6 +248,14 @@ impl FileState {
         if !self.unmerged.contains(&i) {
             return Ok(());
         }
+        if self
+            .dirty
+            .get(&i)
+            .is_some_and(|b| b.len() as u64 == CHUNK_SIZE)
+        {
+            self.unmerged.remove(&i); // written to its end: nothing committed is left
+            return Ok(());
+        }
         let base = self.base_chunk(src, i)?;
         let buf = self.dirty.get_mut(&i).expect("unmerged chunks are dirty");
         if base.len() > buf.len() {
@@ -416,7 +424,6 @@ impl FileState {
     /// Buffers to upload now to bound memory: every full chunk, or every chunk if none is
     /// full. They become part of the layout once `uploaded` is called.
     pub fn take_for_early_upload(&mut self, src: &dyn ChunkSource) -> FsResult<ChunkBufs> {
-        self.merge_all(src)?;
         let full: Vec<u64> = self
             .dirty
             .iter()
@@ -428,6 +435,9 @@ impl FileState {
         } else {
             full
         };
+        for i in &pick {
+            self.merge_base(src, *i)?;
+        }
         Ok(pick
             .into_iter()
             .map(|i| (i, self.dirty.remove(&i).expect("picked from dirty")))
@@ -672,6 +682,36 @@ mod tests {
         assert!(
             got == want,
             "the file reads back as written over what it was"
+        );
+    }
+
+    /// An early upload merges the committed tail of the chunks it takes, and only of those.
+    #[test]
+    fn an_early_upload_merges_only_what_it_takes() {
+        let src = Src(MemBlockStore::new());
+        let mut st = FileState::new(InodeId(2), Layout::default(), 0);
+        let old: Vec<u8> = (0..3 * CHUNK_SIZE).map(|i| (i % 251) as u8).collect();
+        st.write(&src, 0, &old, Timestamp::now()).unwrap();
+        flush(&mut st, &src, 64);
+        let counted = Counted(&src, Default::default());
+        let now = Timestamp::now();
+        st.write(&counted, 0, &[1u8; 1 << 20], now).unwrap(); // chunk 0: unmerged
+        st.write(&counted, CHUNK_SIZE, &vec![2u8; CHUNK_SIZE as usize], now)
+            .unwrap(); // chunk 1: whole
+        let first = st.take_for_early_upload(&counted).unwrap();
+        assert_eq!(first.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1]);
+        assert!(
+            counted.1.lock().unwrap().is_empty(),
+            "chunk 0 not merged yet"
+        );
+        let second = st.take_for_early_upload(&counted).unwrap();
+        assert_eq!(second.len(), 1);
+        let (i, buf) = &second[0];
+        assert_eq!(*i, 0);
+        assert!(buf[..1 << 20].iter().all(|&b| b == 1));
+        assert!(
+            buf[1 << 20..] == old[1 << 20..CHUNK_SIZE as usize],
+            "the tail merged"
         );
     }
 
