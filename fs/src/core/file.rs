@@ -111,7 +111,8 @@ pub struct FileState {
     uncommitted: BTreeSet<u64>,
     dirty: BTreeMap<u64, ChunkBuf>,
     /// Dirty chunks whose committed bytes past the buffer's end are not merged yet (see the
-    /// module's invariants); every one is a key of `dirty`.
+    /// module's invariants); every one is a key of `dirty` whose buffer is shorter than a
+    /// chunk (a write that fills one takes it off).
     unmerged: BTreeSet<u64>,
     /// Full chunks handed to the background uploader and not yet finished (readable from
     /// here meanwhile): a finished one moves to the layout, and its buffer goes, at the
@@ -248,14 +249,6 @@ impl FileState {
         if !self.unmerged.contains(&i) {
             return Ok(());
         }
-        if self
-            .dirty
-            .get(&i)
-            .is_some_and(|b| b.len() as u64 == CHUNK_SIZE)
-        {
-            self.unmerged.remove(&i); // written to its end: nothing committed is left
-            return Ok(());
-        }
         let base = self.base_chunk(src, i)?;
         let buf = self.dirty.get_mut(&i).expect("unmerged chunks are dirty");
         if base.len() > buf.len() {
@@ -321,6 +314,9 @@ impl FileState {
                 }
                 buf[within..within + take].copy_from_slice(&rest[..take]);
             }
+            if buf.len() as u64 == CHUNK_SIZE {
+                self.unmerged.remove(&i); // written to its end: nothing committed is left
+            }
             rest = &rest[take..];
             pos += take as u64;
         }
@@ -342,9 +338,6 @@ impl FileState {
                     .is_some_and(|b| b.len() as u64 == CHUNK_SIZE)
             })
             .collect();
-        for i in &full {
-            self.unmerged.remove(i); // written to its end: nothing committed is left
-        }
         full.into_iter()
             .map(|i| (i, Arc::new(self.dirty.remove(&i).expect("checked above"))))
             .collect()
