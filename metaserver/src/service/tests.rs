@@ -255,9 +255,10 @@ fn a_retry_after_a_restart_finds_what_the_first_attempt_made() {
 }
 
 /// Over PostgreSQL in sole mode, calls are answered on the connection's task (no thread
-/// hop), even a create while the database is paused (sent, not waited for); a call that
-/// would wait — the answer to that create's commit is due first — runs on the blocking
-/// pool instead and is answered once the database answers.
+/// hop), even creates while the database is paused (each sent after the one before, not
+/// waited for); a call that would wait — the attributes of an inode the store has never
+/// seen, which it must read — runs on the blocking pool instead and is answered once the
+/// database answers.
 #[test]
 fn calls_over_postgresql_run_in_place_and_apart_when_they_would_wait() {
     use std::sync::atomic::Ordering::SeqCst;
@@ -291,19 +292,29 @@ fn calls_over_postgresql_run_in_place_and_apart_when_they_would_wait() {
         rx
     };
     let sent = in_thread(b"sent").recv_timeout(Duration::from_secs(20));
+    let next = in_thread(b"next").recv_timeout(Duration::from_secs(20));
     let before = apart.load(SeqCst);
-    let later = in_thread(b"later");
+    let unknown = {
+        let (ns, (tx, rx)) = (Remote(client.clone()), std::sync::mpsc::channel());
+        std::thread::spawn(move || tx.send(ns.getattr(meridian_proto::InodeId(999_999))));
+        rx
+    };
     std::thread::sleep(Duration::from_millis(300));
-    let waited = later.try_recv().is_err();
+    let waited = unknown.try_recv().is_err();
     c.pause(false);
     assert!(sent.expect("answered with the database paused").is_ok());
     assert!(
-        waited,
-        "a create due to wait for the database answered while it was paused"
+        next.expect("a second create does not wait for the first one's answer")
+            .is_ok()
     );
-    assert!(later.recv_timeout(Duration::from_secs(20)).unwrap().is_ok());
-    assert!(apart.load(SeqCst) > before, "the waiting create ran apart");
-    for name in [&b"sent"[..], b"later", b"f19"] {
+    assert!(
+        waited,
+        "a getattr that must read answered while the database was paused"
+    );
+    let absent = unknown.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(matches!(absent, Err(MetaError::NotFound)), "{absent:?}");
+    assert!(apart.load(SeqCst) > before, "the getattr ran apart");
+    for name in [&b"sent"[..], b"next", b"f19"] {
         ns.lookup(&root, ROOT, name).unwrap();
     }
 }

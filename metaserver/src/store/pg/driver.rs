@@ -34,12 +34,19 @@ use tokio_postgres::config::TargetSessionAttrs;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
+/// Deferred commits a connection may have sent and not seen answered before the next call
+/// waits for them (each holds a few hundred bytes until its answer comes).
+pub(super) const MAX_UNANSWERED: usize = 256;
+
 /// One connection, driven by whoever calls.
 pub(super) struct Driver {
     connection: PgFuture<()>,
     pub(super) closed: bool,
-    /// Deferred commits sent and not yet answered, oldest first.
+    /// Deferred commits sent and not yet answered, oldest first. Every drive of the
+    /// connection polls them, so their answers never pile up in front of a later one's.
     pub(super) inflight: Vec<PgFuture<()>>,
+    /// The first deferred commit that failed since the last call reported it.
+    failed: Option<String>,
     /// How long one wait for the database may last (see `PgStore::connect_with`).
     pub(super) timeout: Duration,
     io: Io,
@@ -196,6 +203,7 @@ fn connect_to(
         connection,
         closed: false,
         inflight: Vec::new(),
+        failed: None,
         timeout,
         io,
     };
@@ -244,6 +252,15 @@ impl Driver {
     /// is made again at the next call): a hung server or a lost network never hangs one.
     pub(super) fn drive<T>(
         &mut self,
+        poll: impl FnMut(&mut Context<'_>) -> Poll<T>,
+    ) -> MetaResult<T> {
+        self.drive_inner(false, poll)
+    }
+
+    /// [`drive`](Driver::drive), and with `settle` until every deferred commit is answered.
+    fn drive_inner<T>(
+        &mut self,
+        settle: bool,
         mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>,
     ) -> MetaResult<T> {
         let end = Instant::now() + self.timeout;
@@ -251,13 +268,19 @@ impl Driver {
             connection,
             closed,
             io,
+            inflight,
+            failed,
             ..
         } = self;
         let ended = std::cell::Cell::new(*closed);
         let out = io.run(
             end,
             |cx| {
-                let out = poll(cx);
+                answered(inflight, failed, cx);
+                let out = match settle && !inflight.is_empty() {
+                    true => Poll::Pending,
+                    false => poll(cx),
+                };
                 if !ended.get() && connection.as_mut().poll(cx).is_ready() {
                     ended.set(true);
                 }
@@ -330,45 +353,51 @@ impl Driver {
     /// Waits for the answers to the deferred commits: the first failure, as after a crash
     /// of the database, loses the change, is logged, and is this call's error. An attempt
     /// in place that gives up waiting leaves the unanswered ones for the next call.
-    pub(super) fn settle(&mut self) -> MetaResult<()> {
-        if self.inflight.is_empty() {
-            return Ok(());
-        }
-        let mut pending = std::mem::take(&mut self.inflight);
-        let mut failed = None;
-        let out = self.drive(|cx| {
-            pending.retain_mut(|f| match f.as_mut().poll(cx) {
-                Poll::Ready(Ok(())) => false,
-                Poll::Ready(Err(e)) => {
-                    failed.get_or_insert(super::describe(&e));
-                    false
-                }
-                Poll::Pending => true,
-            });
-            if pending.is_empty() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        });
-        if let Some(e) = failed {
-            tracing::error!(error = %e, "postgresql: a deferred commit failed; its change is lost");
-            self.closed = true;
-            return Err(MetaError::Store(format!(
-                "postgresql: an earlier change could not be committed and is lost: {e}"
-            )));
-        }
-        if out.is_err() {
-            if self.closed {
+    fn settle(&mut self) -> MetaResult<()> {
+        if !self.inflight.is_empty() {
+            let out = self.drive_inner(true, |_| Poll::Ready(()));
+            if out.is_err() && self.closed && !self.inflight.is_empty() {
                 tracing::error!(
                     "postgresql: deferred commits unanswered; their changes may be lost"
                 );
-            } else {
-                self.inflight = pending;
             }
+            out?;
         }
-        out
+        self.report()
     }
+
+    /// Reports a deferred commit that failed, without waiting for those not yet answered
+    /// — what is sent next follows them on the connection, so the database applies it
+    /// after them all the same — unless more than [`MAX_UNANSWERED`] are left.
+    pub(super) fn reap(&mut self) -> MetaResult<()> {
+        if self.inflight.len() > MAX_UNANSWERED {
+            return self.settle();
+        }
+        self.report()
+    }
+
+    fn report(&mut self) -> MetaResult<()> {
+        let Some(e) = self.failed.take() else {
+            return Ok(());
+        };
+        tracing::error!(error = %e, "postgresql: a deferred commit failed; its change is lost");
+        self.closed = true;
+        Err(MetaError::Store(format!(
+            "postgresql: an earlier change could not be committed and is lost: {e}"
+        )))
+    }
+}
+
+/// Polls the deferred commits, dropping those answered; the first failure goes to `failed`.
+fn answered(inflight: &mut Vec<PgFuture<()>>, failed: &mut Option<String>, cx: &mut Context<'_>) {
+    inflight.retain_mut(|f| match f.as_mut().poll(cx) {
+        Poll::Ready(Ok(())) => false,
+        Poll::Ready(Err(e)) => {
+            failed.get_or_insert(super::describe(&e));
+            false
+        }
+        Poll::Pending => true,
+    });
 }
 
 /// The connection's socket.

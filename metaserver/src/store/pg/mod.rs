@@ -21,9 +21,13 @@
 //!   the COMMIT of a read (or the ROLLBACK of a failed write) is sent without waiting.
 //! - A `Deferred` write returns once its COMMIT is written to the socket (all of it: a
 //!   write the socket's buffer cannot take at once waits until it can), not answered.
-//!   Everything later on this store is sent after it on the same
-//!   connection and waits for its answer first (`Driver::settle`), so it sees the change;
-//!   other processes see it one round trip later. Only a failure of the
+//!   Everything later on this store is sent after it on the same connection, which
+//!   the database serves in order, so it sees the change without waiting for its answer
+//!   (the next write is sent while earlier ones are still being applied: writers keep
+//!   the database busy instead of taking turns with it); other processes see it one round
+//!   trip later. Every drive of the connection takes the answers that have come
+//!   (`Driver::drive`); a call waits for them all only past `MAX_UNANSWERED`
+//!   (`Driver::reap`). Only a failure of the
 //!   connection or the server makes a sent COMMIT fail (one advisory lock, no
 //!   constraints a buffered write can break): that is the database crash deferred
 //!   durability allows, and it is handled as one — the change is lost, logged, the next
@@ -367,7 +371,7 @@ impl Inner {
             false => self.conn.lock(),
         };
         if let Some(c) = guard.as_mut() {
-            c.driver.settle()?;
+            c.driver.reap()?;
         }
         if guard.as_ref().is_none_or(|c| c.driver.closed) {
             *guard = None;

@@ -54,31 +54,45 @@ fn a_call_in_place_that_would_wait_gives_up_soon_and_changes_nothing() {
     // Sent, not waited for: the database does not answer while paused.
     put(&store, b"d/6", b"a").unwrap();
     let since = Instant::now();
-    // The answer to d/6 is due before anything else is done.
+    // Sent after d/6 without waiting for its answer: it reads nothing.
     let later = nowait::attempt(BUDGET, || put(&store, b"d/7", b"a"));
     // A row the store never saw must be read.
     let unknown = nowait::attempt(BUDGET, || store.read(|t| t.get(Table::Xattrs, b"u/1")));
+    // So must a write that reads one first: it gives up before it sends anything.
+    let reads_first = nowait::attempt(BUDGET, || {
+        store.write_with(Durability::Deferred, |t| {
+            t.get(Table::Xattrs, b"u/2")?;
+            t.put(Table::Xattrs, b"d/8", b"a")
+        })
+    });
     let took = since.elapsed();
     c.pause(false);
-    assert_eq!(later, None, "gave up waiting for the earlier commit");
+    assert_eq!(
+        later,
+        Some(Ok(())),
+        "a write that reads nothing waits for no answer"
+    );
     assert_eq!(unknown, None, "gave up waiting for a read");
+    assert_eq!(reads_first, None, "gave up waiting for the write's read");
     assert!(
         took < Duration::from_secs(30),
         "gave up at its deadline, not the timeout: {took:?}"
     );
     assert!(store.is_sole(), "the connection and the lock stay");
     assert_eq!(value(&store, b"d/6").as_deref(), Some(&b"a"[..]));
+    assert_eq!(value(&store, b"d/7").as_deref(), Some(&b"a"[..]));
     assert_eq!(
-        value(&store, b"d/7"),
+        value(&store, b"d/8"),
         None,
         "nothing of a call that gave up is written"
     );
     store.sync().unwrap();
     assert_eq!(in_database(&c, b"d/6").as_deref(), Some(&b"a"[..]));
-    assert_eq!(in_database(&c, b"d/7"), None);
+    assert_eq!(in_database(&c, b"d/7").as_deref(), Some(&b"a"[..]));
+    assert_eq!(in_database(&c, b"d/8"), None);
     // Run again outside an attempt, the call that gave up is made.
-    put(&store, b"d/7", b"a").unwrap();
-    assert_eq!(value(&store, b"d/7").as_deref(), Some(&b"a"[..]));
+    put(&store, b"d/8", b"a").unwrap();
+    assert_eq!(value(&store, b"d/8").as_deref(), Some(&b"a"[..]));
 }
 
 #[test]

@@ -257,3 +257,37 @@ fn a_listing_read_whole_answers_later_lookups() {
     );
     assert!(s.is_sole());
 }
+
+/// Deferred writes do not take turns with the database: while it answers nothing (its
+/// processes stopped), the sole writer's deferred writes still return, each sent after the
+/// one before (waiting for earlier answers would run into the store's 2 s timeout and
+/// fail), and once it answers again every one of them is there.
+#[test]
+fn deferred_writes_do_not_wait_for_the_answers_to_earlier_ones() {
+    let c = testing::Cluster::start();
+    let store = PgStore::connect_with(&c.url(), Duration::from_secs(2)).unwrap();
+    assert!(store.wait_listening(Duration::from_secs(10)));
+    store.write(|t| t.put(Table::Xattrs, b"p/0", b"a")).unwrap();
+    assert!(store.is_sole());
+    c.pause(true);
+    for i in 1..=20 {
+        let key = format!("p/{i}");
+        let sent = store.write_with(Durability::Deferred, |t| {
+            t.put(Table::Xattrs, key.as_bytes(), b"a")
+        });
+        if sent.is_err() {
+            c.pause(false);
+        }
+        sent.unwrap();
+    }
+    c.pause(false);
+    // An immediate write waits for its own answer, so for every one sent before it.
+    store
+        .write(|t| t.put(Table::Xattrs, b"p/21", b"a"))
+        .unwrap();
+    let rows = c.number(&format!(
+        "SELECT count(*) FROM meridian_kv WHERE tbl = {} AND k >= 'p/'::bytea AND k < 'p0'::bytea",
+        txn::tbl(Table::Xattrs)
+    ));
+    assert_eq!(rows, 22, "every deferred write landed");
+}
