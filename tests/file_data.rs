@@ -33,7 +33,21 @@ fn read_all(p: &Path) -> Vec<u8> {
 
 #[test]
 fn random_writes_truncates_and_holes_match_local_disk() {
-    let mut m = Mount::new(Backend::Garage);
+    random_writes_match_local_disk(Mount::new(Backend::Garage));
+}
+
+/// The same with an open file allowed to buffer only 1 MiB: chunks written at scattered
+/// places are stored (merged with their committed bytes) between the writes and reads.
+#[test]
+fn random_writes_match_local_disk_when_uploading_early() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("meridian.toml");
+    std::fs::write(&config, "[mount]\nmax_dirty_bytes = 1048576\n").unwrap();
+    let config = config.display().to_string();
+    random_writes_match_local_disk(Mount::with_args(Backend::Garage, &["--config", &config]));
+}
+
+fn random_writes_match_local_disk(mut m: Mount) {
     let tmp = tempfile::tempdir().unwrap();
     let reference = tmp.path().join("ref");
     let target = m.path("file");

@@ -10,12 +10,18 @@
 //!   apply (reads take them from the committed block) and are merged only if the chunk is
 //!   stored before being written to its end, or a write leaves a gap past the buffer. A
 //!   writer that overwrites whole chunks in order so never fetches the bytes it replaces.
+//! - A chunk with committed bytes first written elsewhere than at its start is not merged:
+//!   its writes are kept as a [`Patch`] (in `patches`, never also in `dirty`) that reads
+//!   lay over the committed bytes, merged into a buffer only when the chunk is stored or
+//!   the patch weighs half a chunk — so writes at random places cost what they write, not
+//!   a chunk each.
 //! - `layout` is the committed layout plus chunks uploaded early (listed in `uncommitted`).
 //! - `size` is the size every reader in this mount sees; `changed` is set while anything
 //!   differs from the metaserver's copy.
 //! - Nothing here does I/O except through the [`ChunkSource`] the caller passes.
 
 use crate::cache::aligned::AlignedVec;
+use crate::core::patch::Patch;
 use crate::core::upload::Pending;
 use crate::error::{FsError, FsResult};
 use bytes::Bytes;
@@ -114,6 +120,9 @@ pub struct FileState {
     /// module's invariants); every one is a key of `dirty` whose buffer is shorter than a
     /// chunk (a write that fills one takes it off).
     unmerged: BTreeSet<u64>,
+    /// Dirty chunks kept as written extents over their committed bytes (see the module's
+    /// invariants).
+    patches: BTreeMap<u64, Patch>,
     /// Full chunks handed to the background uploader and not yet finished (readable from
     /// here meanwhile): a finished one moves to the layout, and its buffer goes, at the
     /// next write ([`FileState::reap_uploads`]) — so a long streaming write holds only what
@@ -138,6 +147,7 @@ impl FileState {
             uncommitted: BTreeSet::new(),
             dirty: BTreeMap::new(),
             unmerged: BTreeSet::new(),
+            patches: BTreeMap::new(),
             uploading: BTreeMap::new(),
             upload_error: None,
             size,
@@ -155,7 +165,8 @@ impl FileState {
     }
 
     pub fn dirty_bytes(&self) -> u64 {
-        self.dirty.values().map(|v| v.len() as u64).sum()
+        let patched: usize = self.patches.values().map(Patch::weight).sum();
+        self.dirty.values().map(|v| v.len() as u64).sum::<u64>() + patched as u64
     }
 
     /// Replaces the committed view (after a reload from the metaserver). Only valid when
@@ -203,6 +214,13 @@ impl FileState {
             let i = pos / CHUNK_SIZE;
             let within = (pos - chunk_start(i)) as usize;
             let take = (end.min(chunk_start(i + 1)) - pos) as usize;
+            if let Some(p) = self.patches.get(&i) {
+                p.plan(&mut pieces, within, take, |pc, w, t| {
+                    self.base_piece(pc, i, w, t)
+                });
+                pos += take as u64;
+                continue;
+            }
             let have = match (self.dirty.get(&i), self.uploading.get(&i)) {
                 (Some(buf), _) if self.unmerged.contains(&i) => {
                     let have = copy_piece(&mut pieces, buf, within, take);
@@ -259,14 +277,34 @@ impl FileState {
         Ok(())
     }
 
-    /// Merges the committed bytes of every unmerged chunk (before its buffer is stored).
+    /// Merges the committed bytes of every unmerged or patched chunk (before its buffer
+    /// is stored).
     fn merge_all(&mut self, src: &dyn ChunkSource) -> FsResult<()> {
         let all: Vec<u64> = self.unmerged.iter().copied().collect();
-        all.into_iter().try_for_each(|i| self.merge_base(src, i))
+        all.into_iter().try_for_each(|i| self.merge_base(src, i))?;
+        let patched: Vec<u64> = self.patches.keys().copied().collect();
+        patched
+            .into_iter()
+            .try_for_each(|i| self.apply_patch(src, i))
+    }
+
+    /// Turns chunk `i`'s patch into a dirty buffer: its committed bytes with the patch
+    /// laid over them (a failed fetch keeps the patch).
+    fn apply_patch(&mut self, src: &dyn ChunkSource, i: u64) -> FsResult<()> {
+        if !self.patches.contains_key(&i) {
+            return Ok(());
+        }
+        let mut buf = ChunkBuf::from(&self.base_chunk(src, i)?[..]);
+        self.patches
+            .remove(&i)
+            .expect("checked above")
+            .apply(&mut buf);
+        self.dirty.insert(i, buf);
+        Ok(())
     }
 
     /// Writes `data` at `offset` into dirty buffers, merging committed bytes on first touch
-    /// (but see `unmerged`).
+    /// (but see `unmerged` and `patches`).
     pub fn write(
         &mut self,
         src: &dyn ChunkSource,
@@ -280,48 +318,68 @@ impl FileState {
             let i = pos / CHUNK_SIZE;
             let within = (pos - chunk_start(i)) as usize;
             let take = rest.len().min(CHUNK_SIZE as usize - within);
-            if let Some((buf, _)) = self.uploading.remove(&i) {
-                // Written again while uploading: the upload is superseded.
-                self.dirty.insert(i, ChunkBuf::from(&buf[..]));
-            }
-            if self.dirty.get(&i).is_some_and(|b| within > b.len()) {
-                self.merge_base(src, i)?; // a gap: the committed bytes in it stay
-            }
-            if !self.dirty.contains_key(&i) {
-                let whole = within == 0 && take == CHUNK_SIZE as usize;
-                let from_start = within == 0 && self.has_base(i);
-                if from_start && !whole {
-                    self.unmerged.insert(i);
-                }
-                let buf = if whole || from_start || !self.has_base(i) {
-                    // A streaming writer fills the chunk: size it once, not by doubling.
-                    ChunkBuf::with_capacity(if take >= 64 << 10 {
-                        CHUNK_SIZE as usize
-                    } else {
-                        0
-                    })
-                } else {
-                    ChunkBuf::from(&self.base_chunk(src, i)?[..])
-                };
-                self.dirty.insert(i, buf);
-            }
-            let buf = self.dirty.get_mut(&i).expect("inserted above");
-            if within == buf.len() {
-                buf.extend_from_slice(&rest[..take]); // appending: one pass, no zero fill
-            } else {
-                if buf.len() < within + take {
-                    buf.resize_zeroed(within + take);
-                }
-                buf[within..within + take].copy_from_slice(&rest[..take]);
-            }
-            if buf.len() as u64 == CHUNK_SIZE {
-                self.unmerged.remove(&i); // written to its end: nothing committed is left
-            }
+            self.write_chunk(src, i, within, &rest[..take])?;
             rest = &rest[take..];
             pos += take as u64;
         }
         self.size = self.size.max(offset + data.len() as u64);
         self.changed = Some(now);
+        Ok(())
+    }
+
+    /// Writes `data` at `within` of chunk `i` (it fits in the chunk).
+    fn write_chunk(
+        &mut self,
+        src: &dyn ChunkSource,
+        i: u64,
+        within: usize,
+        data: &[u8],
+    ) -> FsResult<()> {
+        if let Some((buf, _)) = self.uploading.remove(&i) {
+            // Written again while uploading: the upload is superseded.
+            self.dirty.insert(i, ChunkBuf::from(&buf[..]));
+        }
+        if let Some(p) = self.patches.get_mut(&i) {
+            p.write(within, data);
+            if p.weight() >= CHUNK_SIZE as usize / 2 {
+                self.apply_patch(src, i)?; // as much as a buffer: merge it now
+            }
+            return Ok(());
+        }
+        if self.dirty.get(&i).is_some_and(|b| within > b.len()) {
+            self.merge_base(src, i)?; // a gap: the committed bytes in it stay
+        }
+        if !self.dirty.contains_key(&i) {
+            let whole = within == 0 && data.len() == CHUNK_SIZE as usize;
+            let from_start = within == 0 && self.has_base(i);
+            if !whole && !from_start && self.has_base(i) {
+                // Written elsewhere than at its start: keep the write apart.
+                self.patches.entry(i).or_default().write(within, data);
+                return Ok(());
+            }
+            if from_start && !whole {
+                self.unmerged.insert(i);
+            }
+            // A streaming writer fills the chunk: size it once, not by doubling.
+            let cap = if data.len() >= 64 << 10 {
+                CHUNK_SIZE
+            } else {
+                0
+            };
+            self.dirty.insert(i, ChunkBuf::with_capacity(cap as usize));
+        }
+        let buf = self.dirty.get_mut(&i).expect("inserted above");
+        if within == buf.len() {
+            buf.extend_from_slice(data); // appending: one pass, no zero fill
+        } else {
+            if buf.len() < within + data.len() {
+                buf.resize_zeroed(within + data.len());
+            }
+            buf[within..within + data.len()].copy_from_slice(data);
+        }
+        if buf.len() as u64 == CHUNK_SIZE {
+            self.unmerged.remove(&i); // written to its end: nothing committed is left
+        }
         Ok(())
     }
 
@@ -424,6 +482,7 @@ impl FileState {
             .map(|(i, _)| *i)
             .collect();
         let pick: Vec<u64> = if full.is_empty() {
+            self.merge_all(src)?;
             self.dirty.keys().copied().collect()
         } else {
             full
@@ -529,271 +588,11 @@ impl FileState {
         self.layout.truncate(self.size);
         self.dirty.clear();
         self.unmerged.clear();
+        self.patches.clear();
         self.uncommitted.clear();
         self.changed = None;
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::blocks::{BlockStore, MemBlockStore, block_id, fetch_verified};
-
-    struct Src(MemBlockStore);
-    impl ChunkSource for Src {
-        fn block(&self, id: &BlockId) -> FsResult<Bytes> {
-            Ok(fetch_verified(&self.0, id)?)
-        }
-    }
-
-    /// A source that lists the blocks fetched through it.
-    struct Counted<'a>(&'a Src, std::sync::Mutex<Vec<BlockId>>);
-    impl ChunkSource for Counted<'_> {
-        fn block(&self, id: &BlockId) -> FsResult<Bytes> {
-            self.1.lock().unwrap().push(*id);
-            self.0.block(id)
-        }
-    }
-
-    /// Stores chunk buffers as blocks; their references.
-    fn store<'b>(
-        src: &Src,
-        bufs: impl IntoIterator<Item = (u64, &'b [u8])>,
-    ) -> Vec<(u64, BlockRef)> {
-        bufs.into_iter()
-            .map(|(i, b)| {
-                let id = block_id(b);
-                src.0.put(&id, Bytes::copy_from_slice(b)).unwrap();
-                (
-                    i,
-                    BlockRef {
-                        id,
-                        len: b.len() as u32,
-                    },
-                )
-            })
-            .collect()
-    }
-
-    fn flush(st: &mut FileState, src: &Src, inline_max: u64) -> Commit {
-        let (bufs, inline) = st.prepare_commit(src, inline_max).unwrap().unwrap();
-        st.uploaded(store(src, bufs.iter().map(|(i, b)| (*i, &b[..]))));
-        let c = st.commit_for(inline.clone());
-        st.committed(inline);
-        c
-    }
-
-    #[test]
-    fn sparse_writes_read_back_with_zero_holes() {
-        let src = Src(MemBlockStore::new());
-        let mut st = FileState::new(InodeId(2), Layout::default(), 0);
-        let far = 2 * CHUNK_SIZE + 10;
-        st.write(&src, far, b"xyz", Timestamp::now()).unwrap();
-        assert_eq!(st.size(), far + 3);
-        let got = st.read(&src, far - 2, 10).unwrap();
-        assert_eq!(got, b"\0\0xyz");
-        let c = flush(&mut st, &src, 64);
-        assert_eq!(c.chunks.len(), 1);
-        assert_eq!(c.chunks[0].0, 2);
-        assert_eq!(st.read(&src, far - 2, 10).unwrap(), b"\0\0xyz");
-        assert_eq!(st.read(&src, 0, 4).unwrap(), vec![0; 4]);
-    }
-
-    #[test]
-    fn small_files_commit_inline_and_grow_into_chunks() {
-        let src = Src(MemBlockStore::new());
-        let mut st = FileState::new(InodeId(2), Layout::default(), 0);
-        st.write(&src, 0, b"hello", Timestamp::now()).unwrap();
-        let c = flush(&mut st, &src, 64);
-        assert_eq!(c.inline.as_deref(), Some(&b"hello"[..]));
-        st.write(&src, 100, b"world", Timestamp::now()).unwrap();
-        let c = flush(&mut st, &src, 64);
-        assert!(c.inline.is_none());
-        assert_eq!(c.chunks.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0]);
-        let all = st.read(&src, 0, 200).unwrap();
-        assert_eq!(&all[..5], b"hello");
-        assert_eq!(&all[100..], b"world");
-        assert!(all[5..100].iter().all(|&b| b == 0));
-    }
-
-    #[test]
-    fn partial_overwrite_merges_committed_bytes() {
-        let src = Src(MemBlockStore::new());
-        let mut st = FileState::new(InodeId(2), Layout::default(), 0);
-        let data: Vec<u8> = (0..CHUNK_SIZE + 100).map(|i| (i % 251) as u8).collect();
-        st.write(&src, 0, &data, Timestamp::now()).unwrap();
-        flush(&mut st, &src, 64);
-        st.write(&src, 10, b"ZZ", Timestamp::now()).unwrap();
-        flush(&mut st, &src, 64);
-        let mut want = data.clone();
-        want[10..12].copy_from_slice(b"ZZ");
-        assert_eq!(st.read(&src, 0, want.len() as u64).unwrap(), want);
-    }
-
-    /// Overwriting a file in place from a chunk's start fetches none of the bytes it
-    /// replaces; what it has not replaced yet still reads as before, and is merged when
-    /// the chunk is stored short of its end.
-    #[test]
-    fn a_sequential_overwrite_fetches_nothing_it_replaces() {
-        let src = Src(MemBlockStore::new());
-        let mut st = FileState::new(InodeId(2), Layout::default(), 0);
-        let old: Vec<u8> = (0..2 * CHUNK_SIZE + 300).map(|i| (i % 251) as u8).collect();
-        st.write(&src, 0, &old, Timestamp::now()).unwrap();
-        flush(&mut st, &src, 64);
-        let ids = st.chunk_ids(0, 3);
-        let counted = Counted(&src, Default::default());
-        let mib = vec![9u8; 1 << 20];
-        let mut want = old.clone();
-        for k in 0..5u64 {
-            let at = k << 20;
-            st.write(&counted, at, &mib, Timestamp::now()).unwrap();
-            want[at as usize..(at as usize + mib.len())].copy_from_slice(&mib);
-            let filled = st.take_filled(at, mib.len() as u64);
-            st.uploaded(store(&src, filled.iter().map(|(i, b)| (*i, &b[..]))));
-        }
-        assert!(
-            counted.1.lock().unwrap().is_empty(),
-            "nothing fetched to write"
-        );
-        // Chunk 1 holds 1 MiB new; the rest of it still reads as committed.
-        let got = st.read(&counted, CHUNK_SIZE, CHUNK_SIZE).unwrap();
-        assert!(got[..] == want[CHUNK_SIZE as usize..2 * CHUNK_SIZE as usize]);
-        assert!(!counted.1.lock().unwrap().contains(&ids[0]));
-        // A write past the buffer's end keeps the committed bytes in the gap.
-        for (at, b) in [(0, b"aa"), (200, b"zz"), (10, b"bb")] {
-            st.write(&counted, 2 * CHUNK_SIZE + at, b, Timestamp::now())
-                .unwrap();
-            let at = 2 * CHUNK_SIZE as usize + at as usize;
-            want[at..at + 2].copy_from_slice(b);
-        }
-        let (bufs, _) = st.prepare_commit(&counted, 64).unwrap().unwrap();
-        assert!(!counted.1.lock().unwrap().contains(&ids[0]));
-        st.uploaded(store(&src, bufs.iter().map(|(i, b)| (*i, &b[..]))));
-        st.committed(None);
-        let fresh = FileState::new(InodeId(2), st.layout.clone(), st.size());
-        let got = fresh.read(&src, 0, want.len() as u64).unwrap();
-        assert!(
-            got == want,
-            "the file reads back as written over what it was"
-        );
-    }
-
-    /// An early upload merges the committed tail of the chunks it takes, and only of those.
-    #[test]
-    fn an_early_upload_merges_only_what_it_takes() {
-        let src = Src(MemBlockStore::new());
-        let mut st = FileState::new(InodeId(2), Layout::default(), 0);
-        let old: Vec<u8> = (0..3 * CHUNK_SIZE).map(|i| (i % 251) as u8).collect();
-        st.write(&src, 0, &old, Timestamp::now()).unwrap();
-        flush(&mut st, &src, 64);
-        let counted = Counted(&src, Default::default());
-        let now = Timestamp::now();
-        st.write(&counted, 0, &[1u8; 1 << 20], now).unwrap(); // chunk 0: unmerged
-        st.write(&counted, CHUNK_SIZE, &vec![2u8; CHUNK_SIZE as usize], now)
-            .unwrap(); // chunk 1: whole
-        let first = st.take_for_early_upload(&counted).unwrap();
-        assert_eq!(first.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1]);
-        assert!(
-            counted.1.lock().unwrap().is_empty(),
-            "chunk 0 not merged yet"
-        );
-        let second = st.take_for_early_upload(&counted).unwrap();
-        assert_eq!(second.len(), 1);
-        let (i, buf) = &second[0];
-        assert_eq!(*i, 0);
-        assert!(buf[..1 << 20].iter().all(|&b| b == 1));
-        assert!(
-            buf[1 << 20..] == old[1 << 20..CHUNK_SIZE as usize],
-            "the tail merged"
-        );
-    }
-
-    /// A streaming writer's finished uploads leave the file state at its next write (their
-    /// blocks read from the store from then on): it held every chunk of the file until the
-    /// close, a file's size in memory. A failed one is dirty again and the next settle says so.
-    #[test]
-    fn finished_uploads_let_go_of_their_buffers() {
-        let src = Src(MemBlockStore::new());
-        let mut st = FileState::new(InodeId(2), Layout::default(), 0);
-        let now = Timestamp::now();
-        let mut inflight = Vec::new();
-        for i in 0..3u8 {
-            let chunk = vec![i + 1; CHUNK_SIZE as usize];
-            let at = u64::from(i) * CHUNK_SIZE;
-            st.write(&src, at, &chunk, now).unwrap();
-            for (j, buf) in st.take_filled(at, CHUNK_SIZE) {
-                let slot = Arc::new(Pending::default());
-                st.add_uploading(j, buf.clone(), slot.clone());
-                inflight.push((buf, slot));
-            }
-        }
-        for (buf, slot) in &inflight[..2] {
-            let id = block_id(buf);
-            src.0.put(&id, Bytes::copy_from_slice(buf)).unwrap();
-            let len = buf.len() as u32;
-            slot.finish(Ok(BlockRef { id, len }));
-        }
-        st.reap_uploads();
-        assert_eq!(st.uploading_len(), 1, "only the unfinished upload is held");
-        assert_eq!(
-            Arc::strong_count(&inflight[0].0),
-            1,
-            "the state let go of it"
-        );
-        assert_eq!(st.read(&src, CHUNK_SIZE - 1, 2).unwrap(), [1, 2]);
-        assert_eq!(
-            st.read(&src, 2 * CHUNK_SIZE, 1).unwrap(),
-            [3],
-            "read while in flight"
-        );
-        inflight[2]
-            .1
-            .finish(Err(FsError::Upload("the bucket said no".into())));
-        st.reap_uploads();
-        assert_eq!(st.uploading_len(), 0);
-        assert_eq!(
-            st.dirty_bytes(),
-            CHUNK_SIZE,
-            "the failed chunk is dirty again"
-        );
-        let e = st.settle().unwrap_err();
-        assert!(e.to_string().contains("the bucket said no"), "{e}");
-        assert!(st.settle().is_ok(), "reported once");
-        let c = flush(&mut st, &src, 64);
-        assert_eq!(
-            c.chunks.iter().map(|c| c.0).collect::<Vec<_>>(),
-            vec![0, 1, 2]
-        );
-        assert_eq!(st.read(&src, 2 * CHUNK_SIZE, 1).unwrap(), [3]);
-    }
-
-    #[test]
-    fn early_uploads_are_committed_later() {
-        let src = Src(MemBlockStore::new());
-        let mut st = FileState::new(InodeId(2), Layout::default(), 0);
-        st.write(&src, 0, &vec![1u8; CHUNK_SIZE as usize], Timestamp::now())
-            .unwrap();
-        st.write(&src, CHUNK_SIZE, b"tail", Timestamp::now())
-            .unwrap();
-        let early = st.take_for_early_upload(&src).unwrap();
-        assert_eq!(early.iter().map(|e| e.0).collect::<Vec<_>>(), vec![0]);
-        let refs = early
-            .into_iter()
-            .map(|(i, b)| {
-                let id = block_id(&b);
-                src.0.put(&id, Bytes::copy_from_slice(&b)).unwrap();
-                (
-                    i,
-                    BlockRef {
-                        id,
-                        len: b.len() as u32,
-                    },
-                )
-            })
-            .collect();
-        st.uploaded(refs);
-        assert_eq!(st.read(&src, CHUNK_SIZE - 1, 5).unwrap(), b"\x01tail");
-        let c = flush(&mut st, &src, 64);
-        assert_eq!(c.chunks.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 1]);
-    }
-}
+mod tests;

@@ -19,6 +19,7 @@ pub mod file;
 mod locks;
 mod ops;
 mod passthrough;
+mod patch;
 mod readahead;
 mod tee;
 pub mod upload;
