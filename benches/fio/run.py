@@ -37,6 +37,8 @@ PHASES = [
     ("rand-read-qd1.fio", [("rand read 4k QD1 p50", p50_us("read"), "us", False),
                            ("rand read 4k QD1", iops("read"), "IOPS", True)], False),
     ("rand-read-qd16.fio", [("rand read 4k QD16", iops("read"), "IOPS", True)], False),
+    # After the reads: it rewrites blocks of the file they read.
+    ("rand-write.fio", [("rand write 4k QD16 + fsync", iops("write"), "IOPS", True)], False),
     ("small-files.fio", [("create+write 64k files", iops("write"), "files/s", True)], False),
     ("exr-write.fio", [("EXR frames write", bw("write"), "MiB/s", True)], False),
     ("exr-playback.fio", [("EXR playback (24 wanted)", fps("read"), "fps", True)], True),
