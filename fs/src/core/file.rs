@@ -339,6 +339,9 @@ impl FileState {
             // Written again while uploading: the upload is superseded.
             self.dirty.insert(i, ChunkBuf::from(&buf[..]));
         }
+        if data.len() == CHUNK_SIZE as usize {
+            self.patches.remove(&i); // replaced whole: nothing of it is left to merge
+        }
         if let Some(p) = self.patches.get_mut(&i) {
             p.write(within, data);
             if p.weight() >= CHUNK_SIZE as usize / 2 {
