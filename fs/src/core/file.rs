@@ -89,7 +89,7 @@ pub fn assemble(src: &dyn ChunkSource, pieces: Vec<Piece>) -> FsResult<Bytes> {
 }
 
 /// Copies up to `take` bytes at `within` of `buf` into a piece; returns how many there were.
-fn copy_piece(pieces: &mut Vec<Piece>, buf: &[u8], within: usize, take: usize) -> usize {
+pub(super) fn copy_piece(pieces: &mut Vec<Piece>, buf: &[u8], within: usize, take: usize) -> usize {
     let have = buf.len().saturating_sub(within).min(take);
     if have > 0 {
         pieces.push(Piece::Copied(Bytes::copy_from_slice(
@@ -484,15 +484,13 @@ impl FileState {
             .filter(|(_, b)| b.len() as u64 == CHUNK_SIZE)
             .map(|(i, _)| *i)
             .collect();
+        // A full chunk has nothing left to merge (see `unmerged`).
         let pick: Vec<u64> = if full.is_empty() {
             self.merge_all(src)?;
             self.dirty.keys().copied().collect()
         } else {
             full
         };
-        for i in &pick {
-            self.merge_base(src, *i)?;
-        }
         Ok(pick
             .into_iter()
             .map(|i| (i, self.dirty.remove(&i).expect("picked from dirty")))

@@ -12,8 +12,7 @@
 //! write that overlaps or abuts one joins it); a later write replaces the bytes it covers;
 //! `bytes` is the sum of the extents' lengths. Nothing here does I/O.
 
-use super::file::Piece;
-use bytes::Bytes;
+use super::file::{Piece, copy_piece};
 use std::collections::BTreeMap;
 
 /// What one extent costs beyond its bytes (map node, allocation), counted in
@@ -101,7 +100,7 @@ impl Patch {
                 gap(pieces, pos, s);
             }
             let from = pos.max(s);
-            pieces.push(Piece::Copied(Bytes::copy_from_slice(&v[from - s..e - s])));
+            copy_piece(pieces, v, from - s, e - from);
             pos = e;
         }
         if pos < end {
@@ -130,13 +129,7 @@ mod tests {
     /// The bytes a plan of the whole range `0..len` reads, with `base` as committed bytes.
     fn read(p: &Patch, base: &[u8], len: usize) -> Vec<u8> {
         let mut pieces = Vec::new();
-        p.plan(&mut pieces, 0, len, |pc, w, t| {
-            let have = base.len().saturating_sub(w).min(t);
-            if have > 0 {
-                pc.push(Piece::Copied(Bytes::copy_from_slice(&base[w..w + have])));
-            }
-            have
-        });
+        p.plan(&mut pieces, 0, len, |pc, w, t| copy_piece(pc, base, w, t));
         let mut out = Vec::new();
         for piece in pieces {
             match piece {
