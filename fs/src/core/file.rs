@@ -475,42 +475,25 @@ impl FileState {
         }
     }
 
-    /// Buffers to upload now to bound memory: the heaviest buffered chunks (full ones
-    /// weigh most), until at most `keep` bytes stay buffered — a chunk stored early costs a
-    /// whole chunk whatever it holds, so the ones holding most go first, and the others
-    /// gather more writes before their turn. They become part of the layout once
-    /// `uploaded` is called.
-    pub fn take_for_early_upload(
-        &mut self,
-        src: &dyn ChunkSource,
-        keep: u64,
-    ) -> FsResult<ChunkBufs> {
-        let buffered = self.dirty.iter().map(|(i, b)| (b.len() as u64, *i));
-        let patched = self.patches.iter().map(|(i, p)| (p.weight() as u64, *i));
-        let mut heaviest: Vec<(u64, u64)> = buffered.chain(patched).collect();
-        heaviest.sort_unstable_by(|a, b| b.cmp(a));
-        let mut left = self.dirty_bytes();
-        let mut pick = Vec::new();
-        for (weight, i) in heaviest {
-            if left <= keep {
-                break;
-            }
-            left -= weight;
-            pick.push(i);
-        }
-        // Merged first, taken after: a failed fetch leaves every chunk buffered.
-        for &i in &pick {
-            self.apply_patch(src, i)?;
-            self.merge_base(src, i)?;
-        }
+    /// Buffers to upload now to bound memory: every full chunk, or every chunk if none is
+    /// full. They become part of the layout once `uploaded` is called.
+    pub fn take_for_early_upload(&mut self, src: &dyn ChunkSource) -> FsResult<ChunkBufs> {
+        let full: Vec<u64> = self
+            .dirty
+            .iter()
+            .filter(|(_, b)| b.len() as u64 == CHUNK_SIZE)
+            .map(|(i, _)| *i)
+            .collect();
+        // A full chunk has nothing left to merge (see `unmerged`).
+        let pick: Vec<u64> = if full.is_empty() {
+            self.merge_all(src)?;
+            self.dirty.keys().copied().collect()
+        } else {
+            full
+        };
         Ok(pick
             .into_iter()
-            .map(|i| {
-                (
-                    i,
-                    self.dirty.remove(&i).expect("picked from dirty or patches"),
-                )
-            })
+            .map(|i| (i, self.dirty.remove(&i).expect("picked from dirty")))
             .collect())
     }
 

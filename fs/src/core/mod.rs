@@ -274,10 +274,10 @@ impl Fs {
         Ok(())
     }
 
-    /// Uploads early when a file buffers more than its share of memory, down to half of it.
+    /// Uploads early when a file buffers more than its share of memory.
     fn relieve(&self, oi: &OpenInode, st: &mut FileState) -> FsResult<()> {
         if st.dirty_bytes() > self.cfg.max_dirty_bytes {
-            let bufs = st.take_for_early_upload(self, self.cfg.max_dirty_bytes / 2)?;
+            let bufs = st.take_for_early_upload(self)?;
             self.submit(oi, st, bufs);
         }
         Ok(())

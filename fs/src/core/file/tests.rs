@@ -153,13 +153,13 @@ fn an_early_upload_merges_only_what_it_takes() {
     st.write(&counted, 0, &[1u8; 1 << 20], now).unwrap(); // chunk 0: unmerged
     st.write(&counted, CHUNK_SIZE, &vec![2u8; CHUNK_SIZE as usize], now)
         .unwrap(); // chunk 1: whole
-    let first = st.take_for_early_upload(&counted, 1 << 20).unwrap();
+    let first = st.take_for_early_upload(&counted).unwrap();
     assert_eq!(first.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1]);
     assert!(
         counted.1.lock().unwrap().is_empty(),
         "chunk 0 not merged yet"
     );
-    let second = st.take_for_early_upload(&counted, 0).unwrap();
+    let second = st.take_for_early_upload(&counted).unwrap();
     assert_eq!(second.len(), 1);
     let (i, buf) = &second[0];
     assert_eq!(*i, 0);
@@ -237,7 +237,7 @@ fn early_uploads_are_committed_later() {
         .unwrap();
     st.write(&src, CHUNK_SIZE, b"tail", Timestamp::now())
         .unwrap();
-    let early = st.take_for_early_upload(&src, 4).unwrap();
+    let early = st.take_for_early_upload(&src).unwrap();
     assert_eq!(early.iter().map(|e| e.0).collect::<Vec<_>>(), vec![0]);
     let refs = early
         .into_iter()
@@ -283,10 +283,11 @@ fn scattered_writes_are_kept_apart_until_their_chunks_are_stored() {
     assert!(st.dirty_bytes() < 2 * 300 * 4096, "{}", st.dirty_bytes());
     assert!(st.read(&counted, 0, 3 * CHUNK_SIZE).unwrap() == want);
     counted.1.lock().unwrap().clear();
-    let bufs = st.take_for_early_upload(&counted, 0).unwrap();
-    let mut taken: Vec<u64> = bufs.iter().map(|(i, _)| *i).collect();
-    taken.sort();
-    assert_eq!(taken, vec![0, 1, 2]);
+    let bufs = st.take_for_early_upload(&counted).unwrap();
+    assert_eq!(
+        bufs.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
     assert_eq!(
         counted.1.lock().unwrap().len(),
         3,
@@ -297,32 +298,4 @@ fn scattered_writes_are_kept_apart_until_their_chunks_are_stored() {
     assert!(st.read(&src, 0, 3 * CHUNK_SIZE).unwrap() == want);
     flush(&mut st, &src, 64);
     assert!(st.read(&src, 0, 3 * CHUNK_SIZE).unwrap() == want);
-}
-
-/// An early upload takes the chunks holding most first, and only until what stays is
-/// under the bound: the others keep gathering writes (and fetch nothing yet).
-#[test]
-fn an_early_upload_takes_the_heaviest_chunks_first() {
-    let src = Src(MemBlockStore::new());
-    let mut st = FileState::new(InodeId(2), Layout::default(), 0);
-    let mut want: Vec<u8> = (0..4 * CHUNK_SIZE).map(|i| (i % 241) as u8).collect();
-    st.write(&src, 0, &want, Timestamp::now()).unwrap();
-    flush(&mut st, &src, 64);
-    let counted = Counted(&src, Default::default());
-    // Chunk 2 gets 64 scattered writes, chunks 0, 1 and 3 one each.
-    let mut writes: Vec<u64> = (0..64).map(|k| 2 * CHUNK_SIZE + 1 + k * 60_000).collect();
-    writes.extend([7, CHUNK_SIZE + 7, 3 * CHUNK_SIZE + 7]);
-    for at in writes {
-        st.write(&counted, at, &[9u8; 4096], Timestamp::now())
-            .unwrap();
-        want[at as usize..at as usize + 4096].fill(9);
-    }
-    let keep = st.dirty_bytes() / 2;
-    let bufs = st.take_for_early_upload(&counted, keep).unwrap();
-    assert_eq!(bufs.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![2]);
-    assert_eq!(counted.1.lock().unwrap().len(), 1, "only chunk 2 merged");
-    assert!(st.dirty_bytes() <= keep);
-    st.uploaded(store(&src, bufs.iter().map(|(i, b)| (*i, &b[..]))));
-    flush(&mut st, &src, 64);
-    assert!(st.read(&src, 0, 4 * CHUNK_SIZE).unwrap() == want);
 }
