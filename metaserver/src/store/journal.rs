@@ -198,10 +198,18 @@ impl Journal {
 
     /// Removes the replaced file: its records are durable in the database.
     pub fn drop_old(&mut self) -> MetaResult<()> {
-        match std::fs::remove_file(old_path(&self.path)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&self.path, "drop", e)),
-            _ => Ok(()),
-        }
+        drop_old(&self.path)
+    }
+}
+
+/// Removes the file a rotation of the journal at `path` replaced, if there is one. It
+/// needs no hold on the journal (appends go to the current file), only that no rotation
+/// runs meanwhile: unlinking a large file can wait for the disk (a filesystem mounted
+/// with `discard` trims its blocks then), and writers must not wait with it.
+pub fn drop_old(path: &Path) -> MetaResult<()> {
+    match std::fs::remove_file(old_path(path)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path, "drop", e)),
+        _ => Ok(()),
     }
 }
 

@@ -39,7 +39,8 @@
 //! journal and the layer, durable at the next successful flush).
 //!
 //! Locks: flushing → journal → layers; the layers' lock is held only to copy or replace
-//! them, and a flush holds no other lock while it writes the database.
+//! them, and a flush holds no other lock while it writes the database, begins the next
+//! view or removes the rotated journal.
 
 use super::journal::{Entry, Journal, Op};
 use super::layer::Layer;
@@ -88,6 +89,7 @@ pub const FLUSH_BYTES: usize = 64 << 20;
 struct Inner {
     db: Database,
     journal: Mutex<Journal>,
+    journal_path: PathBuf,
     /// Committed changes the database file does not hold yet.
     layers: Mutex<Layers>,
     /// Held through a flush: one at a time.
@@ -185,6 +187,7 @@ impl RedbStore {
                     view,
                 }),
                 journal: Mutex::new(journal),
+                journal_path: journal_path(path),
                 flushing: Mutex::new(()),
                 nudge: Default::default(),
                 flush_bytes: FLUSH_BYTES.into(),
@@ -315,7 +318,9 @@ impl Inner {
             layers.durable = seq;
             layers.view = view;
             drop(layers);
-            self.journal.lock().drop_old()?;
+            // Outside the journal's lock (see `journal::drop_old`); only a flush rotates,
+            // and this one holds `flushing`.
+            super::journal::drop_old(&self.journal_path)?;
         }
         Ok(())
     }
