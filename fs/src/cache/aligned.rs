@@ -258,6 +258,20 @@ impl AlignedVec {
         self.len = end;
     }
 
+    /// Room for `total` bytes in all, as a pointer to the start, for a writer outside Rust
+    /// (the kernel, by direct I/O); [`Self::set_len`] then says how many it wrote.
+    pub fn spare_mut_ptr(&mut self, total: usize) -> *mut u8 {
+        self.reserve_total(total);
+        self.buf.ptr.as_ptr()
+    }
+
+    /// # Safety
+    /// The first `len` bytes (within the room asked of [`Self::spare_mut_ptr`]) are written.
+    pub unsafe fn set_len(&mut self, len: usize) {
+        assert!(len <= self.buf.cap);
+        self.len = len;
+    }
+
     pub fn into_bytes(self) -> Bytes {
         Bytes::from_owner(self)
     }

@@ -2,6 +2,8 @@
 //!
 //! Owns: the cache directory (`<dir>/<2 hex>/<64 hex>`), its index (a moka cache of block
 //! sizes, weighed in bytes, whose evictions delete the files), and the free-space guard.
+//! Whole blocks are read by direct I/O (no copy through the page cache), 64 KiB pieces
+//! through the page cache.
 //!
 //! Invariants:
 //! - A file appears under its block name only complete (written to a temporary name, then
@@ -122,11 +124,11 @@ impl DiskCache {
     }
 
     /// The block, if cached and intact.
-    pub fn get(&self, id: &BlockId) -> Option<Vec<u8>> {
+    pub fn get(&self, id: &BlockId) -> Option<Bytes> {
         let len = self.index.get(id)?;
         let path = path_in(&self.dir, id);
         match uring::read_file(&path, len as usize) {
-            Ok(data) if block_id(&data) == *id => Some(data),
+            Ok(data) if block_id(&data) == *id => Some(data.into_bytes()),
             Ok(_) => {
                 tracing::warn!(block = %id.to_hex(), path = %path.display(), "cached block failed its BLAKE3 check; dropped");
                 self.index.invalidate(id);

@@ -304,7 +304,7 @@ impl BlockCache {
     fn load(&self, id: &BlockId) -> Result<Bytes, BlockError> {
         if let Some(data) = self.disk.as_ref().and_then(|d| d.get(id)) {
             self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Bytes::from(data));
+            return Ok(data);
         }
         let data = self.store.get(id)?;
         // One pass gives the name (to verify) and the piece values the disk tier keeps.

@@ -5,7 +5,7 @@
 //! four reads in flight at the device. Buffers live on the caller's stack frame until every
 //! completion has been reaped, which is what makes the raw pointers sound.
 
-use super::aligned::{ALIGN, AlignedBuf, direct_ready};
+use super::aligned::{ALIGN, AlignedBuf, AlignedVec, direct_ready};
 use io_uring::{IoUring, opcode, types};
 use std::cell::RefCell;
 use std::fs::File;
@@ -75,9 +75,44 @@ fn run_segments(
     Ok(done)
 }
 
-/// Reads the whole of `path` (expected to be `len` bytes long).
-pub fn read_file(path: &Path, len: usize) -> io::Result<Vec<u8>> {
-    read_at(path, 0, len)
+/// Reads the whole of `path`, expected to be `len` bytes long, into aligned memory (a
+/// chunk-sized read takes a pooled buffer whose pages are mapped). By direct I/O where the
+/// filesystem takes it: the device writes into the buffer, with no copy out of the page
+/// cache and no second copy of the block kept there (the mount's own page cache keeps what
+/// its readers read); through the page cache where it does not (tmpfs).
+pub fn read_file(path: &Path, len: usize) -> io::Result<AlignedVec> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .or_else(|_| File::open(path))?;
+    let fd = types::Fd(file.as_raw_fd());
+    // Direct reads move whole pages: the last one may run past the end of the file.
+    let padded = len.next_multiple_of(ALIGN).max(ALIGN);
+    let mut buf = AlignedVec::with_capacity(padded);
+    let ptr = buf.spare_mut_ptr(padded);
+    let done = with_ring(|ring| {
+        run_segments(ring, padded, |off, n| {
+            // SAFETY: off + n <= padded, inside `buf`, which lives until this function returns.
+            opcode::Read::new(fd, unsafe { ptr.add(off) }, n as u32)
+                .offset(off as u64)
+                .build()
+        })
+    })?;
+    let whole = done
+        .iter()
+        .enumerate()
+        .all(|(i, &n)| n == SEGMENT.min(len.saturating_sub(i * SEGMENT)));
+    if !whole {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{} is not {len} bytes long", path.display()),
+        ));
+    }
+    // SAFETY: every segment read exactly its share of the first `len` bytes.
+    unsafe { buf.set_len(len) };
+    Ok(buf)
 }
 
 /// Reads `len` bytes at `offset` of `path` (a range wholly inside the file).
@@ -171,7 +206,9 @@ mod tests {
             let p = dir.path().join(format!("f{len}"));
             write_file(&p, &data).unwrap();
             assert_eq!(std::fs::read(&p).unwrap(), data);
-            assert_eq!(read_file(&p, len).unwrap(), data);
+            let read = read_file(&p, len).unwrap();
+            assert_eq!(&read[..], &data[..]);
+            assert!(len == 0 || read.as_ptr() as usize % ALIGN == 0);
             // The same from aligned memory (written directly, no bounce copy).
             let mut aligned = super::super::aligned::AlignedVec::with_capacity(len);
             aligned.extend_from_slice(&data);
@@ -181,9 +218,12 @@ mod tests {
         }
         let p = dir.path().join("short");
         write_file(&p, b"abc").unwrap();
-        assert_eq!(
-            read_file(&p, 10).unwrap_err().kind(),
-            io::ErrorKind::UnexpectedEof
-        );
+        for expected in [2, 10] {
+            assert_eq!(
+                read_file(&p, expected).unwrap_err().kind(),
+                io::ErrorKind::UnexpectedEof,
+                "a 3-byte file read as {expected} bytes"
+            );
+        }
     }
 }
