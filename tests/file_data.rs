@@ -428,16 +428,26 @@ fn passthrough_serves_fully_cached_files_and_steps_aside_for_writers() {
     std::fs::write(m.path("plate.dpx"), &data).unwrap();
     m.unmount();
     // No copy written through (as for a file written on another machine): one is assembled
-    // from the NVMe tier after a read through the mount.
+    // from the NVMe tier when the file is opened again after a read through the mount.
     let _ = std::fs::remove_dir_all(m.data_dir.join("passthrough"));
     m.start();
     assert!(
         std::fs::read(m.path("plate.dpx")).unwrap() == data,
         "first read, through the mount"
     );
+    // A file read once is not copied (nor is a copy begun beside its first read).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let begun: Vec<_> = std::fs::read_dir(m.data_dir.join("passthrough"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        begun.iter().all(|n| n == ".clean"),
+        "a copy was assembled after one read: {begun:?}"
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while copies(&m).is_empty() {
-        // Each read-only open whose blocks are all local starts an assembly.
+        // A read-only open of a file read here before, its blocks all local, starts an
+        // assembly.
         drop(File::open(m.path("plate.dpx")).unwrap());
         assert!(
             std::time::Instant::now() < deadline,
@@ -544,7 +554,8 @@ fn a_passthrough_open_in_playback_reads_its_frame_and_the_next_into_the_page_cac
                 copies(&m)
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
-            // Every read-only open whose blocks are all local starts an assembly.
+            // A read-only open of a frame read here before, its blocks all local, starts an
+            // assembly.
             assert_eq!(
                 std::fs::read(m.path(&name(n))).unwrap().len(),
                 6 * MIB as usize
