@@ -75,6 +75,27 @@ fn run_segments(
     Ok(done)
 }
 
+/// Reads `len` bytes at `offset` of `fd` into `ptr`, one read per segment, all in
+/// flight at once; returns the byte count each segment read.
+///
+/// # Safety
+/// `ptr` must be valid for writes of `len` bytes until this function returns.
+unsafe fn read_segments(
+    fd: types::Fd,
+    ptr: *mut u8,
+    offset: u64,
+    len: usize,
+) -> io::Result<Vec<usize>> {
+    with_ring(|ring| {
+        run_segments(ring, len, |off, n| {
+            // SAFETY: off + n <= len, inside the caller's buffer.
+            opcode::Read::new(fd, unsafe { ptr.add(off) }, n as u32)
+                .offset(offset + off as u64)
+                .build()
+        })
+    })
+}
+
 /// Reads the whole of `path`, expected to be `len` bytes long, into aligned memory (a
 /// chunk-sized read takes a pooled buffer whose pages are mapped). By direct I/O where the
 /// filesystem takes it: the device writes into the buffer, with no copy out of the page
@@ -91,15 +112,9 @@ pub fn read_file(path: &Path, len: usize) -> io::Result<AlignedVec> {
     // Direct reads move whole pages: the last one may run past the end of the file.
     let padded = len.next_multiple_of(ALIGN).max(ALIGN);
     let mut buf = AlignedVec::with_capacity(padded);
-    let ptr = buf.spare_mut_ptr(padded);
-    let done = with_ring(|ring| {
-        run_segments(ring, padded, |off, n| {
-            // SAFETY: off + n <= padded, inside `buf`, which lives until this function returns.
-            opcode::Read::new(fd, unsafe { ptr.add(off) }, n as u32)
-                .offset(off as u64)
-                .build()
-        })
-    })?;
+    // SAFETY: `spare_mut_ptr` gives `padded` writable bytes, and `buf` lives until the
+    // reads are reaped.
+    let done = unsafe { read_segments(fd, buf.spare_mut_ptr(padded), 0, padded) }?;
     let whole = done
         .iter()
         .enumerate()
@@ -120,15 +135,8 @@ pub fn read_at(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     let file = File::open(path)?;
     let fd = types::Fd(file.as_raw_fd());
     let mut buf = vec![0u8; len];
-    let ptr = buf.as_mut_ptr();
-    let done = with_ring(|ring| {
-        run_segments(ring, len, |off, n| {
-            // SAFETY: off + n <= len, inside `buf`, which lives until this function returns.
-            opcode::Read::new(fd, unsafe { ptr.add(off) }, n as u32)
-                .offset(offset + off as u64)
-                .build()
-        })
-    })?;
+    // SAFETY: `buf` holds `len` bytes and lives until the reads are reaped.
+    let done = unsafe { read_segments(fd, buf.as_mut_ptr(), offset, len) }?;
     if done.iter().sum::<usize>() != len {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,

@@ -32,6 +32,8 @@ mod shared_opens;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_format;
+#[cfg(test)]
 mod tests_placement;
 #[cfg(test)]
 mod tests_privileges;
