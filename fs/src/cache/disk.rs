@@ -150,7 +150,7 @@ impl DiskCache {
         let end = (start + len).min(size);
         if size <= PIECE || start >= end {
             let whole = self.get(id)?;
-            return Some(Bytes::from(whole).slice(start.min(end)..end));
+            return Some(whole.slice(start.min(end)..end));
         }
         let path = path_in(&self.dir, id);
         let cvs = match self.verified.get(id) {

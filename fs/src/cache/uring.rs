@@ -216,7 +216,7 @@ mod tests {
             assert_eq!(std::fs::read(&p).unwrap(), data);
             let read = read_file(&p, len).unwrap();
             assert_eq!(&read[..], &data[..]);
-            assert!(len == 0 || read.as_ptr() as usize % ALIGN == 0);
+            assert!(len == 0 || (read.as_ptr() as usize).is_multiple_of(ALIGN));
             // The same from aligned memory (written directly, no bounce copy).
             let mut aligned = super::super::aligned::AlignedVec::with_capacity(len);
             aligned.extend_from_slice(&data);
