@@ -274,6 +274,17 @@ impl BlockCache {
         })
     }
 
+    /// The block for a one-off pass over it (a passthrough copy being assembled): from
+    /// memory if it is there, else from the tiers below, without bringing it into memory —
+    /// a 1 GiB copy would otherwise push out every block other readers come back to.
+    pub fn get_passing(&self, id: &BlockId) -> Result<Bytes, BlockError> {
+        if let Some(b) = self.memory.get(id) {
+            self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(b);
+        }
+        self.load(id)
+    }
+
     /// Has the memory tier evict what an insert pushed over its bound at once: moka
     /// otherwise batches its upkeep, and a streaming reader or writer then holds dozens of
     /// 4 MiB blocks over `cache.memory_bytes` and frees them in bursts larger than the
@@ -519,6 +530,30 @@ mod tests {
         assert_eq!(cache.get(&id).unwrap(), data);
         assert_eq!(cache.stats.store_fetches.load(Ordering::Relaxed), 1);
         assert_eq!(cache.stats.disk_hits.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_passing_read_leaves_the_memory_tier_as_it_was() {
+        let store = Arc::new(MemBlockStore::new());
+        let dir = tempfile::tempdir().unwrap();
+        let data = Bytes::from(vec![5u8; 300_000]);
+        let id = block_id(&data);
+        store.put(&id, data.clone()).unwrap();
+        let cache = BlockCache::new(store, &with_disk(dir.path())).unwrap();
+        assert_eq!(cache.get_passing(&id).unwrap(), data);
+        cache.flush_disk();
+        assert_eq!(
+            cache.tier(&id),
+            Tier::Disk,
+            "fetched, cached on disk, not in memory"
+        );
+        assert_eq!(cache.get_passing(&id).unwrap(), data);
+        assert_eq!(cache.tier(&id), Tier::Disk);
+        assert_eq!(cache.stats.store_fetches.load(Ordering::Relaxed), 1);
+        assert_eq!(cache.stats.disk_hits.load(Ordering::Relaxed), 1);
+        cache.get(&id).unwrap();
+        assert_eq!(cache.get_passing(&id).unwrap(), data);
+        assert_eq!(cache.stats.memory_hits.load(Ordering::Relaxed), 1);
     }
 
     #[test]

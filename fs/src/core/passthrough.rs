@@ -10,7 +10,8 @@
 //!
 //! Copies come from two places: assembled in the background from blocks that are all in the
 //! NVMe tier (here), at an open of a file this mount has read before, or written through
-//! while this mount writes a file from empty ([`super::tee`]).
+//! while this mount writes a file from empty ([`super::tee`]). An assembly runs at the
+//! lowest CPU priority and leaves the memory tier as it found it.
 //!
 //! Crash safety: a copy's name is complete before the kernel has necessarily written its
 //! bytes, so after a crash of the machine a named copy could hold zeros. The directory
@@ -167,6 +168,16 @@ fn will_need(f: &File, len: u64) {
     }
 }
 
+/// Puts the calling thread (a background assembly) at the lowest CPU priority, so the
+/// mount's readers, on whose behalf it works, are never slowed by it where cores are few.
+fn yield_to_readers() {
+    // SAFETY: plain system calls on the calling thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "passthrough assembly keeps its priority");
+    }
+}
+
 /// At a clean unmount: the copies may be trusted at the next start.
 pub(super) fn close_dir(dir: &Path) {
     if dir.is_dir() {
@@ -241,13 +252,14 @@ impl Fs {
         let spawned = std::thread::Builder::new()
             .name("meridian-passthrough".into())
             .spawn(move || {
+                yield_to_readers();
                 let result = (|| -> std::io::Result<()> {
                     std::fs::create_dir_all(&dir)?;
                     let tmp = dir.join(format!(".tmp-{}", copy_name(&attr)));
                     let f = File::create(&tmp)?;
                     f.set_len(attr.size)?;
                     for (i, r) in &map {
-                        let block = cache.get(&r.id).map_err(std::io::Error::other)?;
+                        let block = cache.get_passing(&r.id).map_err(std::io::Error::other)?;
                         let len = (r.len as usize)
                             .min(block.len())
                             .min((attr.size - i * CHUNK_SIZE) as usize);
