@@ -262,8 +262,7 @@ impl BlockCache {
 
     /// The block, from the fastest tier that has it.
     pub fn get(&self, id: &BlockId) -> Result<Bytes, BlockError> {
-        if let Some(b) = self.memory.get(id) {
-            self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = self.memory_hit(id) {
             return Ok(b);
         }
         let got = self.memory.try_get_with(*id, || self.load(id));
@@ -274,12 +273,18 @@ impl BlockCache {
         })
     }
 
+    /// The block if the memory tier has it, counted as a memory hit.
+    fn memory_hit(&self, id: &BlockId) -> Option<Bytes> {
+        let b = self.memory.get(id)?;
+        self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+        Some(b)
+    }
+
     /// The block for a one-off pass over it (a passthrough copy being assembled): from
     /// memory if it is there, else from the tiers below, without bringing it into memory —
     /// a 1 GiB copy would otherwise push out every block other readers come back to.
     pub fn get_passing(&self, id: &BlockId) -> Result<Bytes, BlockError> {
-        if let Some(b) = self.memory.get(id) {
-            self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = self.memory_hit(id) {
             return Ok(b);
         }
         self.load(id)
@@ -297,8 +302,7 @@ impl BlockCache {
     /// memory for a small read: the disk tier serves (and verifies) just the pieces that
     /// cover the range, so random reads cost a few KiB of I/O, not a whole block.
     pub fn get_range(&self, id: &BlockId, start: usize, len: usize) -> Result<Bytes, BlockError> {
-        if let Some(b) = self.memory.get(id) {
-            self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = self.memory_hit(id) {
             return Ok(slice(&b, start, len));
         }
         if len < SMALL_READ
