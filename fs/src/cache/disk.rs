@@ -3,7 +3,9 @@
 //! Owns: the cache directory (`<dir>/<2 hex>/<64 hex>`), its index (a moka cache of block
 //! sizes, weighed in bytes, whose evictions delete the files), and the free-space guard.
 //! Whole blocks are read by direct I/O (no copy through the page cache), 64 KiB pieces
-//! through the page cache.
+//! and their 16 KiB fine units through the page cache. Also the checked piece values of
+//! recently read blocks (the `verified` map, weighed in bytes), with the fine values of the
+//! pieces read so far.
 //!
 //! Invariants:
 //! - A file appears under its block name only complete (written to a temporary name, then
@@ -18,7 +20,7 @@
 //!   `min_free_ratio`; crossing that floor, either way, is logged once (a cache that
 //!   silently stops filling makes every cold read a bucket read).
 
-use super::pieces::{PIECE, cvs_match, piece_cv, piece_cvs};
+use super::pieces::{FINE, FineValues, PIECE, cvs_match, fine_cvs, piece_cvs, subtree_cv};
 use super::uring;
 use crate::blocks::block_id;
 pub use blake3::hazmat::ChainingValue as PieceValue;
@@ -27,18 +29,86 @@ use bytes::Bytes;
 use meridian_proto::BlockId;
 use moka::notification::RemovalCause;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 pub struct DiskCache {
     dir: PathBuf,
     index: moka::sync::Cache<BlockId, u32>,
     /// Piece chaining values already checked against their block's name.
-    verified: moka::sync::Cache<BlockId, Arc<Vec<ChainingValue>>>,
+    verified: moka::sync::Cache<BlockId, Arc<Verified>>,
     min_free_ratio: f64,
     /// Whether the last free-space check found the filesystem below the floor.
     below_floor: AtomicBool,
     tmp_seq: AtomicU64,
+}
+
+/// Bytes of memory the checked piece values may take (about 10.5 KiB per 4 MiB block with
+/// room for every fine value: the random-read working set of some 12 GiB).
+const VERIFIED_BYTES: u64 = 32 << 20;
+
+/// A block's piece values, checked against its name, and the fine values of the pieces read
+/// whole since (each checked against its piece's value). Values only ever get added.
+struct Verified {
+    pieces: Vec<ChainingValue>,
+    fine: Box<[OnceLock<FineValues>]>,
+}
+
+impl Verified {
+    fn new(pieces: Vec<ChainingValue>) -> Self {
+        let fine = (0..pieces.len()).map(|_| OnceLock::new()).collect();
+        Verified { pieces, fine }
+    }
+
+    fn weight(&self) -> u32 {
+        (self.pieces.len() * (32 + size_of::<OnceLock<FineValues>>())) as u32
+    }
+
+    /// The block bytes `[from, to)` to read to serve `[start, end)`: whole pieces, except
+    /// at an end that falls in a piece whose fine values are known, where fine units do.
+    fn span(&self, start: usize, end: usize, size: usize) -> (usize, usize) {
+        let (k0, k1) = (start / PIECE, (end - 1) / PIECE);
+        let from = match self.fine[k0].get() {
+            Some(_) => start / FINE * FINE,
+            None => k0 * PIECE,
+        };
+        let to = match self.fine[k1].get() {
+            Some(_) => (end - 1) / FINE * FINE + FINE,
+            None => (k1 + 1) * PIECE,
+        };
+        (from, to.min(size))
+    }
+
+    /// Whether `bytes`, the block's bytes from `from` (as [`Verified::span`] chose them),
+    /// are the block's: a piece read whole is checked against its value (learning its fine
+    /// values), a piece read in part against its fine values.
+    fn check(&self, from: usize, bytes: &[u8], size: usize) -> bool {
+        let to = from + bytes.len();
+        let mut at = from;
+        while at < to {
+            let k = at / PIECE;
+            let piece_end = ((k + 1) * PIECE).min(size);
+            let here = &bytes[at - from..piece_end.min(to) - from];
+            let ok = if at == k * PIECE && here.len() == piece_end - at {
+                fine_cvs(k, here, &self.pieces[k])
+                    .map(|f| self.fine[k].get_or_init(|| f))
+                    .is_some()
+            } else {
+                let Some(fine) = self.fine[k].get() else {
+                    return false;
+                };
+                here.chunks(FINE).enumerate().all(|(i, unit)| {
+                    let off = at + i * FINE;
+                    subtree_cv(off, unit) == fine[(off % PIECE) / FINE]
+                })
+            };
+            if !ok {
+                return false;
+            }
+            at += here.len();
+        }
+        true
+    }
 }
 
 fn path_in(dir: &Path, id: &BlockId) -> PathBuf {
@@ -81,7 +151,10 @@ impl DiskCache {
         let cache = DiskCache {
             dir: dir.to_path_buf(),
             index,
-            verified: moka::sync::Cache::new(4096),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_BYTES)
+                .weigher(|_: &BlockId, v: &Arc<Verified>| v.weight())
+                .build(),
             min_free_ratio,
             below_floor: AtomicBool::new(false),
             tmp_seq: AtomicU64::new(0),
@@ -142,9 +215,9 @@ impl DiskCache {
         }
     }
 
-    /// `len` bytes at `start` of a cached block, reading and verifying only the pieces that
-    /// cover them (see [`super::pieces`]). `None` if not cached or if anything fails its
-    /// check (the block is then dropped).
+    /// `len` bytes at `start` of a cached block, reading and verifying only the pieces (or,
+    /// in a piece read before, the fine units) that cover them (see [`super::pieces`]).
+    /// `None` if not cached or if anything fails its check (the block is then dropped).
     pub fn get_range(&self, id: &BlockId, start: usize, len: usize) -> Option<Bytes> {
         let size = self.index.get(id)? as usize;
         let end = (start + len).min(size);
@@ -153,8 +226,8 @@ impl DiskCache {
             return Some(whole.slice(start.min(end)..end));
         }
         let path = path_in(&self.dir, id);
-        let cvs = match self.verified.get(id) {
-            Some(c) => c,
+        let verified = match self.verified.get(id) {
+            Some(v) => v,
             None => {
                 let raw = std::fs::read(cv_path(&path)).ok()?;
                 let cvs: Vec<ChainingValue> = raw
@@ -164,19 +237,15 @@ impl DiskCache {
                 if cvs.len() != size.div_ceil(PIECE) || !cvs_match(id, &cvs) {
                     return self.drop_bad(id, "piece values do not match the block name");
                 }
-                let cvs = Arc::new(cvs);
-                self.verified.insert(*id, cvs.clone());
-                cvs
+                let v = Arc::new(Verified::new(cvs));
+                self.verified.insert(*id, v.clone());
+                v
             }
         };
-        let (k0, k1) = (start / PIECE, (end - 1) / PIECE);
-        let from = k0 * PIECE;
-        let to = ((k1 + 1) * PIECE).min(size);
+        let (from, to) = verified.span(start, end, size);
         let bytes = uring::read_at(&path, from as u64, to - from).ok()?;
-        for (k, piece) in (k0..=k1).zip(bytes.chunks(PIECE)) {
-            if piece_cv(k, piece) != cvs[k] {
-                return self.drop_bad(id, "a piece failed its BLAKE3 check");
-            }
+        if !verified.check(from, &bytes, size) {
+            return self.drop_bad(id, "a piece failed its BLAKE3 check");
         }
         Some(Bytes::from(bytes).slice(start - from..end - from))
     }
@@ -350,6 +419,45 @@ mod tests {
         std::fs::write(&path, &bad).unwrap();
         assert!(c.get_range(&id, 5 * PIECE, 100).is_none());
         assert!(!c.contains(&id));
+    }
+
+    #[test]
+    fn a_piece_read_before_is_served_and_checked_by_its_fine_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(4 << 20) - 5000)
+            .map(|i: usize| (i * 29 % 253) as u8)
+            .collect();
+        let id = block_id(&data);
+        let c = DiskCache::open(dir.path(), 1 << 30, 0.0).unwrap();
+        c.put(&id, &data);
+        let read = |start: usize, len: usize| c.get_range(&id, start, len);
+        // The first read of piece 2 reads it whole and learns its fine values.
+        assert_eq!(
+            &read(2 * PIECE + 100, 10).unwrap()[..],
+            &data[2 * PIECE + 100..][..10]
+        );
+        // Corrupt the second fine unit of piece 2 on disk: a read inside the first unit no
+        // longer reads it (and is served); a read spanning into piece 3 (not read before,
+        // so read whole) is served; a read that touches the corrupt unit is refused.
+        let path = path_in(dir.path(), &id);
+        let mut bad = std::fs::read(&path).unwrap();
+        bad[2 * PIECE + FINE + 1] ^= 0x10;
+        std::fs::write(&path, &bad).unwrap();
+        assert_eq!(
+            &read(2 * PIECE + 5000, 4096).unwrap()[..],
+            &data[2 * PIECE + 5000..][..4096]
+        );
+        let tail = read(3 * PIECE - 10, 40).expect("the corrupt unit is not read");
+        assert_eq!(&tail[..], &data[3 * PIECE - 10..][..40]);
+        // The last piece is short: its fine units end with the block.
+        let end = data.len();
+        assert_eq!(&read(end - 3, 3).unwrap()[..], &data[end - 3..]);
+        assert_eq!(
+            &read(end - 70_000, 70_000).unwrap()[..],
+            &data[end - 70_000..]
+        );
+        assert!(read(2 * PIECE + FINE, 2).is_none());
+        assert!(!c.contains(&id), "the block is dropped");
     }
 
     #[test]
