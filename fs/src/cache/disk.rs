@@ -5,7 +5,8 @@
 //! Whole blocks are read by direct I/O (no copy through the page cache), 64 KiB pieces
 //! and their 16 KiB fine units through the page cache. Also the checked piece values of
 //! recently read blocks (the `verified` map, weighed in bytes), with the fine values of the
-//! pieces read so far.
+//! pieces read so far, and the open files of the blocks small reads used last (`files`:
+//! an open is a path walk, a sizeable part of a 4 KiB read).
 //!
 //! Invariants:
 //! - A file appears under its block name only complete (written to a temporary name, then
@@ -16,11 +17,15 @@
 //! - Eviction is moka's TinyLFU: a block must be used more often than the one it would
 //!   displace to be admitted, so one pass over a huge cold sequence does not flush the hot
 //!   clips and setups of the day. A block the index does not admit is deleted at once.
+//! - A block leaving the index leaves `files` too. A reader that opened the file just as the
+//!   block left may put it back; such a file is deleted but still holds the block's bytes
+//!   (still checked at every read) until `files` drops it, and the index no longer sends
+//!   reads to it.
 //! - Nothing is written when the filesystem holding the directory has less free space than
 //!   `min_free_ratio`; crossing that floor, either way, is logged once (a cache that
 //!   silently stops filling makes every cold read a bucket read).
 
-use super::pieces::{FINE, FineValues, PIECE, cvs_match, fine_cvs, piece_cvs, subtree_cv};
+use super::pieces::{PIECE, Verified, cvs_match, piece_cvs};
 use super::uring;
 use crate::blocks::block_id;
 pub use blake3::hazmat::ChainingValue as PieceValue;
@@ -28,15 +33,18 @@ use blake3::hazmat::ChainingValue;
 use bytes::Bytes;
 use meridian_proto::BlockId;
 use moka::notification::RemovalCause;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 pub struct DiskCache {
     dir: PathBuf,
     index: moka::sync::Cache<BlockId, u32>,
     /// Piece chaining values already checked against their block's name.
     verified: moka::sync::Cache<BlockId, Arc<Verified>>,
+    /// Open block files, for small reads.
+    files: moka::sync::Cache<BlockId, Arc<File>>,
     min_free_ratio: f64,
     /// Whether the last free-space check found the filesystem below the floor.
     below_floor: AtomicBool,
@@ -47,69 +55,8 @@ pub struct DiskCache {
 /// room for every fine value: the random-read working set of some 12 GiB).
 const VERIFIED_BYTES: u64 = 32 << 20;
 
-/// A block's piece values, checked against its name, and the fine values of the pieces read
-/// whole since (each checked against its piece's value). Values only ever get added.
-struct Verified {
-    pieces: Vec<ChainingValue>,
-    fine: Box<[OnceLock<FineValues>]>,
-}
-
-impl Verified {
-    fn new(pieces: Vec<ChainingValue>) -> Self {
-        let fine = (0..pieces.len()).map(|_| OnceLock::new()).collect();
-        Verified { pieces, fine }
-    }
-
-    fn weight(&self) -> u32 {
-        (self.pieces.len() * (32 + size_of::<OnceLock<FineValues>>())) as u32
-    }
-
-    /// The block bytes `[from, to)` to read to serve `[start, end)`: whole pieces, except
-    /// at an end that falls in a piece whose fine values are known, where fine units do.
-    fn span(&self, start: usize, end: usize, size: usize) -> (usize, usize) {
-        let (k0, k1) = (start / PIECE, (end - 1) / PIECE);
-        let from = match self.fine[k0].get() {
-            Some(_) => start / FINE * FINE,
-            None => k0 * PIECE,
-        };
-        let to = match self.fine[k1].get() {
-            Some(_) => (end - 1) / FINE * FINE + FINE,
-            None => (k1 + 1) * PIECE,
-        };
-        (from, to.min(size))
-    }
-
-    /// Whether `bytes`, the block's bytes from `from` (as [`Verified::span`] chose them),
-    /// are the block's: a piece read whole is checked against its value (learning its fine
-    /// values), a piece read in part against its fine values.
-    fn check(&self, from: usize, bytes: &[u8], size: usize) -> bool {
-        let to = from + bytes.len();
-        let mut at = from;
-        while at < to {
-            let k = at / PIECE;
-            let piece_end = ((k + 1) * PIECE).min(size);
-            let here = &bytes[at - from..piece_end.min(to) - from];
-            let ok = if at == k * PIECE && here.len() == piece_end - at {
-                fine_cvs(k, here, &self.pieces[k])
-                    .map(|f| self.fine[k].get_or_init(|| f))
-                    .is_some()
-            } else {
-                let Some(fine) = self.fine[k].get() else {
-                    return false;
-                };
-                here.chunks(FINE).enumerate().all(|(i, unit)| {
-                    let off = at + i * FINE;
-                    subtree_cv(off, unit) == fine[(off % PIECE) / FINE]
-                })
-            };
-            if !ok {
-                return false;
-            }
-            at += here.len();
-        }
-        true
-    }
-}
+/// Block files kept open for small reads.
+const OPEN_FILES: u64 = 256;
 
 fn path_in(dir: &Path, id: &BlockId) -> PathBuf {
     let hex = id.to_hex();
@@ -137,11 +84,14 @@ impl DiskCache {
         std::fs::create_dir_all(dir)?;
         let owned = Arc::new(dir.to_path_buf());
         let listener_dir = owned.clone();
+        let files: moka::sync::Cache<BlockId, Arc<File>> = moka::sync::Cache::new(OPEN_FILES);
+        let listener_files = files.clone();
         let index = moka::sync::Cache::builder()
             .max_capacity(capacity)
             .weigher(|_: &BlockId, len: &u32| on_disk_size(*len))
             .eviction_listener(move |id: Arc<BlockId>, _len, cause| {
                 if cause != RemovalCause::Replaced {
+                    listener_files.invalidate(&*id);
                     let path = path_in(&listener_dir, &id);
                     let _ = std::fs::remove_file(cv_path(&path));
                     let _ = std::fs::remove_file(path);
@@ -155,6 +105,7 @@ impl DiskCache {
                 .max_capacity(VERIFIED_BYTES)
                 .weigher(|_: &BlockId, v: &Arc<Verified>| v.weight())
                 .build(),
+            files,
             min_free_ratio,
             below_floor: AtomicBool::new(false),
             tmp_seq: AtomicU64::new(0),
@@ -225,11 +176,10 @@ impl DiskCache {
             let whole = self.get(id)?;
             return Some(whole.slice(start.min(end)..end));
         }
-        let path = path_in(&self.dir, id);
         let verified = match self.verified.get(id) {
             Some(v) => v,
             None => {
-                let raw = std::fs::read(cv_path(&path)).ok()?;
+                let raw = std::fs::read(cv_path(&path_in(&self.dir, id))).ok()?;
                 let cvs: Vec<ChainingValue> = raw
                     .chunks_exact(32)
                     .map(|c| c.try_into().expect("32 bytes"))
@@ -243,17 +193,28 @@ impl DiskCache {
             }
         };
         let (from, to) = verified.span(start, end, size);
-        let bytes = uring::read_at(&path, from as u64, to - from).ok()?;
+        let bytes = uring::read_at(&*self.file(id)?, from as u64, to - from).ok()?;
         if !verified.check(from, &bytes, size) {
             return self.drop_bad(id, "a piece failed its BLAKE3 check");
         }
         Some(Bytes::from(bytes).slice(start - from..end - from))
     }
 
+    /// The block's file, open (kept open for the next small read).
+    fn file(&self, id: &BlockId) -> Option<Arc<File>> {
+        if let Some(f) = self.files.get(id) {
+            return Some(f);
+        }
+        let f = Arc::new(File::open(path_in(&self.dir, id)).ok()?);
+        self.files.insert(*id, f.clone());
+        Some(f)
+    }
+
     fn drop_bad<T>(&self, id: &BlockId, why: &str) -> Option<T> {
         tracing::warn!(block = %id.to_hex(), "cached block dropped: {why}");
         self.index.invalidate(id);
         self.verified.invalidate(id);
+        self.files.invalidate(id);
         None
     }
 
@@ -335,6 +296,7 @@ impl DiskCache {
     /// Drops every cached block.
     pub fn clear(&self) {
         self.verified.invalidate_all();
+        self.files.invalidate_all();
         self.index.invalidate_all();
         self.index.run_pending_tasks();
     }
@@ -368,6 +330,7 @@ fn nix_statvfs(dir: &Path) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::pieces::FINE;
 
     #[test]
     fn blocks_survive_reopen_and_corruption_is_a_miss() {
@@ -484,6 +447,25 @@ mod tests {
             let data = vec![i; 200_000];
             c.put(&block_id(&data), &data);
         }
+        // Small reads keep the files they used open; a block that leaves has its file closed.
+        c.index.run_pending_tasks();
+        let ids: Vec<BlockId> = (0..20u8).map(|i| block_id(&vec![i; 200_000])).collect();
+        for id in &ids {
+            let _ = c.get_range(id, 70_000, 10);
+        }
+        c.files.run_pending_tasks();
+        let open: Vec<&BlockId> = ids.iter().filter(|id| c.files.contains_key(*id)).collect();
+        assert!(!open.is_empty(), "small reads keep their files open");
+        c.index.invalidate(open[0]);
+        c.index.run_pending_tasks();
+        c.files.run_pending_tasks();
+        for id in &ids {
+            assert!(
+                c.contains(id) || !c.files.contains_key(id),
+                "a block left, its file is still open"
+            );
+        }
+        assert!(!c.files.contains_key(open[0]));
         let (bytes, _) = c.usage();
         assert!(bytes <= 1_000_000, "{bytes}");
         let on_disk: u64 = walk(dir.path());

@@ -14,11 +14,17 @@
 //! against 10.71 µs per 64 KiB on this project's machines, AVX-512), and leaves values that
 //! let a later small read of that piece read and hash 16 KiB instead of 64. Fine values are
 //! derived from a checked piece and kept in memory only; the disk format is unchanged.
+//!
+//! Owns: the hashing and merging, and [`Verified`], what a reader knows of one block (no
+//! I/O here: the disk tier reads the bytes and hands them in). Invariant: every value a
+//! [`Verified`] holds was checked against the block's name, directly or through its piece;
+//! values are only ever added.
 
 use blake3::hazmat::{
     ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root,
 };
 use meridian_proto::BlockId;
+use std::sync::OnceLock;
 
 /// Bytes per verified piece (a power of two, at least 1 KiB).
 pub const PIECE: usize = 64 << 10;
@@ -102,6 +108,70 @@ pub fn cvs_match(id: &BlockId, cvs: &[ChainingValue]) -> bool {
     *merge_subtrees_root(&merge(&cvs[..l]), &merge(&cvs[l..]), Mode::Hash).as_bytes() == id.0
 }
 
+/// A block's piece values, checked against its name, and the fine values of the pieces read
+/// whole since (each checked against its piece's value). Values only ever get added.
+pub struct Verified {
+    pieces: Vec<ChainingValue>,
+    fine: Box<[OnceLock<FineValues>]>,
+}
+
+impl Verified {
+    pub fn new(pieces: Vec<ChainingValue>) -> Self {
+        let fine = (0..pieces.len()).map(|_| OnceLock::new()).collect();
+        Verified { pieces, fine }
+    }
+
+    pub fn weight(&self) -> u32 {
+        (self.pieces.len() * (32 + size_of::<OnceLock<FineValues>>())) as u32
+    }
+
+    /// The block bytes `[from, to)` to read to serve `[start, end)`: whole pieces, except
+    /// at an end that falls in a piece whose fine values are known, where fine units do.
+    pub fn span(&self, start: usize, end: usize, size: usize) -> (usize, usize) {
+        let (k0, k1) = (start / PIECE, (end - 1) / PIECE);
+        let from = match self.fine[k0].get() {
+            Some(_) => start / FINE * FINE,
+            None => k0 * PIECE,
+        };
+        let to = match self.fine[k1].get() {
+            Some(_) => (end - 1) / FINE * FINE + FINE,
+            None => (k1 + 1) * PIECE,
+        };
+        (from, to.min(size))
+    }
+
+    /// Whether `bytes`, the block's bytes from `from` (as [`Verified::span`] chose them),
+    /// are the block's: a piece read whole is checked against its value (learning its fine
+    /// values), a piece read in part against its fine values.
+    pub fn check(&self, from: usize, bytes: &[u8], size: usize) -> bool {
+        let to = from + bytes.len();
+        let mut at = from;
+        while at < to {
+            let k = at / PIECE;
+            let piece_end = ((k + 1) * PIECE).min(size);
+            let here = &bytes[at - from..piece_end.min(to) - from];
+            let ok = if at == k * PIECE && here.len() == piece_end - at {
+                fine_cvs(k, here, &self.pieces[k])
+                    .map(|f| self.fine[k].get_or_init(|| f))
+                    .is_some()
+            } else {
+                let Some(fine) = self.fine[k].get() else {
+                    return false;
+                };
+                here.chunks(FINE).enumerate().all(|(i, unit)| {
+                    let off = at + i * FINE;
+                    subtree_cv(off, unit) == fine[(off % PIECE) / FINE]
+                })
+            };
+            if !ok {
+                return false;
+            }
+            at += here.len();
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +206,33 @@ mod tests {
             let mut bad = data.clone();
             bad[flip % len] ^= 1;
             prop_assert!(fine_cvs(k, &bad, &piece).is_none());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+        /// A sequence of reads of one block, each through `span` and `check` as the disk
+        /// tier does them: the true bytes always pass (and the span covers the read), and
+        /// any byte of the span changed fails, whatever the reads before learned.
+        #[test]
+        fn reads_pass_with_the_blocks_bytes_and_fail_with_any_other(
+            len in (PIECE + 1)..(600 << 10),
+            reads in proptest::collection::vec((any::<usize>(), 1usize..(200 << 10), any::<usize>()), 1..24),
+        ) {
+            let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(13) ^ (i >> 9) as u8).collect();
+            let v = Verified::new(piece_cvs(&data));
+            prop_assert!(cvs_match(&block_id(&data), &v.pieces));
+            for (start, n, flip) in reads {
+                let start = start % len;
+                let end = (start + n).min(len);
+                let (from, to) = v.span(start, end, len);
+                prop_assert!(from <= start && end <= to && to <= len);
+                prop_assert!(from % FINE == 0);
+                let mut bad = data[from..to].to_vec();
+                bad[flip % (to - from)] ^= 0x80;
+                prop_assert!(!v.check(from, &bad, len), "a changed byte passed");
+                prop_assert!(v.check(from, &data[from..to], len));
+            }
         }
     }
 

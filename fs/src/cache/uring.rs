@@ -130,9 +130,8 @@ pub fn read_file(path: &Path, len: usize) -> io::Result<AlignedVec> {
     Ok(buf)
 }
 
-/// Reads `len` bytes at `offset` of `path` (a range wholly inside the file).
-pub fn read_at(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    let file = File::open(path)?;
+/// Reads `len` bytes at `offset` of `file` (a range wholly inside it).
+pub fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     let fd = types::Fd(file.as_raw_fd());
     let mut buf = vec![0u8; len];
     // SAFETY: `buf` holds `len` bytes and lives until the reads are reaped.
@@ -140,7 +139,7 @@ pub fn read_at(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     if done.iter().sum::<usize>() != len {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
-            format!("short read of {}", path.display()),
+            format!("short read: {len} bytes at {offset}"),
         ));
     }
     Ok(buf)
