@@ -211,7 +211,27 @@ fn fs_config(cfg: &FileConfig, cache: &meridian_fs::cache::CacheConfig) -> Resul
     })
 }
 
+/// Raises this process's soft limit on open files to its hard limit, as Go programs do at
+/// start: the NVMe tier keeps the files of recent blocks open for small reads, and a mount
+/// under a service manager's default soft limit (1,024) would otherwise run short of them.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!("could not raise the open-file limit");
+            }
+        }
+    }
+}
+
 fn mount_foreground(args: MountArgs, mp: PathBuf) -> Result<()> {
+    raise_open_file_limit();
     // Block the stop signals in every thread; one thread waits for them.
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);

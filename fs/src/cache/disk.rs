@@ -356,15 +356,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn ranges_are_served_piecewise_and_corrupt_pieces_are_refused() {
+    /// A cache in a new directory holding one block of `len` bytes (`i * step % 251`).
+    fn one_block(len: usize, step: usize) -> (tempfile::TempDir, DiskCache, Vec<u8>, BlockId) {
         let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..(4 << 20) - 123)
-            .map(|i: usize| (i * 13 % 251) as u8)
-            .collect();
+        let data: Vec<u8> = (0..len).map(|i| (i * step % 251) as u8).collect();
         let id = block_id(&data);
         let c = DiskCache::open(dir.path(), 1 << 30, 0.0).unwrap();
         c.put(&id, &data);
+        (dir, c, data, id)
+    }
+
+    #[test]
+    fn ranges_are_served_piecewise_and_corrupt_pieces_are_refused() {
+        let (dir, c, data, id) = one_block((4 << 20) - 123, 13);
         for (start, len) in [
             (0, 4096),
             (PIECE - 10, 20),
@@ -386,13 +390,7 @@ mod tests {
 
     #[test]
     fn a_piece_read_before_is_served_and_checked_by_its_fine_units() {
-        let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..(4 << 20) - 5000)
-            .map(|i: usize| (i * 29 % 253) as u8)
-            .collect();
-        let id = block_id(&data);
-        let c = DiskCache::open(dir.path(), 1 << 30, 0.0).unwrap();
-        c.put(&id, &data);
+        let (dir, c, data, id) = one_block((4 << 20) - 5000, 29);
         let read = |start: usize, len: usize| c.get_range(&id, start, len);
         // The first read of piece 2 reads it whole and learns its fine values.
         assert_eq!(

@@ -155,6 +155,7 @@ impl Verified {
                     .map(|f| self.fine[k].get_or_init(|| f))
                     .is_some()
             } else {
+                // `span` asks for part of a piece only where its fine values are known.
                 let Some(fine) = self.fine[k].get() else {
                     return false;
                 };
