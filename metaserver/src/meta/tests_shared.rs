@@ -57,6 +57,43 @@ fn two_metaservers_share_one_postgresql_database() {
     assert!(feed.len() >= 121);
 }
 
+/// Two metaservers over a database that does not deliver notifications (as some
+/// PostgreSQL-compatible engines), writing while each knows the other alive: nothing is
+/// announced (a failed notification would roll an acknowledged write back), neither takes
+/// sole mode (whose lock is asked for by notification), and each sees every file.
+#[test]
+fn metaservers_share_a_database_without_notifications() {
+    let cluster = Cluster::start();
+    let url = cluster.without_notifications("nonotify");
+    let open = || {
+        Meta::open(
+            crate::store::PgStore::connect(&url).unwrap(),
+            MetaConfig::default(),
+        )
+    };
+    let (a, b) = (open().unwrap(), open().unwrap());
+    for m in [&a, &b] {
+        m.maintain_at(Hlc::wall_millis()).unwrap();
+    }
+    let root = Caller::root();
+    let d = Namespace::mkdir(&a, &root, ROOT, b"plates", 0o755).unwrap();
+    for i in 0..20 {
+        for (m, tag) in [(&a, "a"), (&b, "b")] {
+            let name = format!("{tag}{i:02}.dpx");
+            let f = Namespace::create(m, &root, d.ino, name.as_bytes(), 0o644).unwrap();
+            Namespace::release(m, f.ino).unwrap();
+        }
+    }
+    for m in [&a, &b] {
+        m.sync().unwrap();
+        assert!(!m.store.is_sole(), "sole mode without notifications");
+    }
+    for m in [&a, &b] {
+        let names = Namespace::readdir(m, &root, d.ino, None, 100).unwrap();
+        assert_eq!(names.len(), 40, "a write was lost");
+    }
+}
+
 /// Two metaservers over one PostgreSQL database: a lock taken through one holds against
 /// the other's clients (sessions of different metaservers never match, even with the same
 /// number); an ended session's locks go at once; a silent metaserver's go after its lease.

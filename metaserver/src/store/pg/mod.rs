@@ -33,8 +33,9 @@
 //!   durability allows, and it is handled as one — the change is lost, logged, the next
 //!   call fails and the connection is made afresh.
 //! - The SQL is plain (no extensions): it runs on PostgreSQL-compatible distributed engines
-//!   (CockroachDB, YugabyteDB) that implement advisory locks or serialize the one lock row
-//!   — see docs/operations.md.
+//!   that implement advisory locks — see docs/operations.md. Notifications are optional:
+//!   a connection to a database that refuses `pg_notify` ([`probe_notify`]) announces
+//!   nothing and the store never enters sole mode.
 //!
 //! - While the store is the database's only writer it works in sole mode ([`sole`]): it
 //!   holds the session-level advisory lock [`sole::SOLE_LOCK`], reads what it already knows
@@ -146,6 +147,8 @@ struct Conn {
     stmts: Stmts,
     /// What the database holds, while this session holds [`sole::SOLE_LOCK`].
     known: Option<sole::Known>,
+    /// The database delivers notifications (`pg_notify` works: [`probe_notify`]).
+    notify: bool,
 }
 
 /// The store over one PostgreSQL database.
@@ -218,6 +221,7 @@ impl Conn {
             }
         }
         let prepare = |d: &mut Driver, sql: &str| d.run(client.prepare(sql));
+        let notify = probe_notify(&mut driver, &client)?;
         let stmts = Stmts {
             get: prepare(
                 &mut driver,
@@ -263,7 +267,32 @@ impl Conn {
             client: Arc::new(client),
             stmts,
             known: None,
+            notify,
         })
+    }
+}
+
+/// Whether the database takes `pg_notify` (a notification on a channel no one listens
+/// to). Some PostgreSQL-compatible engines lack LISTEN/NOTIFY, or have it switched off:
+/// there a metaserver announces nothing (the others poll the change feed) and never
+/// enters sole mode, whose lock is handed over by notification. A notification that
+/// failed inside a write's transaction would roll the write back after it was
+/// acknowledged.
+fn probe_notify(driver: &mut Driver, client: &Client) -> MetaResult<bool> {
+    let probe = format!("SELECT pg_notify('{}', '')", listen::PROBE);
+    let mut probe = std::pin::pin!(client.batch_execute(&probe));
+    match driver.drive(|cx| probe.as_mut().poll(cx))? {
+        Ok(()) => Ok(true),
+        Err(e) if e.as_db_error().is_some() => {
+            tracing::warn!(
+                error = %describe(&e),
+                "postgresql: the database does not deliver notifications; other \
+                 metaservers' changes are seen at the change feed's next poll \
+                 (feed_poll_ms), and sole mode is off"
+            );
+            Ok(false)
+        }
+        Err(e) => Err(pg(e)),
     }
 }
 
@@ -302,6 +331,8 @@ impl PgStore {
     /// the database's only writer.
     pub fn connect_opts(url: &str, timeout: Duration, sole: bool) -> MetaResult<PgStore> {
         let conn = Conn::open(url, timeout)?;
+        // The sole writer's lock is asked for by notification.
+        let sole = sole && conn.notify;
         let inner = Arc::new(Inner {
             url: url.to_string(),
             conn: Mutex::new(Some(conn)),

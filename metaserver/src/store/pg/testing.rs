@@ -146,6 +146,22 @@ impl Cluster {
         }
     }
 
+    /// A URL for the role `user`, made here, for which `pg_notify` fails as on a
+    /// PostgreSQL-compatible engine without notifications: the role's search path puts a
+    /// schema holding a failing `pg_notify` ahead of the system catalog (`LISTEN` still
+    /// works, as it cannot be replaced).
+    pub fn without_notifications(&self, user: &str) -> String {
+        let sql = format!(
+            "CREATE ROLE {user} LOGIN; CREATE SCHEMA {user} AUTHORIZATION {user}; \
+             CREATE FUNCTION {user}.pg_notify(text, text) RETURNS void LANGUAGE plpgsql AS \
+             $$BEGIN RAISE EXCEPTION 'LISTEN/NOTIFY is not supported' \
+             USING ERRCODE = 'feature_not_supported'; END$$; \
+             ALTER ROLE {user} SET search_path = {user}, pg_catalog, public"
+        );
+        super::execute(&self.url(), &sql).expect("a role without notifications");
+        format!("postgresql://{user}@127.0.0.1:{}/postgres", self.port)
+    }
+
     /// For a TLS cluster: a URL for `user` that checks the server's certificate
     /// (`verify-full`) against the name `localhost`, reaching it at 127.0.0.1.
     pub fn verify_full_url(&self, user: &str) -> String {

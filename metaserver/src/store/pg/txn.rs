@@ -203,6 +203,7 @@ impl<'c> PgTxn<'c> {
             client,
             stmts,
             known,
+            notify,
         } = conn;
         if begin.is_some() && writes.is_empty() {
             return Ok(()); // nothing was sent
@@ -241,6 +242,8 @@ impl<'c> PgTxn<'c> {
             (true, true) => (None, 0..0),
         };
         let client = client.clone();
+        // A database without notifications would fail the transaction (see `probe_notify`).
+        let announce = announce.filter(|_| *notify);
         // Nothing sent yet, nothing announced, nothing waited for (sole mode's usual
         // write): the one statement is the whole transaction, committed as it runs.
         let alone = begin.is_some() && announce.is_none() && !wait;
