@@ -220,8 +220,8 @@ impl Conn {
                 tracing::info!(error = %e, "postgresql: {setting} not set");
             }
         }
-        let prepare = |d: &mut Driver, sql: &str| d.run(client.prepare(sql));
         let notify = probe_notify(&mut driver, &client)?;
+        let prepare = |d: &mut Driver, sql: &str| d.run(client.prepare(sql));
         let stmts = Stmts {
             get: prepare(
                 &mut driver,
