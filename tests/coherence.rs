@@ -314,6 +314,50 @@ fn two_metaservers_over_one_postgresql_serve_one_site() {
     );
 }
 
+/// Two metaservers over a database that does not deliver notifications (here PostgreSQL
+/// with `pg_notify` failing for the site's role, as on engines without LISTEN/NOTIFY):
+/// every change still reaches the other metaserver's mount, at the change feed's next
+/// poll, and no write is lost to a failed notification.
+#[test]
+fn two_metaservers_without_notifications_see_each_others_changes_by_polling() {
+    let pg = meridian_metaserver::store::pg::testing::Cluster::start();
+    let url = pg.without_notifications("nonotify");
+    let prefix = format!("pg-nonotify-{}/", std::process::id());
+    let site = || {
+        Site::start_with(
+            &format!("postgres = {url:?}\nfeed_poll_ms = 100\n"),
+            Some(prefix.clone()),
+        )
+    };
+    let (s1, s2) = (site(), site());
+    let a = s1.mount(&s1.add_client("ws1"), &["--attr-ttl-ms", "60000"]);
+    let b = s2.mount(&s2.add_client("ws2"), &["--attr-ttl-ms", "60000"]);
+    let soon = |what: &str, ok: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !ok() {
+            assert!(t.elapsed() < Duration::from_secs(5), "{what}: not seen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    std::fs::create_dir(a.path("plates")).unwrap();
+    soon("a mkdir", &|| b.path("plates").is_dir());
+    assert_eq!(std::fs::read_dir(b.path("plates")).unwrap().count(), 0);
+    for i in 0..10 {
+        std::fs::write(a.path(&format!("plates/p{i}.dpx")), format!("frame {i}")).unwrap();
+    }
+    soon("ten creates", &|| {
+        std::fs::read_dir(b.path("plates")).unwrap().count() == 10
+    });
+    assert_eq!(std::fs::read(b.path("plates/p7.dpx")).unwrap(), b"frame 7");
+    std::fs::remove_file(b.path("plates/p0.dpx")).unwrap();
+    soon("a delete", &|| !a.path("plates/p0.dpx").exists());
+    assert!(
+        s1.log().contains("does not deliver notifications"),
+        "the metaserver did not say it polls: {}",
+        s1.log()
+    );
+}
+
 /// A python process that opens `path` read-write and, once its stdin closes, runs `then`
 /// (with the file as `f`).
 fn open_then(path: &std::path::Path, then: &str) -> Child {
