@@ -301,6 +301,82 @@ fn corrupted_disk_cache_blocks_are_refetched_not_served() {
     );
 }
 
+/// `meridian warmup` of a frame range lands in a full NVMe tier of blocks read often,
+/// which turns a one-off pass away (TinyLFU): the mount warms each file itself, ranking
+/// its blocks with the hottest, and the tier stays within its capacity.
+#[test]
+fn warmup_lands_in_a_full_disk_tier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("c.toml");
+    let block = 4 * MIB + 64 * 32; // a block and its piece values
+    std::fs::write(
+        &conf,
+        format!(
+            "[mount]\npassthrough = false\n[cache]\ndisk_min_free_ratio = 0.0\n\
+             memory_bytes = 1\ndisk_bytes = {}\n",
+            6 * block
+        ),
+    )
+    .unwrap();
+    let mut m = Mount::with_args(Backend::Garage, &["-c", conf.to_str().unwrap()]);
+    let bytes = |seed: u64, len: u64| -> Vec<u8> {
+        (0..len)
+            .map(|i| ((i * 31 + seed * 7919) % 251) as u8)
+            .collect()
+    };
+    std::fs::write(m.path("hot.exr"), bytes(1, 16 * MIB)).unwrap();
+    for f in [1001, 1002] {
+        std::fs::write(m.path(&format!("shot.{f}.exr")), bytes(f, 8 * MIB)).unwrap();
+    }
+    m.unmount();
+    let cache = m.data_dir.join("cache");
+    let blocks = || -> std::collections::BTreeSet<String> {
+        sh(&format!(
+            "find '{}' -type f ! -name '*.cv' -printf '%f\\n'",
+            cache.display()
+        ))
+        .lines()
+        .map(str::to_string)
+        .collect()
+    };
+    std::fs::remove_dir_all(&cache).unwrap();
+    m.start();
+    // The hot file's four blocks, read twice (its pages dropped between reads).
+    let hot = m.path("hot.exr");
+    sh(&format!(
+        "python3 -c \"import os\nfor _ in range(2):\n  f = os.open('{}', os.O_RDONLY)\n  \
+         while os.read(f, 1 << 20): pass\n  os.posix_fadvise(f, 0, 0, os.POSIX_FADV_DONTNEED)\n  \
+         os.close(f)\"",
+        hot.display()
+    ));
+    let before = blocks();
+    assert_eq!(before.len(), 4, "the hot file's blocks: {before:?}");
+    let range = m.path("shot.[1001-1002].exr");
+    let out = run(meridian(), &["warmup", range.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("warmup: 2 files, 16.0 MiB"), "{said}");
+    let after = blocks();
+    let warmed = after.difference(&before).count();
+    assert_eq!(
+        warmed, 4,
+        "the frames' four blocks, in a tier full of hotter ones"
+    );
+    assert!(after.len() <= 6, "over capacity: {} blocks", after.len());
+    // A warmed file reads back whole (from the tier). The attribute is not stored.
+    assert!(std::fs::read(m.path("shot.1002.exr")).unwrap() == bytes(1002, 8 * MIB));
+    let set = sh(&format!(
+        "python3 -c \"import os\ntry: os.setxattr('{0}', 'user.meridian.warmup', b'1')\n\
+         except OSError as e: print(e.strerror)\nprint(os.listxattr('{0}'))\"",
+        m.path("shot.1002.exr").display()
+    ));
+    assert_eq!(set.trim(), "Invalid argument\n[]");
+}
+
 #[test]
 fn prometheus_metrics_count_reads_and_writes() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -16,7 +16,11 @@
 //!   remounts.
 //! - Eviction is moka's TinyLFU: a block must be used more often than the one it would
 //!   displace to be admitted, so one pass over a huge cold sequence does not flush the hot
-//!   clips and setups of the day. A block the index does not admit is deleted at once.
+//!   clips and setups of the day. A block the index does not admit is deleted at once. A
+//!   block asked for by a warmup ([`DiskCache::want`]) counts as used as often as the
+//!   sketch counts at all, so it is admitted over any block read less. The index runs
+//!   its upkeep at every insert: the tier is back within its capacity when a block has
+//!   been stored.
 //! - A block leaving the index leaves `files` too. A reader that opened the file just as the
 //!   block left may put it back; such a file is deleted but still holds the block's bytes
 //!   (still checked at every read) until `files` drops it, and the index no longer sends
@@ -58,13 +62,16 @@ const VERIFIED_BYTES: u64 = 32 << 20;
 /// Block files kept open for small reads.
 const OPEN_FILES: u64 = 256;
 
+/// The uses a wanted block is counted for: where moka's frequency counters saturate.
+const WANTED_USES: usize = 15;
+
 fn path_in(dir: &Path, id: &BlockId) -> PathBuf {
     let hex = id.to_hex();
     dir.join(&hex[..2]).join(hex)
 }
 
 /// Bytes a cached block takes on disk: the block and its piece values.
-fn on_disk_size(len: u32) -> u32 {
+pub(super) fn on_disk_size(len: u32) -> u32 {
     let len_usize = len as usize;
     if len_usize > PIECE {
         len + (len_usize.div_ceil(PIECE) * 32) as u32
@@ -222,6 +229,23 @@ impl DiskCache {
         self.index.contains_key(id)
     }
 
+    /// The size of block `id` if the tier holds it.
+    pub fn len_of(&self, id: &BlockId) -> Option<usize> {
+        self.index.get(id).map(|len| len as usize)
+    }
+
+    /// Counts block `id` as used [`WANTED_USES`] times (moka's frequency sketch counts a
+    /// miss as a use too), so that admission — which keeps a block only over blocks used
+    /// less — ranks it with the blocks read most, whether it is stored now or later.
+    /// What `meridian warmup` asks for: a one-off pass would otherwise be turned away by a
+    /// full tier.
+    pub fn want(&self, id: &BlockId) {
+        for _ in 0..WANTED_USES {
+            let _ = self.index.get(id);
+        }
+        self.index.run_pending_tasks();
+    }
+
     /// Whether blocks handed to the tier are being stored (its filesystem had room at the
     /// last write).
     pub fn accepting(&self) -> bool {
@@ -258,7 +282,13 @@ impl DiskCache {
             .and_then(|_| uring::write_file(&tmp, data))
             .and_then(|_| std::fs::rename(&tmp, &path));
         match written {
-            Ok(()) => self.index.insert(*id, data.len() as u32),
+            Ok(()) => {
+                self.index.insert(*id, data.len() as u32);
+                // Admission, and eviction down to the capacity, now: moka otherwise waits
+                // for its next upkeep, and a tier nobody reads from stayed over its
+                // capacity (125% after a warmup here) until the next read.
+                self.index.run_pending_tasks();
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 tracing::warn!(dir = %self.dir.display(), error = %e, "could not write to the disk cache");

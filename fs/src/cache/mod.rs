@@ -321,8 +321,15 @@ impl BlockCache {
             self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(data);
         }
+        let (data, cvs) = self.fetch(id)?;
+        let _ = self.fill_disk(id, &data, cvs, true);
+        Ok(data)
+    }
+
+    /// The block from the store, checked against its name, with its pieces' chaining values
+    /// (one pass gives both).
+    fn fetch(&self, id: &BlockId) -> Result<(Bytes, Vec<PieceValue>), BlockError> {
         let data = self.store.get(id)?;
-        // One pass gives the name (to verify) and the piece values the disk tier keeps.
         let (name, cvs) = pieces::hash_with_pieces(&data);
         if name != *id {
             return Err(BlockError::Corrupt(*id));
@@ -331,8 +338,24 @@ impl BlockCache {
         self.stats
             .store_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        let _ = self.fill_disk(id, &data, cvs, true);
-        Ok(data)
+        Ok((data, cvs))
+    }
+
+    /// Brings block `id` into the disk tier ahead of use (into memory without one), ranked
+    /// with the blocks read most, so that a full tier keeps it over blocks read less
+    /// ([`DiskCache::want`]); its size. The block is stored when this returns (not handed
+    /// to the disk writer), and one the tier holds already is not read.
+    pub fn warm(&self, id: &BlockId) -> Result<usize, BlockError> {
+        let Some(disk) = &self.disk else {
+            return Ok(self.get(id)?.len());
+        };
+        disk.want(id);
+        if let Some(len) = disk.len_of(id) {
+            return Ok(len);
+        }
+        let (data, cvs) = self.fetch(id)?;
+        disk.put_with_pieces(id, &data, Some(&cvs));
+        Ok(data.len())
     }
 
     /// Where a block is now, without fetching it.
@@ -483,6 +506,72 @@ mod tests {
             disk_min_free_ratio: 0.0,
             ..Default::default()
         }
+    }
+
+    /// Block files (not piece values) under `dir`.
+    fn block_files(dir: &std::path::Path) -> usize {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        rd.flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => block_files(&e.path()),
+                _ => usize::from(e.path().extension().is_none()),
+            })
+            .sum()
+    }
+
+    /// A full disk tier of blocks read often turns away a block fetched once (TinyLFU), and
+    /// keeps a warmed one, ranked with the hottest; either way it is back within its
+    /// capacity as soon as the block is stored, without waiting for the next read.
+    #[test]
+    fn a_full_disk_tier_keeps_a_warmed_block_and_turns_a_one_off_fetch_away() {
+        let store = Arc::new(MemBlockStore::new());
+        let dir = tempfile::tempdir().unwrap();
+        let len = 256 << 10;
+        let block = |n: u8| {
+            let d = Bytes::from(vec![n; len]);
+            let id = block_id(&d);
+            store.put(&id, d).unwrap();
+            id
+        };
+        let hot: Vec<BlockId> = (0..4).map(block).collect();
+        let (once, warmed) = (block(10), block(11));
+        let cfg = CacheConfig {
+            memory_bytes: 1, // every read goes to the disk tier
+            disk_bytes: 4 * u64::from(disk::on_disk_size(len as u32)),
+            ..with_disk(dir.path())
+        };
+        let cache = BlockCache::new(store.clone(), &cfg).unwrap();
+        let disk = cache.disk().unwrap();
+        for id in &hot {
+            cache.get(id).unwrap();
+        }
+        cache.flush_disk();
+        for _ in 0..4 {
+            for id in &hot {
+                cache.get(id).unwrap();
+            }
+        }
+        assert!(hot.iter().all(|id| disk.contains(id)));
+        cache.get(&once).unwrap();
+        cache.flush_disk();
+        assert!(
+            !disk.contains(&once),
+            "a one-off fetch pushed out a hot block"
+        );
+        // Stored when `warm` returns.
+        assert_eq!(cache.warm(&warmed).unwrap(), len);
+        assert!(
+            disk.contains(&warmed),
+            "a full tier turned a warmed block away"
+        );
+        assert_eq!(hot.iter().filter(|id| disk.contains(id)).count(), 3);
+        assert_eq!(block_files(&dir.path().join("cache")), 4, "over capacity");
+        // Warming a block the tier holds reads nothing.
+        let fetches = cache.stats.store_fetches.load(Ordering::Relaxed);
+        assert_eq!(cache.warm(&warmed).unwrap(), len);
+        assert_eq!(cache.stats.store_fetches.load(Ordering::Relaxed), fetches);
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod patch;
 mod readahead;
 mod tee;
 pub mod upload;
+pub mod warmup;
 
 use crate::cache::BlockCache;
 use crate::error::{FsError, FsResult};
