@@ -222,25 +222,32 @@ fn locks_taken_in_one_mount_hold_in_the_other() {
 /// carry every change here (they arrive in milliseconds, not at once: this polls). The
 /// database takes TLS connections only, and the metaservers check its certificate
 /// (`sslmode=verify-full`).
-#[test]
-fn two_metaservers_over_one_postgresql_serve_one_site() {
-    let pg = meridian_metaserver::store::pg::testing::Cluster::start_tls();
-    let prefix = format!("pg-site-{}/", pg.port);
-    let site = || {
-        let url = pg.verify_full_url("postgres");
-        let toml = format!("postgres = {url:?}\nfeed_poll_ms = 60000\n");
-        Site::start_with(&toml, Some(prefix.clone()))
-    };
+/// Two metaservers with the site settings `toml` (one PostgreSQL database) and bucket
+/// prefix `prefix`, and a mount of each (names cached for a minute: what each sees of the
+/// other's changes comes by invalidation).
+fn two_metaservers(toml: &str, prefix: &str) -> (Site, Site, Mount, Mount) {
+    let site = || Site::start_with(toml, Some(prefix.to_string()));
     let (s1, s2) = (site(), site());
     let a = s1.mount(&s1.add_client("ws1"), &["--attr-ttl-ms", "60000"]);
     let b = s2.mount(&s2.add_client("ws2"), &["--attr-ttl-ms", "60000"]);
-    let soon = |what: &str, ok: &dyn Fn() -> bool| {
-        let t = Instant::now();
-        while !ok() {
-            assert!(t.elapsed() < Duration::from_secs(5), "{what}: not seen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    (s1, s2, a, b)
+}
+
+/// Waits up to 5 s for `ok`.
+fn soon(what: &str, ok: &dyn Fn() -> bool) {
+    let t = Instant::now();
+    while !ok() {
+        assert!(t.elapsed() < Duration::from_secs(5), "{what}: not seen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn two_metaservers_over_one_postgresql_serve_one_site() {
+    let pg = meridian_metaserver::store::pg::testing::Cluster::start_tls();
+    let url = pg.verify_full_url("postgres");
+    let toml = format!("postgres = {url:?}\nfeed_poll_ms = 60000\n");
+    let (_s1, _s2, a, b) = two_metaservers(&toml, &format!("pg-site-{}/", pg.port));
     std::fs::create_dir(a.path("shot")).unwrap();
     assert_eq!(std::fs::read_dir(b.path("shot")).unwrap().count(), 0);
     std::fs::write(a.path("shot/SH010.clip"), b"<clip v=1/>").unwrap();
@@ -322,23 +329,8 @@ fn two_metaservers_over_one_postgresql_serve_one_site() {
 fn two_metaservers_without_notifications_see_each_others_changes_by_polling() {
     let pg = meridian_metaserver::store::pg::testing::Cluster::start();
     let url = pg.without_notifications("nonotify");
-    let prefix = format!("pg-nonotify-{}/", std::process::id());
-    let site = || {
-        Site::start_with(
-            &format!("postgres = {url:?}\nfeed_poll_ms = 100\n"),
-            Some(prefix.clone()),
-        )
-    };
-    let (s1, s2) = (site(), site());
-    let a = s1.mount(&s1.add_client("ws1"), &["--attr-ttl-ms", "60000"]);
-    let b = s2.mount(&s2.add_client("ws2"), &["--attr-ttl-ms", "60000"]);
-    let soon = |what: &str, ok: &dyn Fn() -> bool| {
-        let t = Instant::now();
-        while !ok() {
-            assert!(t.elapsed() < Duration::from_secs(5), "{what}: not seen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let toml = format!("postgres = {url:?}\nfeed_poll_ms = 100\n");
+    let (s1, _s2, a, b) = two_metaservers(&toml, &format!("pg-nonotify-{}/", pg.port));
     std::fs::create_dir(a.path("plates")).unwrap();
     soon("a mkdir", &|| b.path("plates").is_dir());
     assert_eq!(std::fs::read_dir(b.path("plates")).unwrap().count(), 0);
