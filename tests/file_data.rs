@@ -359,7 +359,10 @@ fn warmup_lands_in_a_full_disk_tier() {
         "{said} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.contains("warmup: 2 files, 16.0 MiB"), "{said}");
+    assert!(
+        said.contains("warmup: 2 files, 16.0 MiB") && !said.contains("not kept"),
+        "{said}"
+    );
     let after = blocks();
     let warmed = after.difference(&before).count();
     assert_eq!(

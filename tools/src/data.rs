@@ -64,13 +64,17 @@ fn collect(path: &Path, out: &mut Vec<(PathBuf, u64)>) -> Result<()> {
 /// The attribute whose reading has a Meridian mount warm a file (`core::warmup`).
 const WARMUP_XATTR: &str = "user.meridian.warmup";
 
-/// Has the mount holding `path` warm it: `false` where the path is not on a mount that
-/// offers it (another filesystem, an older mount), which the caller then reads instead.
-fn warm_in_mount(path: &Path) -> std::io::Result<bool> {
+/// Has the mount holding `path` warm it: the bytes of its blocks the caches kept and of
+/// all of them, or `None` where the path is not on a mount that offers it (another
+/// filesystem, an older mount), which the caller then reads instead.
+fn warm_in_mount(path: &Path) -> std::io::Result<Option<(u64, u64)>> {
     match xattr::get(path, WARMUP_XATTR) {
-        Ok(Some(v)) => Ok(std::str::from_utf8(&v).is_ok_and(|t| t.parse::<u64>().is_ok())),
-        Ok(None) => Ok(false),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::EPERM)) => Ok(false),
+        Ok(Some(v)) => Ok(std::str::from_utf8(&v).ok().and_then(|t| {
+            let (kept, total) = t.split_once(' ')?;
+            Some((kept.parse().ok()?, total.parse().ok()?))
+        })),
+        Ok(None) => Ok(None),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::EPERM)) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -106,6 +110,8 @@ pub fn warmup(args: WarmupArgs) -> Result<()> {
     );
     let next = AtomicUsize::new(0);
     let errors = AtomicU64::new(0);
+    // Bytes of blocks the mount warmed that its caches did not keep.
+    let turned_away = AtomicU64::new(0);
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..args.parallel.max(1) {
@@ -113,11 +119,12 @@ pub fn warmup(args: WarmupArgs) -> Result<()> {
                 let mut buf = vec![0u8; 1 << 20];
                 while let Some((path, size)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let warmed = match warm_in_mount(path) {
-                        Ok(true) => {
+                        Ok(Some((kept, total))) => {
+                            turned_away.fetch_add(total - kept.min(total), Ordering::Relaxed);
                             bar.inc(*size);
                             Ok(())
                         }
-                        Ok(false) => read_through(path, &mut buf, &bar),
+                        Ok(None) => read_through(path, &mut buf, &bar),
                         Err(e) => Err(e),
                     };
                     if let Err(e) = warmed {
@@ -136,6 +143,14 @@ pub fn warmup(args: WarmupArgs) -> Result<()> {
         total as f64 / 1048576.0,
         total as f64 / 1048576.0 / secs.max(1e-9)
     );
+    let away = turned_away.load(Ordering::Relaxed);
+    if away > 0 {
+        println!(
+            "warmup: {:.1} MiB were fetched but not kept: the NVMe tier is paused for space \
+             (see `meridian cache`), or full of blocks read as often as warmed ones count",
+            away as f64 / 1048576.0
+        );
+    }
     match errors.load(Ordering::Relaxed) {
         0 => Ok(()),
         n => bail!("{n} files could not be read"),

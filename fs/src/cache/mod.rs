@@ -343,19 +343,20 @@ impl BlockCache {
 
     /// Brings block `id` into the disk tier ahead of use (into memory without one), ranked
     /// with the blocks read most, so that a full tier keeps it over blocks read less
-    /// ([`DiskCache::want`]); its size. The block is stored when this returns (not handed
-    /// to the disk writer), and one the tier holds already is not read.
-    pub fn warm(&self, id: &BlockId) -> Result<usize, BlockError> {
+    /// ([`DiskCache::want`]); its size, and whether the tier kept it (it does not when
+    /// paused for space, or full of blocks read as often). The block is stored when this
+    /// returns (not handed to the disk writer), and one the tier holds already is not read.
+    pub fn warm(&self, id: &BlockId) -> Result<(usize, bool), BlockError> {
         let Some(disk) = &self.disk else {
-            return Ok(self.get(id)?.len());
+            return Ok((self.get(id)?.len(), true));
         };
         disk.want(id);
         if let Some(len) = disk.len_of(id) {
-            return Ok(len);
+            return Ok((len, true));
         }
         let (data, cvs) = self.fetch(id)?;
         disk.put_with_pieces(id, &data, Some(&cvs));
-        Ok(data.len())
+        Ok((data.len(), disk.contains(id)))
     }
 
     /// Where a block is now, without fetching it.
@@ -561,7 +562,7 @@ mod tests {
             "a one-off fetch pushed out a hot block"
         );
         // Stored when `warm` returns.
-        assert_eq!(cache.warm(&warmed).unwrap(), len);
+        assert_eq!(cache.warm(&warmed).unwrap(), (len, true));
         assert!(
             disk.contains(&warmed),
             "a full tier turned a warmed block away"
@@ -570,8 +571,24 @@ mod tests {
         assert_eq!(block_files(&dir.path().join("cache")), 4, "over capacity");
         // Warming a block the tier holds reads nothing.
         let fetches = cache.stats.store_fetches.load(Ordering::Relaxed);
-        assert_eq!(cache.warm(&warmed).unwrap(), len);
+        assert_eq!(cache.warm(&warmed).unwrap(), (len, true));
         assert_eq!(cache.stats.store_fetches.load(Ordering::Relaxed), fetches);
+    }
+
+    /// A tier paused for space keeps nothing, and warming says so.
+    #[test]
+    fn warming_into_a_paused_tier_says_the_block_was_not_kept() {
+        let store = Arc::new(MemBlockStore::new());
+        let dir = tempfile::tempdir().unwrap();
+        let data = Bytes::from(vec![3u8; 100_000]);
+        let id = block_id(&data);
+        store.put(&id, data).unwrap();
+        let cfg = CacheConfig {
+            disk_min_free_ratio: 1.0, // no filesystem has all of itself free
+            ..with_disk(dir.path())
+        };
+        let cache = BlockCache::new(store, &cfg).unwrap();
+        assert_eq!(cache.warm(&id).unwrap(), (100_000, false));
     }
 
     #[test]

@@ -366,7 +366,8 @@ impl Fs {
 
     pub fn getxattr(&self, who: &Caller, ino: InodeId, name: &[u8]) -> FsResult<Vec<u8>> {
         if name == super::warmup::WARMUP {
-            return Ok(self.warmup(who, ino)?.to_string().into_bytes());
+            let (kept, total) = self.warmup(who, ino)?;
+            return Ok(format!("{kept} {total}").into_bytes());
         }
         Ok(self.ns.getxattr(who, ino, name)?)
     }

@@ -16,7 +16,8 @@ use crate::error::{FsError, FsResult};
 use meridian_proto::{BlockId, Caller, InodeId, Layout, MetaError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Reading it warms the file and answers the bytes its blocks hold, in decimal.
+/// Reading it warms the file and answers `KEPT TOTAL`: the bytes of its blocks the caches
+/// now hold, and the bytes its blocks hold, in decimal.
 pub const WARMUP: &[u8] = b"user.meridian.warmup";
 
 /// Blocks of one file warmed at once.
@@ -24,30 +25,32 @@ pub const WORKERS: usize = 8;
 
 impl Fs {
     /// Warms every block of `ino`'s committed data for `who` (who must be able to read
-    /// it); the bytes the blocks hold. An inline file has none: its bytes come with its
-    /// metadata.
-    pub fn warmup(&self, who: &Caller, ino: InodeId) -> FsResult<u64> {
+    /// it); the bytes of the blocks the caches kept, and of all of them. An inline file
+    /// has none: its bytes come with its metadata.
+    pub fn warmup(&self, who: &Caller, ino: InodeId) -> FsResult<(u64, u64)> {
         self.ns.access(who, ino, 4)?;
         let Layout::Chunks(chunks) = self.ns.layout(ino)?.0 else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         let mut ids: Vec<BlockId> = chunks.values().map(|r| r.id).collect();
         ids.sort_unstable();
         ids.dedup();
         let next = AtomicUsize::new(0);
-        let warm = || -> FsResult<u64> {
-            let mut bytes = 0;
+        let warm = || -> FsResult<(u64, u64)> {
+            let (mut kept, mut total) = (0, 0);
             while let Some(id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) {
-                bytes += self.cache.warm(id)? as u64;
+                let (len, held) = self.cache.warm(id)?;
+                total += len as u64;
+                kept += if held { len as u64 } else { 0 };
             }
-            Ok(bytes)
+            Ok((kept, total))
         };
         std::thread::scope(|s| {
             let workers: Vec<_> = (0..WORKERS.min(ids.len())).map(|_| s.spawn(warm)).collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("a warmup worker panicked"))
-                .sum()
+            workers.into_iter().try_fold((0, 0), |(k, t), w| {
+                let (kept, total) = w.join().expect("a warmup worker panicked")?;
+                Ok((k + kept, t + total))
+            })
         })
     }
 }
