@@ -184,6 +184,8 @@ pub struct BlockCache {
     queue: SyncSender<BlockId>,
     queued: Mutex<HashSet<BlockId>>,
     disk_fill: Option<SyncSender<Fill>>,
+    /// Blocks fetched from the store at once (`cache.fetch_concurrency`).
+    fetch_concurrency: usize,
     pub stats: CacheStats,
 }
 
@@ -225,6 +227,7 @@ impl BlockCache {
             queue: tx,
             queued: Mutex::new(HashSet::new()),
             disk_fill: fill_tx,
+            fetch_concurrency: workers,
             stats: CacheStats::default(),
         });
         if let Some(rx) = fill_rx {
@@ -258,6 +261,11 @@ impl BlockCache {
 
     pub fn disk(&self) -> Option<&DiskCache> {
         self.disk.as_ref()
+    }
+
+    /// Blocks fetched from the store at once, as configured.
+    pub fn fetch_concurrency(&self) -> usize {
+        self.fetch_concurrency
     }
 
     /// The block, from the fastest tier that has it.

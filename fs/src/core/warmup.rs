@@ -2,7 +2,8 @@
 //! reading the extended attribute [`WARMUP`] (what `meridian warmup` does for each file).
 //!
 //! Owns: nothing; it walks the file's committed layout and has the block cache warm each
-//! block ([`crate::cache::BlockCache::warm`]), [`WORKERS`] at a time.
+//! block ([`crate::cache::BlockCache::warm`]), as many at a time as the cache fetches
+//! (`cache.fetch_concurrency`).
 //!
 //! Invariants:
 //! - A warmed block is checked against its name like any fetch.
@@ -19,9 +20,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Reading it warms the file and answers `KEPT TOTAL`: the bytes of its blocks the caches
 /// now hold, and the bytes its blocks hold, in decimal.
 pub const WARMUP: &[u8] = b"user.meridian.warmup";
-
-/// Blocks of one file warmed at once.
-pub const WORKERS: usize = 8;
 
 impl Fs {
     /// Warms every block of `ino`'s committed data for `who` (who must be able to read
@@ -46,7 +44,8 @@ impl Fs {
             Ok((kept, total))
         };
         std::thread::scope(|s| {
-            let workers: Vec<_> = (0..WORKERS.min(ids.len())).map(|_| s.spawn(warm)).collect();
+            let n = self.cache.fetch_concurrency().min(ids.len());
+            let workers: Vec<_> = (0..n).map(|_| s.spawn(warm)).collect();
             workers.into_iter().try_fold((0, 0), |(k, t), w| {
                 let (kept, total) = w.join().expect("a warmup worker panicked")?;
                 Ok((k + kept, t + total))
